@@ -1,0 +1,121 @@
+"""Serva: a self-hosted SMM reseller API server (Serva API v1)."""
+import logging
+import os
+import secrets
+import time
+import uuid
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+REQUEST_ID_HEADER = "x-serva-request-id"
+access_log = logging.getLogger("serva.access")
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _instance_secret(app) -> str:
+    """A random secret kept in the instance folder, so restarts and worker processes share it."""
+    path = os.path.join(app.instance_path, "secret_key")
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        secret = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        return secret
+
+
+def default_config(app) -> dict:
+    env = os.environ
+    return {
+        "DATABASE_URL": env.get("SERVA_DATABASE_URL")
+        or "sqlite:///" + os.path.join(app.instance_path, "serva.sqlite"),
+        "CURRENCY": env.get("SERVA_CURRENCY", "USD"),
+        "INTEGER_IDS": _env_flag("SERVA_INTEGER_IDS"),
+        "MAX_CONTENT_LENGTH": int(env.get("SERVA_MAX_BODY_BYTES", 256 * 1024)),
+        "GUARD_WINDOW_SECONDS": int(env.get("SERVA_GUARD_WINDOW_SECONDS", 300)),
+        "IDEMPOTENCY_TTL_SECONDS": int(env.get("SERVA_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
+        "KEY_LAST_USED_INTERVAL": int(env.get("SERVA_KEY_LAST_USED_INTERVAL", 60)),
+        "SQLITE_SYNCHRONOUS": env.get("SERVA_SQLITE_SYNCHRONOUS", "FULL").upper(),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _env_flag("SERVA_SECURE_COOKIES"),
+        "LOGIN_MAX_FAILURES": int(env.get("SERVA_LOGIN_MAX_FAILURES", 5)),
+        "LOGIN_FAILURE_WINDOW_SECONDS": int(env.get("SERVA_LOGIN_FAILURE_WINDOW_SECONDS", 900)),
+    }
+
+
+def create_app(test_config=None):
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(default_config(app))
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+    else:
+        app.config.from_mapping(test_config)
+    app.config["SECRET_KEY"] = (app.config.get("SECRET_KEY") or os.environ.get("SERVA_SECRET_KEY")
+                                or _instance_secret(app))
+    if app.config["SQLITE_SYNCHRONOUS"] not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError("SERVA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+
+    from . import api, cli, db
+    db.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(api.bp)
+    _register_dashboard(app)
+    _request_ids_and_errors(app)
+    return app
+
+
+def _register_dashboard(app):
+    try:
+        from . import dashboard
+    except ImportError:  # the dashboard is optional until its module exists
+        return
+    dashboard.init_app(app)
+
+
+def request_id() -> str:
+    """This request's id: made once, sent back in the header, the access log and 500 bodies."""
+    rid = g.get("request_id")
+    if rid is None:
+        rid = g.request_id = uuid.uuid4().hex
+    return rid
+
+
+def _request_ids_and_errors(app):
+    from .api import json_response
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def stamp(response):
+        rid = request_id()
+        response.headers[REQUEST_ID_HEADER] = rid
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        # The path only: a key may travel in the query string and must never be logged.
+        access_log.info("%s %s %s %.1fms rid=%s", request.method, request.path,
+                        response.status_code, elapsed, rid)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = json_response({"error": error.name, "code": code}, error.code or 500)
+        if error.code == 405 and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def server_error(error):
+        app.logger.error("unhandled error, rid=%s", request_id(), exc_info=error)
+        return json_response({"error": "Internal server error", "code": "internal_error",
+                              "request_id": request_id()}, 500)

@@ -1,0 +1,582 @@
+"""The operator CLI: `flask --app serva …` or the `serva` console script.
+
+Every command is scriptable: results on stdout, a one-line `error: …` on stderr and exit
+status 2 for arguments that cannot be applied; `audit` exits 1 when an invariant is broken."""
+import json
+from datetime import datetime, timezone
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, FlaskGroup
+from sqlalchemy import delete, select
+
+from . import accounts as accounts_repo
+from . import audit as audit_checks
+from . import coupons as coupons_repo
+from . import db, keys, ledger, orders as orders_repo, services as services_repo
+from .ids import parse_order, present_order
+from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
+from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
+
+account_cli = AppGroup("account", help="Partner accounts: access, bans, money and pricing.")
+key_cli = AppGroup("key", help="API keys (one active per account).")
+service_cli = AppGroup("service", help="The service catalog.")
+coupon_cli = AppGroup("coupon", help="Coupons for the add action.")
+order_cli = AppGroup("order", help="Orders: list, inspect, move through statuses.")
+
+
+def fail(message: str):
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(2)
+
+
+def amount_arg(text: str, positive=True) -> int:
+    try:
+        value = parse_amount(text)
+    except AmountError as error:
+        fail(str(error))
+    if positive and value <= 0:
+        fail(f"amount must be positive: {text}")
+    return value
+
+
+def time_arg(text):
+    """ISO 8601 (UTC when no zone is given) -> unix seconds."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"not an ISO 8601 date/time: {text}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def show_time(stamp) -> str:
+    if stamp is None:
+        return "-"
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _account(conn, email):
+    try:
+        return accounts_repo.require(conn, email)
+    except accounts_repo.AccountError as error:
+        fail(str(error))
+
+
+# ---------------------------------------------------------------- accounts
+
+@account_cli.command("create")
+@click.argument("email")
+@click.option("--password", help="Sign-in password for the dashboard.")
+@click.option("--approve", is_flag=True, help="Approve API access right away.")
+def account_create(email, password, approve):
+    """Create a partner account."""
+    if password is not None and len(password) < 8:
+        fail("a password needs at least 8 characters")
+    try:
+        with db.write() as conn:
+            accounts_repo.create(conn, email, password, approved=approve)
+    except accounts_repo.AccountError as error:
+        fail(str(error))
+    click.echo(f"created {accounts_repo.normalize_email(email)}"
+               f"{' (API access approved)' if approve else ''}")
+
+
+@account_cli.command("show")
+@click.argument("email")
+def account_show(email):
+    """Print an account's state, balance, key and pricing."""
+    with db.read() as conn:
+        row = _account(conn, email)
+        key = keys.active_key(conn, row.id)
+        rates = accounts_repo.custom_rates(conn, row.id)
+    click.echo(f"email:      {row.email}")
+    click.echo(f"api access: {row.api_access}")
+    click.echo(f"banned:     {'yes: ' + (row.ban_reason or '') if row.banned else 'no'}")
+    click.echo(f"balance:    {format_amount(row.balance)} {current_app.config['CURRENCY']}")
+    click.echo(f"discount:   {format_percent(row.discount_bp)}%")
+    click.echo(f"key:        {key.prefix + '… created ' + show_time(key.created_at) + ', last used ' + show_time(key.last_used_at) if key else 'none'}")
+    for service_id, rate in rates:
+        click.echo(f"rate:       service {service_id} at {format_amount(rate)} per 1000")
+
+
+@account_cli.command("requests")
+def account_requests():
+    """List accounts waiting for API access approval."""
+    with db.read() as conn:
+        for email, stamp in accounts_repo.access_requests(conn):
+            click.echo(f"{email}\trequested {show_time(stamp)}")
+
+
+def _set_state(email, change, done):
+    with db.write() as conn:
+        row = _account(conn, email)
+        change(conn, row.id)
+    click.echo(f"{row.email}: {done}")
+
+
+@account_cli.command("approve")
+@click.argument("email")
+def account_approve(email):
+    """Approve API access."""
+    _set_state(email, lambda c, i: accounts_repo.set_api_access(c, i, "approved"), "API access approved")
+
+
+@account_cli.command("unapprove")
+@click.argument("email")
+def account_unapprove(email):
+    """Withdraw API access."""
+    _set_state(email, lambda c, i: accounts_repo.set_api_access(c, i, "none"), "API access withdrawn")
+
+
+@account_cli.command("ban")
+@click.argument("email")
+@click.option("--reason", default="", help="Shown to the partner at sign-in.")
+def account_ban(email, reason):
+    """Ban an account: its key and dashboard stop working."""
+    _set_state(email, lambda c, i: accounts_repo.set_banned(c, i, True, reason), "banned")
+
+
+@account_cli.command("unban")
+@click.argument("email")
+def account_unban(email):
+    """Lift a ban."""
+    _set_state(email, lambda c, i: accounts_repo.set_banned(c, i, False), "unbanned")
+
+
+def _post(email, amount, kind, note):
+    if not note.strip():
+        fail("--note must say why the balance changes")
+    with db.write() as conn:
+        row = _account(conn, email)
+        try:
+            balance = ledger.post(conn, row.id, amount, kind, note.strip())
+        except ledger.InsufficientFunds:
+            fail(f"the balance of {row.email} is {format_amount(row.balance)}; it cannot go below 0")
+    click.echo(f"{row.email}: balance {format_amount(balance)} {current_app.config['CURRENCY']}")
+
+
+@account_cli.command("credit")
+@click.argument("email")
+@click.argument("amount")
+@click.option("--note", required=True, help="Why (kept on the ledger row).")
+def account_credit(email, amount, note):
+    """Add AMOUNT (e.g. 25.50) to the balance."""
+    _post(email, amount_arg(amount), "topup", note)
+
+
+@account_cli.command("debit")
+@click.argument("email")
+@click.argument("amount")
+@click.option("--note", required=True, help="Why (kept on the ledger row).")
+def account_debit(email, amount, note):
+    """Take AMOUNT from the balance (never below zero)."""
+    _post(email, -amount_arg(amount), "adjustment", note)
+
+
+@account_cli.command("discount")
+@click.argument("email")
+@click.argument("percent")
+def account_discount(email, percent):
+    """Set the account's discount on list rates, in percent (0-100, two decimals)."""
+    try:
+        bp = parse_percent(percent)
+    except AmountError as error:
+        fail(str(error))
+    _set_state(email, lambda c, i: accounts_repo.set_discount(c, i, bp), f"discount {format_percent(bp)}%")
+
+
+@account_cli.command("rate")
+@click.argument("email")
+@click.argument("service_id", type=int)
+@click.argument("rate", required=False)
+@click.option("--clear", is_flag=True, help="Remove the custom rate.")
+def account_rate(email, service_id, rate, clear):
+    """Set a custom RATE (per 1000) for one service, replacing the discounted list rate."""
+    if clear == (rate is not None):
+        fail("give either a RATE or --clear")
+    value = None if clear else amount_arg(rate, positive=False)
+    if value is not None and value < 0:
+        fail("a rate cannot be negative")
+    with db.write() as conn:
+        row = _account(conn, email)
+        try:
+            accounts_repo.set_custom_rate(conn, row.id, service_id, value)
+        except accounts_repo.AccountError as error:
+            fail(str(error))
+    click.echo(f"{row.email}: service {service_id} "
+               f"{'custom rate cleared' if clear else 'at ' + format_amount(value) + ' per 1000'}")
+
+
+# ---------------------------------------------------------------- keys
+
+@key_cli.command("create")
+@click.argument("email")
+def key_create(email):
+    """Make a new key (revoking the old one) and print only the raw key."""
+    with db.write() as conn:
+        raw = keys.create_key(conn, _account(conn, email).id)
+    click.echo(raw)
+
+
+@key_cli.command("revoke")
+@click.argument("email")
+def key_revoke(email):
+    """Revoke the account's active key."""
+    with db.write() as conn:
+        row = _account(conn, email)
+        if not keys.revoke_key(conn, row.id):
+            fail(f"{row.email} has no active key")
+    click.echo(f"{row.email}: key revoked")
+
+
+# ---------------------------------------------------------------- services
+
+def _field_specs(field_options, lines_field):
+    specs = []
+    for text in field_options:
+        name, _, rest = text.partition(":")
+        label, _, flag = rest.partition(":")
+        if flag not in ("", "optional"):
+            fail(f"--field takes NAME[:LABEL[:optional]], not {text!r}")
+        specs.append({"name": name, "label": label or name, "required": flag != "optional"})
+    if lines_field:
+        specs.append({"name": lines_field, "label": f"{lines_field} (one per line)",
+                      "required": True, "lines": True})
+    return specs
+
+
+def service_options(required):
+    def decorate(command):
+        for option in reversed([
+            click.option("--name", required=required),
+            click.option("--category"),
+            click.option("--type", "type_", help="Display type (default from --kind)."),
+            click.option("--kind", type=click.Choice(["default", "package", "lines", "fields"]),
+                         help="default: link+quantity; package: fixed price; lines: quantity from "
+                              "input lines; fields: manual fields, no link."),
+            click.option("--rate", required=required, help="Price per 1000 (a package: its price)."),
+            click.option("--min", "min_quantity", type=int),
+            click.option("--max", "max_quantity", type=int),
+            click.option("--field", "field_options", multiple=True,
+                         help="Manual field NAME[:LABEL[:optional]] (repeatable)."),
+            click.option("--lines-field", help="The bulk input counted by lines (e.g. comments)."),
+            click.option("--refill/--no-refill", default=None),
+            click.option("--cancel/--no-cancel", default=None),
+        ]):
+            command = option(command)
+        return command
+    return decorate
+
+
+def _service_values(name, category, type_, kind, rate, min_quantity, max_quantity,
+                    field_options, lines_field, refill, cancel):
+    values = {"name": name, "category": category, "type": type_, "kind": kind,
+              "rate": amount_arg(rate, positive=False) if rate is not None else None,
+              "min_quantity": min_quantity, "max_quantity": max_quantity,
+              "refill": refill, "cancel": cancel}
+    if field_options or lines_field:
+        values["fields_json"] = json.dumps(_field_specs(field_options, lines_field))
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@service_cli.command("add")
+@click.option("--id", "service_id", type=int, help="API-facing id (default: next free).")
+@service_options(required=True)
+def service_add(service_id, **options):
+    """Add a service to the catalog."""
+    values = _service_values(**options)
+    if service_id is not None:
+        values["id"] = service_id
+    try:
+        with db.write() as conn:
+            new_id = services_repo.add(conn, **values)
+    except (services_repo.ServiceError, ValueError) as error:
+        fail(str(error))
+    click.echo(f"service {new_id} added")
+
+
+@service_cli.command("update")
+@click.argument("service_id", type=int)
+@service_options(required=False)
+def service_update(service_id, **options):
+    """Change a service (only the options given)."""
+    try:
+        with db.write() as conn:
+            services_repo.update_service(conn, service_id, **_service_values(**options))
+    except services_repo.ServiceError as error:
+        fail(str(error))
+    click.echo(f"service {service_id} updated")
+
+
+def _set_active(service_id, active):
+    try:
+        with db.write() as conn:
+            services_repo.update_service(conn, service_id, active=active)
+    except services_repo.ServiceError as error:
+        fail(str(error))
+    click.echo(f"service {service_id} {'enabled' if active else 'disabled'}")
+
+
+@service_cli.command("disable")
+@click.argument("service_id", type=int)
+def service_disable(service_id):
+    """Take a service out of the catalog (existing orders keep it)."""
+    _set_active(service_id, False)
+
+
+@service_cli.command("enable")
+@click.argument("service_id", type=int)
+def service_enable(service_id):
+    """Put a disabled service back."""
+    _set_active(service_id, True)
+
+
+@service_cli.command("list")
+def service_list():
+    """Every service, active or not, with its list rate."""
+    with db.read() as conn:
+        rows = services_repo.list_all(conn)
+    for row in rows:
+        fields = ",".join(spec["name"] for spec in services_repo.field_specs(row))
+        click.echo(f"{row.id}\t{'active' if row.active else 'disabled'}\t{row.kind}\t"
+                   f"{format_amount(row.rate)}\t{row.min_quantity}-{row.max_quantity}\t"
+                   f"{row.category}\t{row.name}" + (f"\tfields={fields}" if fields else ""))
+
+
+def _imported(entry) -> dict:
+    """One entry of the `services` shape -> catalog values (kind inferred when not given)."""
+    if not isinstance(entry, dict):
+        raise services_repo.ServiceError("each entry must be an object")
+    fields = services_repo.validate_fields(entry.get("fields") or [])
+    kind = entry.get("kind")
+    type_ = str(entry.get("type") or "Default")
+    if kind is None:
+        if "package" in type_.lower():
+            kind = "package"
+        elif any(spec.get("lines") for spec in fields):
+            kind = "lines"
+        elif "comments" in type_.lower():
+            kind = "lines"
+            fields.append({"name": "comments", "label": "Comments (one per line)",
+                           "required": True, "lines": True})
+        elif fields:
+            kind = "fields"
+        else:
+            kind = "default"
+    try:
+        return {"id": int(entry["service"]), "name": str(entry["name"]),
+                "category": str(entry.get("category") or ""), "type": type_, "kind": kind,
+                "rate": parse_amount(str(entry["rate"])),
+                "min_quantity": int(entry.get("min") or 1), "max_quantity": int(entry.get("max") or 1),
+                "fields_json": json.dumps(fields), "refill": bool(entry.get("refill", False)),
+                "cancel": bool(entry.get("cancel", False)), "active": True}
+    except (KeyError, ValueError, TypeError) as error:
+        raise services_repo.ServiceError(f"entry {entry.get('service')!r}: {error}") from None
+
+
+@service_cli.command("import")
+@click.argument("path", type=click.File("r"))
+def service_import(path):
+    """Add or update services from a JSON file of the `services` action's shape."""
+    try:
+        entries = json.load(path)
+    except ValueError as error:
+        fail(f"not JSON: {error}")
+    if not isinstance(entries, list):
+        fail("the file must hold a JSON list of services")
+    added = updated = 0
+    try:
+        with db.write() as conn:  # all or nothing
+            for entry in entries:
+                values = _imported(entry)
+                service_id = values.pop("id")
+                if conn.execute(select(services.c.id).where(services.c.id == service_id)).first():
+                    services_repo.update_service(conn, service_id, **values)
+                    updated += 1
+                else:
+                    services_repo.add(conn, id=service_id, **values)
+                    added += 1
+    except services_repo.ServiceError as error:
+        fail(str(error))
+    click.echo(f"imported {added + updated} services ({added} added, {updated} updated)")
+
+
+# ---------------------------------------------------------------- coupons
+
+@coupon_cli.command("create")
+@click.argument("code")
+@click.option("--percent", help="Percent off (e.g. 10 or 12.5).")
+@click.option("--amount", help="Fixed amount off (e.g. 2.50).")
+@click.option("--starts", help="Valid from (ISO 8601, UTC by default).")
+@click.option("--expires", help="Valid until (ISO 8601, UTC by default).")
+@click.option("--max-uses", type=click.IntRange(min=1), help="Total redemptions allowed.")
+@click.option("--per-account", type=click.IntRange(min=1), help="Redemptions allowed per account.")
+@click.option("--min-charge", help="Smallest order charge it applies to.")
+@click.option("--service", "service_id", type=int, help="Only for this service id.")
+@click.option("--category", help="Only for services of this category.")
+def coupon_create(code, percent, amount, starts, expires, max_uses, per_account, min_charge,
+                  service_id, category):
+    """Create a coupon (exactly one of --percent and --amount)."""
+    if (percent is None) == (amount is None):
+        fail("give exactly one of --percent and --amount")
+    try:
+        kind, value = ("percent", parse_percent(percent)) if percent else ("fixed", amount_arg(amount))
+    except AmountError as error:
+        fail(str(error))
+    options = {"starts_at": time_arg(starts), "expires_at": time_arg(expires),
+               "max_uses": max_uses, "per_account_limit": per_account,
+               "min_charge": amount_arg(min_charge, positive=False) if min_charge else 0,
+               "service_id": service_id, "category": category}
+    try:
+        with db.write() as conn:
+            coupons_repo.create(conn, code, kind, value, **options)
+    except ValueError as error:
+        fail(str(error))
+    click.echo(f"coupon {coupons_repo.normalize_code(code)} created")
+
+
+@coupon_cli.command("list")
+def coupon_list():
+    """Every coupon with its use count."""
+    with db.read() as conn:
+        for row in coupons_repo.list_all(conn):
+            off = f"{format_percent(row.value)}%" if row.kind == "percent" else format_amount(row.value)
+            click.echo(f"{row.code}\t{'active' if row.active else 'disabled'}\t{off} off\t"
+                       f"uses {row.uses}/{row.max_uses or '∞'}\t"
+                       f"{show_time(row.starts_at)} .. {show_time(row.expires_at)}")
+
+
+@coupon_cli.command("disable")
+@click.argument("code")
+def coupon_disable(code):
+    """Stop a coupon from being used."""
+    with db.write() as conn:
+        if not coupons_repo.disable(conn, code):
+            fail(f"no coupon {code}")
+    click.echo(f"coupon {coupons_repo.normalize_code(code)} disabled")
+
+
+# ---------------------------------------------------------------- orders
+
+def _order_id(text):
+    order_id = parse_order(text)
+    if order_id is None:
+        fail(f"not an order id: {text}")
+    return order_id
+
+
+@order_cli.command("list")
+@click.option("--account", "email", help="Only this account's orders.")
+@click.option("--status", type=click.Choice(orders_repo.ORDER_STATUSES))
+@click.option("--service", "service_id", type=int)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def order_list(email, status, service_id, limit):
+    """Newest orders first."""
+    query = (select(orders, accounts.c.email).join(accounts, accounts.c.id == orders.c.account_id)
+             .order_by(orders.c.id.desc()).limit(limit))
+    with db.read() as conn:
+        if email:
+            query = query.where(orders.c.account_id == _account(conn, email).id)
+        if status:
+            query = query.where(orders.c.status == status)
+        if service_id is not None:
+            query = query.where(orders.c.service_id == service_id)
+        for row in conn.execute(query):
+            click.echo(f"{present_order(row.id)}\t{row.status}\t{row.email}\tservice {row.service_id}\t"
+                       f"qty {row.quantity}\t{format_amount(row.charge - row.refunded)}\t{row.target}")
+
+
+@order_cli.command("show")
+@click.argument("order")
+def order_show(order):
+    """Everything about one order, with its ledger rows."""
+    from .schema import ledger as ledger_table
+    order_id = _order_id(order)
+    with db.read() as conn:
+        row = conn.execute(select(orders, accounts.c.email)
+                           .join(accounts, accounts.c.id == orders.c.account_id)
+                           .where(orders.c.id == order_id)).first()
+        if row is None:
+            fail(f"no order {order}")
+        entries = conn.execute(select(ledger_table).where(ledger_table.c.order_id == order_id)
+                               .order_by(ledger_table.c.id)).all()
+    for label, value in [("order", present_order(row.id)), ("account", row.email),
+                         ("service", row.service_id), ("target", row.target),
+                         ("inputs", row.inputs_json or "-"), ("quantity", row.quantity),
+                         ("status", row.status), ("start_count", row.start_count),
+                         ("remains", row.remains), ("charge", format_amount(row.charge)),
+                         ("refunded", format_amount(row.refunded)),
+                         ("created", show_time(row.created_at)), ("updated", show_time(row.updated_at))]:
+        click.echo(f"{label + ':':12} {value}")
+    for entry in entries:
+        click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)}")
+
+
+@order_cli.command("set-status")
+@click.argument("order")
+@click.argument("status", type=click.Choice(orders_repo.ORDER_STATUSES))
+@click.option("--start-count", type=click.IntRange(min=0))
+@click.option("--remains", type=click.IntRange(min=0))
+def order_set_status(order, status, start_count, remains):
+    """Move an order to STATUS; Partial and Canceled refund through the ledger, once."""
+    order_id = _order_id(order)
+    try:
+        with db.write() as conn:
+            refund = orders_repo.set_status(conn, order_id, status, start_count, remains)
+    except orders_repo.OrderError as error:
+        fail(str(error))
+    click.echo(f"{present_order(order_id)}: {status}"
+               + (f", refunded {format_amount(refund)}" if refund else ""))
+
+
+# ---------------------------------------------------------------- checks and upkeep
+
+@click.command("audit")
+def audit_command():
+    """Check the money invariants; exit 1 naming each violation."""
+    with db.read() as conn:
+        problems = list(audit_checks.violations(conn))
+    for problem in problems:
+        click.echo(f"VIOLATION {problem}")
+    if problems:
+        raise click.exceptions.Exit(1)
+    click.echo("audit passed: balances equal their ledgers, orders match their ledger rows")
+
+
+@click.command("prune")
+def prune_command():
+    """Delete expired purchase-guard rows, idempotency records and old sign-in failures."""
+    stamp = db.now()
+    with db.write() as conn:
+        guards = conn.execute(delete(purchase_guards).where(purchase_guards.c.expires_at <= stamp)).rowcount
+        replays = conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at <= stamp)).rowcount
+        failures = conn.execute(delete(login_failures).where(
+            login_failures.c.created_at <= stamp - current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])).rowcount
+    click.echo(f"pruned {guards} guard rows, {replays} idempotency records, {failures} sign-in failures")
+
+
+@click.command("demo")
+def demo_command():
+    """Create (or refresh) the demo account, catalog and coupon; the last line is a new demo key."""
+    from .demo import seed
+    email, password, summary = seed()
+    click.echo(f"demo account: {email} / password {password} (sign in at /profile/api/)")
+    click.echo(summary)
+    with db.write() as conn:
+        click.echo(keys.create_key(conn, accounts_repo.require(conn, email).id))
+
+
+def init_app(app):
+    for command in (db.init_db_command, db.schema_sql_command, demo_command, audit_command,
+                    prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli):
+        app.cli.add_command(command)
+
+
+def main():
+    """The `serva` console script: the same commands as `flask --app serva`."""
+    from . import create_app
+    FlaskGroup(create_app=create_app, help="Serva operator commands.").main(prog_name="serva")

@@ -1,0 +1,49 @@
+"""Demo data for a first run and for developers: idempotent, safe to run again."""
+import json
+
+from sqlalchemy import select
+
+from . import accounts, coupons, db, ledger, services
+from .money import MICRO, format_amount
+from .schema import services as services_table
+
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo-password"
+DEMO_BALANCE = 100 * MICRO
+DEMO_COUPON = "DEMO10"
+
+CATALOG = [
+    {"id": 1234, "name": "Instagram Followers", "category": "Instagram", "kind": "default",
+     "rate": 890_000, "min_quantity": 100, "max_quantity": 100_000, "refill": True},
+    {"id": 1235, "name": "YouTube Launch Package", "category": "YouTube", "kind": "package",
+     "type": "Package", "rate": 15 * MICRO},
+    {"id": 1236, "name": "Instagram Custom Comments", "category": "Instagram", "kind": "lines",
+     "rate": 12 * MICRO, "min_quantity": 1, "max_quantity": 1000,
+     "fields_json": json.dumps([{"name": "comments", "label": "Comments (one per line)",
+                                 "required": True, "lines": True}])},
+    {"id": 7788, "name": "Mobile Legends Diamonds Top-up", "category": "Game Top-up",
+     "kind": "fields", "type": "Manual", "rate": 20 * MICRO, "min_quantity": 10, "max_quantity": 10_000,
+     "fields_json": json.dumps([{"name": "player_id", "label": "Player ID", "required": True},
+                                {"name": "server_id", "label": "Server ID", "required": True}])},
+]
+
+
+def seed():
+    """Approved demo account topped up to the demo balance, the sample catalog, a coupon."""
+    with db.write() as conn:
+        account = accounts.get_by_email(conn, DEMO_EMAIL)
+        if account is None:
+            accounts.create(conn, DEMO_EMAIL, DEMO_PASSWORD, approved=True)
+            account = accounts.get_by_email(conn, DEMO_EMAIL)
+        if account.balance < DEMO_BALANCE:
+            ledger.post(conn, account.id, DEMO_BALANCE - account.balance, "topup", "demo top-up")
+        existing = set(conn.execute(select(services_table.c.id)).scalars())
+        for entry in CATALOG:
+            if entry["id"] not in existing:
+                services.add(conn, **entry)
+        if coupons.get(conn, DEMO_COUPON) is None:
+            coupons.create(conn, DEMO_COUPON, "percent", 1000)
+    summary = (f"demo balance topped up to {format_amount(DEMO_BALANCE)}; catalog: "
+               + ", ".join(f"{e['id']} {e['name']}" for e in CATALOG)
+               + f"; coupon {DEMO_COUPON} (10% off)")
+    return DEMO_EMAIL, DEMO_PASSWORD, summary

@@ -1,0 +1,41 @@
+"""The API's error table: one stable code, one message each (CONTRACT.md, Errors)."""
+
+MESSAGES = {
+    "missing_key": "API key is required",
+    "invalid_key": "Invalid API key",
+    "ambiguous_key": "Conflicting API keys in one request",
+    "key_revoked": "API key has been revoked",
+    "api_access_not_approved": "API access is not approved for this account",
+    "account_banned": "Account is banned",
+    "unknown_action": "Incorrect request",
+    "invalid_request": "Incorrect request: {detail}",
+    "missing_parameter": "Missing required parameter: {name}",
+    "service_unavailable": "Incorrect service ID",
+    "invalid_link": "Incorrect link",
+    "invalid_quantity": "Incorrect quantity",
+    "quantity_below_min": "Quantity less than minimal {min}",
+    "quantity_above_max": "Quantity more than maximum {max}",
+    "invalid_fields": "Invalid fields: {detail}",
+    "invalid_coupon": "Invalid coupon",
+    "insufficient_balance": "Not enough funds on balance",
+    "duplicate_target": "Duplicate order for this target is blocked",
+    "active_order_exists": "You have active order with this link. Please wait until order being completed.",
+    "idempotency_conflict": "Idempotency key was already used with different parameters",
+    "order_not_found": "Incorrect order ID",
+    "too_many_orders": "Too many orders in one request (max {max})",
+}
+
+# Quantity errors share the public code `invalid_quantity`; the message says which bound.
+PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "invalid_quantity"}
+
+
+class ApiError(Exception):
+    """An error of the API: rendered as HTTP 200 {"error", "code"} by the endpoint."""
+
+    def __init__(self, code: str, **details):
+        self.code = PUBLIC_CODE.get(code, code)
+        self.message = MESSAGES[code].format(**details)
+        super().__init__(self.message)
+
+    def body(self) -> dict:
+        return {"error": self.message, "code": self.code}

@@ -1,0 +1,52 @@
+"""How order and service ids look to partners: strings by default ("ORD-100023", "1234"),
+JSON integers when the INTEGER_IDS compatibility setting is on (CONTRACT.md)."""
+import re
+
+from flask import current_app
+
+ORDER_PREFIX = "ORD-"
+ORDER_NUMBER_BASE = 100_000  # order number = row id + base, so numbers start at 100001
+_ORDER_RE = re.compile(r"^\s*(?:ORD-)?(\d{1,18})\s*$", re.IGNORECASE)
+
+
+def _integer_ids() -> bool:
+    return current_app.config["INTEGER_IDS"]
+
+
+def order_number(order_id: int) -> int:
+    return order_id + ORDER_NUMBER_BASE
+
+
+def present_order(order_id: int):
+    number = order_number(order_id)
+    return number if _integer_ids() else f"{ORDER_PREFIX}{number}"
+
+
+def present_service(service_id: int):
+    return service_id if _integer_ids() else str(service_id)
+
+
+def parse_order(value):
+    """'ORD-100023', '100023' or 100023 -> row id; None when it cannot be one of ours."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    match = _ORDER_RE.match(value)
+    if not match:
+        return None
+    order_id = int(match.group(1)) - ORDER_NUMBER_BASE
+    return order_id if order_id > 0 else None
+
+
+def parse_service(value):
+    """'1234' or 1234 -> 1234; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 18:
+        return int(value.strip()) or None
+    return None

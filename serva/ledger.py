@@ -1,0 +1,40 @@
+"""The only way a balance changes: a conditional UPDATE of the cached balance plus a ledger
+row, in the caller's transaction, so balance == sum(ledger) can never drift."""
+from sqlalchemy import func, insert, select, text
+
+from .db import now
+from .schema import accounts, ledger
+
+# One statement decides and applies the change: a debit that would take the balance
+# below zero matches no row, whatever other transactions are doing.
+_APPLY = text("UPDATE accounts SET balance = balance + :amount "
+              "WHERE id = :account_id AND balance + :amount >= 0 RETURNING balance")
+
+
+class InsufficientFunds(Exception):
+    pass
+
+
+def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
+    """Apply `amount` (negative for a debit) and record it; returns the new balance."""
+    balance = conn.execute(_APPLY, {"amount": amount, "account_id": account_id}).scalar()
+    if balance is None:
+        raise InsufficientFunds(account_id)
+    conn.execute(insert(ledger).values(account_id=account_id, amount=amount, kind=kind,
+                                       note=note[:255], order_id=order_id, created_at=now()))
+    return balance
+
+
+def ledger_sum(conn, account_id: int) -> int:
+    return conn.execute(select(func.coalesce(func.sum(ledger.c.amount), 0))
+                        .where(ledger.c.account_id == account_id)).scalar()
+
+
+def balance_mismatches(conn):
+    """Accounts whose cached balance differs from their ledger sum: (id, email, balance, sum)."""
+    sums = (select(ledger.c.account_id, func.sum(ledger.c.amount).label("total"))
+            .group_by(ledger.c.account_id).subquery())
+    total = func.coalesce(sums.c.total, 0)
+    return conn.execute(select(accounts.c.id, accounts.c.email, accounts.c.balance, total)
+                        .select_from(accounts.outerjoin(sums, sums.c.account_id == accounts.c.id))
+                        .where(accounts.c.balance != total)).all()

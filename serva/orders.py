@@ -1,0 +1,413 @@
+"""Orders: the `add` purchase pipeline and `status`, plus the operator's status changes.
+
+`add` validates everything it can before taking the write lock, then runs one transaction
+(BEGIN IMMEDIATE on SQLite): idempotency replay, purchase guard, coupon, charge, order row,
+ledger row. The database has the last word on every rule that money or duplicates depend on:
+the guard's upsert, the partial unique index on active orders, the conditional balance UPDATE
+and the coupon's conditional use count."""
+import hashlib
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import current_app, request
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import coupons, db, ledger, services
+from .errors import ApiError
+from .ids import parse_order, parse_service, present_order
+from .money import div_half_up, format_amount
+from .schema import ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards
+
+MAX_BATCH = 100
+MAX_LINK_LENGTH = 2048
+MAX_FIELD_LENGTH = 255
+MAX_LINES_LENGTH = 100_000
+REFUNDED_STATUSES = ("Partial", "Canceled")
+LINK_PARAMS = ("link", "target", "target_link")
+FIELD_PARAMS = ("fields", "inputs", "custom_fields")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass
+class OrderRequest:
+    service: object
+    rate: int
+    target: str
+    target_key: str
+    quantity: int
+    inputs: dict
+    coupon_code: str | None
+
+    def fingerprint(self) -> str:
+        """What makes two requests 'the same' for an idempotency key."""
+        canonical = json.dumps([self.service.id, self.target_key, self.quantity, self.inputs,
+                                self.coupon_code], sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- input
+
+def _first(params, names):
+    for name in names:
+        value = params.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _text(value, what: str, limit: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ApiError("invalid_fields", detail=f"{what} must be text")
+    value = str(value).strip()
+    if len(value) > limit:
+        raise ApiError("invalid_fields", detail=f"{what} is longer than {limit} characters")
+    return value
+
+
+def normalize_link(value) -> str:
+    """The link as the guard compares it: scheme and host lower-cased, default port, fragment
+    and trailing slash dropped. Anything but an absolute http(s) URL is `invalid_link`."""
+    if not isinstance(value, str):
+        raise ApiError("invalid_link")
+    value = value.strip()
+    if not value or len(value) > MAX_LINK_LENGTH or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ApiError("invalid_link")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ApiError("invalid_link") from None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if scheme not in DEFAULT_PORTS or not host or "." not in host.strip("[]") and host != "localhost":
+        raise ApiError("invalid_link")
+    netloc = host if ":" not in host else f"[{host}]"
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+
+
+def parse_inputs(raw) -> dict:
+    """fields/inputs/custom_fields: an object, a list of {name, value}, or either as JSON text."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        if not raw.strip():
+            return {}
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ApiError("invalid_fields", detail="not a JSON object or list") from None
+    if isinstance(raw, list):
+        pairs = {}
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or "value" not in item:
+                raise ApiError("invalid_fields", detail="list items need a name and a value")
+            pairs[item["name"]] = item["value"]
+        raw = pairs
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_fields", detail="not a JSON object or list")
+    return raw
+
+
+def _quantity(value) -> int:
+    if isinstance(value, bool):
+        raise ApiError("invalid_quantity")
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
+        return int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ApiError("invalid_quantity")
+
+
+def _check_bounds(quantity: int, service) -> None:
+    if quantity < service.min_quantity:
+        raise ApiError("quantity_below_min", min=service.min_quantity)
+    if quantity > service.max_quantity:
+        raise ApiError("quantity_above_max", max=service.max_quantity)
+
+
+def _target_key(service_id: int, target: str) -> str:
+    return hashlib.sha256(f"{service_id}\n{target}".encode()).hexdigest()
+
+
+def parse_add(account, params) -> OrderRequest:
+    """Everything `add` can check without the write lock, in the order a partner fixes things."""
+    raw_service = params.get("service")
+    if raw_service in (None, ""):
+        raise ApiError("missing_parameter", name="service")
+    service_id = parse_service(raw_service)
+    with db.read() as conn:
+        service = services.active_service(conn, service_id, account.account_id) if service_id else None
+    if service is None:
+        raise ApiError("service_unavailable")
+    specs = services.field_specs(service)
+    by_name = {spec["name"]: spec for spec in specs}
+    lines_spec = next((s for s in specs if s.get("lines")), None)
+
+    given = parse_inputs(_first(params, FIELD_PARAMS))
+    if lines_spec and lines_spec["name"] not in given and params.get(lines_spec["name"]) is not None:
+        given[lines_spec["name"]] = params[lines_spec["name"]]  # e.g. the ecosystem's `comments`
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        raise ApiError("invalid_fields", detail=f"unknown field {', '.join(map(str, unknown))}")
+    inputs = {}
+    for name, spec in by_name.items():
+        limit = MAX_LINES_LENGTH if spec.get("lines") else MAX_FIELD_LENGTH
+        value = _text(given[name], name, limit) if name in given else ""
+        if not value and spec["required"]:
+            raise ApiError("invalid_fields", detail=f"missing required field {name}")
+        if value:
+            inputs[name] = value
+
+    if service.kind == "fields":
+        target = "; ".join(f"{name}={inputs[name]}" for name in sorted(inputs)
+                           if not by_name[name].get("lines"))
+    else:
+        link = _first(params, LINK_PARAMS)
+        if link is None:
+            raise ApiError("missing_parameter", name="link")
+        target = normalize_link(link)
+
+    raw_quantity = params.get("quantity")
+    if raw_quantity == "":
+        raw_quantity = None
+    if lines_spec is not None:
+        quantity = sum(1 for line in inputs.get(lines_spec["name"], "").splitlines() if line.strip())
+        if raw_quantity is not None and _quantity(raw_quantity) != quantity:
+            raise ApiError("invalid_quantity")
+    elif service.kind == "package":
+        quantity = 1
+        if raw_quantity is not None and _quantity(raw_quantity) != 1:
+            raise ApiError("invalid_quantity")
+    else:
+        if raw_quantity is None:
+            raise ApiError("missing_parameter", name="quantity")
+        quantity = _quantity(raw_quantity)
+    _check_bounds(quantity, service)
+
+    coupon_code = _first(params, ("coupon", "coupon_code"))
+    if coupon_code is not None and not isinstance(coupon_code, str):
+        raise ApiError("invalid_coupon")
+    return OrderRequest(
+        service=service, quantity=quantity, inputs=inputs, target=target,
+        target_key=_target_key(service.id, target),
+        rate=services.effective_rate(service.rate, service.custom_rate, account.discount_bp),
+        coupon_code=coupon_code.strip() if coupon_code else None)
+
+
+def billable_units(service, quantity: int) -> int:
+    """A package's rate is its price; every other rate is per 1000 units."""
+    return 1000 if service.kind == "package" else quantity
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def _idempotency_key(params):
+    value = request.headers.get("Idempotency-Key") or params.get("idempotency_key")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 255:
+        raise ApiError("invalid_request", detail="an idempotency key is text of at most 255 characters")
+    return value
+
+
+def add_action(account, params):
+    idem_key = _idempotency_key(params)
+    return place(account.account_id, parse_add(account, params), idem_key)
+
+
+def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
+    config = current_app.config
+    stamp = db.now()
+    fingerprint = req.fingerprint() if idem_key else None
+    with db.write() as conn:
+        if conn.dialect.name != "sqlite":
+            # SQLite's BEGIN IMMEDIATE serializes all writers; elsewhere one account's orders
+            # queue on its row, so the idempotency, guard and coupon checks see each other.
+            conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+        if idem_key is not None:
+            replay = _replay(conn, account_id, idem_key, fingerprint, stamp)
+            if replay is not None:
+                return replay
+        _guard(conn, account_id, req, stamp + config["GUARD_WINDOW_SECONDS"], stamp)
+        coupon = None
+        units = billable_units(req.service, req.quantity)
+        if req.coupon_code:
+            base, _ = coupons.price(req.rate, units, None)
+            coupon = coupons.applicable(conn, req.coupon_code, account_id, req.service, base, stamp)
+        charge, discount = coupons.price(req.rate, units, coupon)
+        try:
+            order_id = conn.execute(_INSERT_ORDER, {
+                "account_id": account_id, "service_id": req.service.id, "target": req.target,
+                "target_key": req.target_key, "quantity": req.quantity,
+                "inputs_json": json.dumps(req.inputs) if req.inputs else None,
+                "charge": charge, "remains": req.quantity,
+                "coupon_id": coupon.id if coupon else None, "stamp": stamp}).scalar_one()
+        except IntegrityError:
+            # The partial unique index: an active order for this service and target exists.
+            # Raising rolls back the guard row written above, so nothing is left behind.
+            raise ApiError("active_order_exists") from None
+        if coupon is not None:
+            coupons.redeem(conn, coupon, account_id, order_id, discount)
+        try:
+            balance = ledger.post(conn, account_id, -charge, "charge",
+                                  f"order {present_order(order_id)}", order_id=order_id)
+        except ledger.InsufficientFunds:
+            raise ApiError("insufficient_balance") from None
+        response = {"order": present_order(order_id), "charge": format_amount(charge),
+                    "currency": config["CURRENCY"], "balance": format_amount(balance)}
+        if idem_key is not None:
+            _remember(conn, account_id, idem_key, fingerprint, response,
+                      stamp + config["IDEMPOTENCY_TTL_SECONDS"])
+    return response
+
+
+_INSERT_ORDER = (insert(orders).values(
+    account_id=bindparam("account_id"), service_id=bindparam("service_id"),
+    target=bindparam("target"), target_key=bindparam("target_key"),
+    quantity=bindparam("quantity"), inputs_json=bindparam("inputs_json"),
+    charge=bindparam("charge"), remains=bindparam("remains"), coupon_id=bindparam("coupon_id"),
+    status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
+    .returning(orders.c.id))
+
+
+def _guard(conn, account_id, req, expires_at, stamp):
+    """`duplicate_target`: the same account, service, target and quantity inside the window.
+    One upsert decides: it refreshes an expired guard row or inserts a new one, and matches
+    nothing when an unexpired one stands."""
+    stmt = db.upsert(conn, purchase_guards).values(
+        account_id=account_id, service_id=req.service.id, target_key=req.target_key,
+        quantity=req.quantity, expires_at=expires_at)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "service_id", "target_key", "quantity"],
+        set_={"expires_at": stmt.excluded.expires_at},
+        where=purchase_guards.c.expires_at <= stamp).returning(purchase_guards.c.expires_at)
+    if conn.execute(stmt).first() is None:
+        raise ApiError("duplicate_target")
+
+
+def _replay(conn, account_id, key, fingerprint, stamp):
+    row = conn.execute(select(idempotency_keys.c.request_hash, idempotency_keys.c.response_json)
+                       .where(idempotency_keys.c.account_id == account_id,
+                              idempotency_keys.c.key == key,
+                              idempotency_keys.c.expires_at > stamp)).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise ApiError("idempotency_conflict")
+    return json.loads(row.response_json)
+
+
+def _remember(conn, account_id, key, fingerprint, response, expires_at):
+    stmt = db.upsert(conn, idempotency_keys).values(
+        account_id=account_id, key=key, request_hash=fingerprint,
+        response_json=json.dumps(response), expires_at=expires_at)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=["account_id", "key"],
+        set_={c: getattr(stmt.excluded, c) for c in ("request_hash", "response_json", "expires_at")}))
+
+
+# ---------------------------------------------------------------- status
+
+_STATUS_COLUMNS = (orders.c.id, orders.c.charge, orders.c.refunded, orders.c.status,
+                   orders.c.start_count, orders.c.remains)
+_BATCH = (select(*_STATUS_COLUMNS)
+          .where(orders.c.account_id == bindparam("account_id"),
+                 orders.c.id.in_(bindparam("ids", expanding=True))))
+
+
+def status_entry(row) -> dict:
+    return {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
+            "status": row.status, "remains": row.remains,
+            "currency": current_app.config["CURRENCY"]}
+
+
+def _find(account_id, order_ids):
+    ids = sorted({i for i in order_ids if i is not None})
+    if not ids:
+        return {}
+    with db.read() as conn:
+        rows = conn.execute(_BATCH, {"account_id": account_id, "ids": ids}).all()
+    return {row.id: row for row in rows}
+
+
+def _batch_ids(value) -> list:
+    if isinstance(value, list):
+        tokens = [str(v).strip() for v in value if not isinstance(v, (dict, list))]
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        tokens = [t.strip() for t in str(value).split(",")]
+    else:
+        raise ApiError("invalid_request", detail="orders must be a comma-separated list")
+    return [t for t in tokens if t]
+
+
+def status_action(account, params):
+    batch = params.get("orders")
+    if batch not in (None, "", []):
+        tokens = _batch_ids(batch)
+        if len(tokens) > MAX_BATCH:
+            raise ApiError("too_many_orders", max=MAX_BATCH)
+        parsed = {token: parse_order(token) for token in tokens}
+        found = _find(account.account_id, parsed.values())
+        missing = ApiError("order_not_found").message
+        return {token: status_entry(found[order_id]) if order_id in found else {"error": missing}
+                for token, order_id in parsed.items()}
+    single = params.get("order")
+    if single in (None, ""):
+        raise ApiError("missing_parameter", name="order")
+    order_id = parse_order(single)
+    row = _find(account.account_id, [order_id]).get(order_id)
+    if row is None:
+        raise ApiError("order_not_found")
+    return status_entry(row)
+
+
+# ---------------------------------------------------------------- operator
+
+class OrderError(ValueError):
+    pass
+
+
+def set_status(conn, order_id: int, status: str, start_count=None, remains=None) -> int:
+    """Move an order to `status`; a Partial or Canceled order refunds through the ledger exactly
+    once (the UPDATE only matches an order not refunded yet). Returns the refund."""
+    if status not in ORDER_STATUSES:
+        raise OrderError(f"status must be one of: {', '.join(ORDER_STATUSES)}")
+    order = conn.execute(select(orders).where(orders.c.id == order_id)).first()
+    if order is None:
+        raise OrderError(f"no order {present_order(order_id)}")
+    if order.status in REFUNDED_STATUSES:
+        raise OrderError(f"order {present_order(order_id)} is {order.status} and was refunded; "
+                         f"its status is final")
+    if status == "Partial":
+        if remains is None or not 0 < remains < order.quantity:
+            raise OrderError("a Partial order needs --remains between 1 and quantity-1")
+    elif status == "Canceled":
+        remains = order.quantity
+    elif status == "Completed" and remains is None:
+        remains = 0
+    if remains is not None and not 0 <= remains <= order.quantity:
+        raise OrderError("remains must be between 0 and the order's quantity")
+    refund = 0
+    if status == "Partial":
+        refund = div_half_up(order.charge * remains, order.quantity)
+    elif status == "Canceled":
+        refund = order.charge
+    values = {"status": status, "refunded": refund, "updated_at": db.now()}
+    if start_count is not None:
+        values["start_count"] = start_count
+    if remains is not None:
+        values["remains"] = remains
+    changed = conn.execute(update(orders)
+                           .where(orders.c.id == order_id, orders.c.status.not_in(REFUNDED_STATUSES))
+                           .values(**values)).rowcount
+    if not changed:
+        raise OrderError(f"order {present_order(order_id)} changed meanwhile; try again")
+    if refund:
+        ledger.post(conn, order.account_id, refund, "refund",
+                    f"{status.lower()} order {present_order(order_id)}", order_id=order_id)
+    return refund
+

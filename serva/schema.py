@@ -1,0 +1,195 @@
+"""The one source of truth for the database schema. `schema.sql` is generated from it
+(`serva schema-sql > schema.sql`) and a test keeps the two identical.
+
+Money columns are BigInteger micro-units. Invariants the database enforces by itself:
+no negative balance (CHECK), one active key per account and one active order per
+account+service+target (partial unique indexes), one guard row per repeated target.
+"""
+from sqlalchemy import (
+    BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
+    PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, text,
+)
+
+SCHEMA_VERSION = 1
+
+ACTIVE_STATUSES = ("Pending", "In progress", "Processing")
+ORDER_STATUSES = ACTIVE_STATUSES + ("Completed", "Partial", "Canceled")
+SERVICE_KINDS = ("default", "package", "lines", "fields")
+API_ACCESS_STATES = ("none", "requested", "approved")
+
+metadata = MetaData()
+
+
+def _in(column, values):
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _partial(condition):
+    """A WHERE clause for a partial index on both SQLite and PostgreSQL."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+serva_meta = Table(
+    "serva_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(255)),
+    Column("api_access", String(16), nullable=False, server_default="none"),
+    Column("access_requested_at", BigInteger),
+    Column("banned", Boolean, nullable=False, server_default=text("false")),
+    Column("ban_reason", String(255)),
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("discount_bp", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint("balance >= 0", name="ck_accounts_balance_nonneg"),
+    CheckConstraint("discount_bp BETWEEN 0 AND 10000", name="ck_accounts_discount"),
+    CheckConstraint(_in("api_access", API_ACCESS_STATES), name="ck_accounts_api_access"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_used_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Index("uq_api_keys_one_active", "account_id", unique=True, **_partial("revoked_at IS NULL")),
+)
+
+services = Table(
+    "services", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("category", String(255), nullable=False, server_default=""),
+    Column("type", String(64), nullable=False, server_default="Default"),
+    Column("kind", String(16), nullable=False, server_default="default"),
+    Column("rate", BigInteger, nullable=False),
+    Column("min_quantity", Integer, nullable=False, server_default="1"),
+    Column("max_quantity", Integer, nullable=False, server_default="1"),
+    Column("fields_json", Text, nullable=False, server_default="[]"),
+    Column("refill", Boolean, nullable=False, server_default=text("false")),
+    Column("cancel", Boolean, nullable=False, server_default=text("false")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint("rate >= 0", name="ck_services_rate"),
+    CheckConstraint("min_quantity >= 1 AND max_quantity >= min_quantity", name="ck_services_quantity"),
+    CheckConstraint(_in("kind", SERVICE_KINDS), name="ck_services_kind"),
+)
+
+service_rates = Table(
+    "service_rates", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("rate", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account_id", "service_id"),
+    CheckConstraint("rate >= 0", name="ck_service_rates_rate"),
+)
+
+coupons = Table(
+    "coupons", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("starts_at", BigInteger),
+    Column("expires_at", BigInteger),
+    Column("max_uses", Integer),
+    Column("uses", Integer, nullable=False, server_default="0"),
+    Column("per_account_limit", Integer),
+    Column("min_charge", BigInteger, nullable=False, server_default="0"),
+    Column("service_id", Integer, ForeignKey("services.id")),
+    Column("category", String(255)),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint("kind IN ('percent', 'fixed')", name="ck_coupons_kind"),
+    CheckConstraint("value >= 0", name="ck_coupons_value"),
+    CheckConstraint("max_uses IS NULL OR uses <= max_uses", name="ck_coupons_uses"),
+)
+
+orders = Table(
+    "orders", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("target_key", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("inputs_json", Text),
+    Column("charge", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False, server_default="Pending"),
+    Column("start_count", Integer),
+    Column("remains", Integer),
+    Column("coupon_id", Integer, ForeignKey("coupons.id")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
+    CheckConstraint("charge >= 0 AND refunded >= 0 AND refunded <= charge", name="ck_orders_money"),
+    Index("ix_orders_account", "account_id", "id"),
+    Index("uq_orders_one_active_per_target", "account_id", "service_id", "target_key",
+          unique=True, **_partial(_in("status", ACTIVE_STATUSES))),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("order_id", Integer, ForeignKey("orders.id")),
+    Column("note", String(255), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint("kind IN ('topup', 'adjustment', 'charge', 'refund')", name="ck_ledger_kind"),
+    Index("ix_ledger_account", "account_id"),
+    Index("ix_ledger_order", "order_id"),
+)
+
+coupon_redemptions = Table(
+    "coupon_redemptions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("coupon_id", Integer, ForeignKey("coupons.id"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False, unique=True),
+    Column("discount", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_coupon_redemptions_account", "coupon_id", "account_id"),
+)
+
+# The purchase guard: one row per account+service+target+quantity; a repeat inside the
+# window finds the row unexpired and is refused (the upsert's WHERE does not match).
+purchase_guards = Table(
+    "purchase_guards", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("target_key", String(64), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account_id", "service_id", "target_key", "quantity"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response_json", Text, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account_id", "key"),
+)
+
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(254), nullable=False),
+    Column("remote_addr", String(64), nullable=False, server_default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_login_failures_email", "email", "created_at"),
+)

@@ -1,0 +1,118 @@
+"""The service catalog and each account's effective rate (per 1000 units).
+
+Effective rate: a per-account custom rate when the operator set one, otherwise the list rate
+less the account's discount (rounded half-up once, to the micro-unit)."""
+import json
+
+from sqlalchemy import and_, bindparam, insert, select, update
+
+from .db import now
+from .money import discounted
+from .schema import SERVICE_KINDS, service_rates, services
+
+DEFAULT_TYPE = {"default": "Default", "package": "Package", "lines": "Custom Comments",
+                "fields": "Manual"}
+
+
+class ServiceError(ValueError):
+    """A service definition the catalog cannot hold."""
+
+
+def effective_rate(list_rate: int, custom_rate: int | None, discount_bp: int) -> int:
+    if custom_rate is not None:
+        return custom_rate
+    return discounted(list_rate, discount_bp)
+
+
+_COLUMNS = (services.c.id, services.c.name, services.c.category, services.c.type,
+            services.c.kind, services.c.rate, services.c.min_quantity, services.c.max_quantity,
+            services.c.fields_json, services.c.refill, services.c.cancel)
+
+_CATALOG = (select(*_COLUMNS, service_rates.c.rate.label("custom_rate"))
+            .select_from(services.outerjoin(service_rates, and_(
+                service_rates.c.service_id == services.c.id,
+                service_rates.c.account_id == bindparam("account_id"))))
+            .where(services.c.active.is_(True))
+            .order_by(services.c.id))
+
+_ONE_FOR_ACCOUNT = _CATALOG.where(services.c.id == bindparam("service_id"))
+
+
+def catalog(conn, account_id: int):
+    """Active services with the account's custom rate (or None) in one query."""
+    return conn.execute(_CATALOG, {"account_id": account_id}).all()
+
+
+def active_service(conn, service_id: int, account_id: int):
+    """One active service with the account's custom rate, or None."""
+    return conn.execute(_ONE_FOR_ACCOUNT, {"account_id": account_id,
+                                           "service_id": service_id}).first()
+
+
+def field_specs(row) -> list:
+    return json.loads(row.fields_json or "[]")
+
+
+def validate_fields(specs) -> list:
+    """Manual field definitions: [{"name", "label", "required", "lines"?}]."""
+    if not isinstance(specs, list):
+        raise ServiceError("fields must be a list")
+    clean, seen = [], set()
+    for spec in specs:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ServiceError(f"each field needs a name: {spec!r}")
+        if spec["name"] in seen:
+            raise ServiceError(f"field {spec['name']!r} is listed twice")
+        seen.add(spec["name"])
+        entry = {"name": spec["name"], "label": str(spec.get("label") or spec["name"]),
+                 "required": bool(spec.get("required", True))}
+        if spec.get("lines"):
+            entry["lines"] = True
+        clean.append(entry)
+    return clean
+
+
+def check_definition(values: dict) -> dict:
+    """Validate a full or partial service definition before it is written."""
+    kind = values.get("kind")
+    if kind is not None and kind not in SERVICE_KINDS:
+        raise ServiceError(f"kind must be one of {', '.join(SERVICE_KINDS)}")
+    if "fields_json" in values:
+        specs = validate_fields(json.loads(values["fields_json"]))
+        if kind == "lines" and sum(1 for s in specs if s.get("lines")) != 1:
+            raise ServiceError("a 'lines' service needs exactly one field marked lines "
+                               "(e.g. comments)")
+        if kind == "fields" and not specs:
+            raise ServiceError("a 'fields' service needs at least one field")
+        values["fields_json"] = json.dumps(specs)
+    if kind == "package":
+        values["min_quantity"] = values["max_quantity"] = 1
+    low, high = values.get("min_quantity"), values.get("max_quantity")
+    if low is not None and low < 1 or (low is not None and high is not None and high < low):
+        raise ServiceError("quantities need 1 <= min <= max")
+    return values
+
+
+def add(conn, **values) -> int:
+    values.setdefault("kind", "default")
+    values.setdefault("type", DEFAULT_TYPE[values["kind"]] if values["kind"] in DEFAULT_TYPE
+                      else "Default")
+    values.setdefault("fields_json", "[]")
+    values = check_definition(values)
+    return conn.execute(insert(services).values(created_at=now(), **values)).inserted_primary_key[0]
+
+
+def update_service(conn, service_id: int, **values) -> None:
+    current = conn.execute(select(services).where(services.c.id == service_id)).first()
+    if current is None:
+        raise ServiceError(f"no service with id {service_id}")
+    merged = {"kind": current.kind, "fields_json": current.fields_json,
+              "min_quantity": current.min_quantity, "max_quantity": current.max_quantity, **values}
+    conn.execute(update(services).where(services.c.id == service_id)
+                 .values(**check_definition(merged)))
+
+
+def list_all(conn):
+    return conn.execute(select(services).order_by(services.c.id)).all()

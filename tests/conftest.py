@@ -1,0 +1,68 @@
+"""Fixtures in the Flask tutorial's shape: `app` on a temp-file SQLite database, `client`,
+`runner`; plus helpers to make partners and call the API, and a real waitress server."""
+import threading
+
+import pytest
+from waitress.server import create_server
+
+from serva import create_app
+from serva import accounts, db, keys, ledger
+from serva.money import parse_amount
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'serva.sqlite'}",
+    })
+    db.init_schema(app.extensions["serva.engine"])
+    yield app
+    app.extensions["serva.engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def make_partner(app, email="partner@example.com", balance="100", approved=True, password=None):
+    """An account with a balance (as a ledger top-up) and an active key: (account_id, raw_key)."""
+    with app.app_context(), db.write() as conn:
+        account_id = accounts.create(conn, email, password, approved=approved)
+        amount = parse_amount(balance)
+        if amount:
+            ledger.post(conn, account_id, amount, "topup", "test top-up")
+        return account_id, keys.create_key(conn, account_id)
+
+
+@pytest.fixture
+def partner(app):
+    return make_partner(app)
+
+
+@pytest.fixture
+def api(client, partner):
+    """Call the API as the partner with a form POST; returns the JSON body."""
+    def call(action, key=None, **params):
+        response = client.post("/api/v1", data={"action": action, "key": key or partner[1], **params})
+        assert response.status_code == 200
+        return response.get_json()
+    return call
+
+
+@pytest.fixture
+def live_server(app):
+    """The app under waitress on 127.0.0.1 (a random port), as in production: yields its URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    thread.join(timeout=5)
