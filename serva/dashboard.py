@@ -1,0 +1,304 @@
+"""The partner dashboard under /profile/: sign-in, API access, one-time key reveal, rotate, revoke.
+
+Server-rendered pages on the same app. Sessions come from Flask-Login and every form carries a
+Flask-WTF CSRF token; the JSON API is exempt (it authenticates by key, never by cookie). A raw
+key exists only in the response to the POST that created it: it is never stored, redirected
+with, flashed or put in the session.
+"""
+from datetime import datetime, timezone
+
+from flask import (Blueprint, current_app, flash, redirect, render_template, request, session,
+                   url_for)
+from flask_login import (LoginManager, UserMixin, current_user, login_required, login_user,
+                         logout_user)
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import delete, insert, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import accounts, api as api_module, db, keys, services
+from .api import service_entry
+from .ids import present_service
+from .money import format_amount
+from .schema import login_failures
+
+bp = Blueprint("dashboard", __name__, url_prefix="/profile")
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+# Checked when the email is unknown, so a wrong email costs as much time as a wrong password.
+_DUMMY_HASH = generate_password_hash("serva-dummy-password")
+CONFIRM_TEXT = "I understand the current key stops working immediately"
+SAMPLE_ORDER = "ORD-100023"
+
+
+class Partner(UserMixin):
+    """The signed-in account; loaded fresh from the database on every request."""
+
+    def __init__(self, row):
+        self.row = row
+        self.id = row.id
+
+
+@login_manager.user_loader
+def load_partner(user_id):
+    try:
+        account_id = int(user_id)
+    except (TypeError, ValueError):
+        return None
+    with db.read() as conn:
+        row = accounts.get_by_id(conn, account_id)
+    return Partner(row) if row is not None else None
+
+
+def banned_message(row) -> str:
+    reason = (row.ban_reason or "").strip()
+    return f"This account is banned: {reason}" if reason else "This account is banned."
+
+
+# ---------------------------------------------------------------- sign-in throttling
+
+def _throttle_wait(conn, email: str, addr: str) -> int:
+    """Seconds until sign-in is allowed again for this email and address (0: allowed now).
+
+    Blocked while MAX failures of the email, or from the address, lie within the window; it
+    lifts when the MAX-th newest of them leaves the window."""
+    limit = current_app.config["LOGIN_MAX_FAILURES"]
+    window = current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"]
+    stamp = db.now()
+    wait = 0
+    for column, value in ((login_failures.c.email, email), (login_failures.c.remote_addr, addr)):
+        if not value:
+            continue
+        nth_newest = conn.execute(
+            select(login_failures.c.created_at)
+            .where(column == value, login_failures.c.created_at > stamp - window)
+            .order_by(login_failures.c.created_at.desc()).offset(limit - 1).limit(1)).scalar()
+        if nth_newest is not None:
+            wait = max(wait, nth_newest + window - stamp)
+    return wait
+
+
+def _start_attempt(email: str, addr: str):
+    """Check the throttle and, when allowed, count this attempt as a failure in the same write
+    transaction, so parallel guesses cannot all pass one check (a success deletes the row).
+    Returns (seconds to wait, the attempt's row id)."""
+    with db.write() as conn:
+        wait = _throttle_wait(conn, email, addr)
+        if wait:
+            return wait, None
+        return 0, conn.execute(insert(login_failures).values(
+            email=email, remote_addr=addr, created_at=db.now())).inserted_primary_key[0]
+
+
+def _forget_attempt(attempt_id: int, email: str | None = None) -> None:
+    """Not a failure after all; a successful sign-in also clears the email's earlier failures."""
+    with db.write() as conn:
+        condition = login_failures.c.id == attempt_id
+        if email:
+            condition = condition | (login_failures.c.email == email)
+        conn.execute(delete(login_failures).where(condition))
+
+
+def _render_login(error=None, status=200, email=""):
+    return current_app.make_response((render_template("login.html", error=error, email=email),
+                                      status))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for(".api"))
+    if request.method == "GET":
+        return _render_login()
+    email = accounts.normalize_email(request.form.get("email", ""))[:254]
+    password = request.form.get("password", "")
+    addr = (request.remote_addr or "")[:64]
+    wait, attempt_id = _start_attempt(email, addr)
+    if wait:
+        minutes = -(-wait // 60)
+        response = _render_login(f"Too many failed sign-in attempts. Try again in {minutes} "
+                                 f"minute{'s' if minutes != 1 else ''}.", 429, email)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    with db.read() as conn:
+        row = accounts.get_by_email(conn, email) if email else None
+    if row is None or not row.password_hash:
+        check_password_hash(_DUMMY_HASH, password)  # the same cost as a wrong password
+        return _render_login("Wrong email or password.", 200, email)
+    if not accounts.check_password(row, password):
+        return _render_login("Wrong email or password.", 200, email)
+    if row.banned:
+        _forget_attempt(attempt_id)
+        return _render_login(banned_message(row), 403, email)
+    _forget_attempt(attempt_id, email)
+    session.clear()  # a fresh session (and CSRF token) for the signed-in partner
+    login_user(Partner(row))
+    return redirect(url_for(".api"))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for(".login"))
+
+
+@bp.route("/")
+def index():
+    return redirect(url_for(".api"))
+
+
+# ---------------------------------------------------------------- the API dashboard
+
+def _examples_context(rows, raw_key=None) -> dict:
+    """What the ready-to-paste examples are filled in with: this server's URL and a real service."""
+    sample = next((row for row in rows if row.kind == "default"), None)
+    return {
+        "endpoint": request.url_root + "api/v1",
+        "example_key": raw_key or "YOUR_API_KEY",
+        "sample_service": present_service(sample.id) if sample else "1234",
+        "sample_quantity": sample.min_quantity if sample else 1000,
+        "sample_order": SAMPLE_ORDER,
+    }
+
+
+def _render_api(raw_key=None):
+    account_id = current_user.id
+    with db.read() as conn:
+        row = accounts.get_by_id(conn, account_id)
+        key = keys.active_key(conn, account_id)
+        rows = services.catalog(conn, account_id)
+    catalog = [service_entry(service, row.discount_bp) for service in rows]
+    return render_template(
+        "api.html", account=row, key=key, raw_key=raw_key, catalog=catalog,
+        balance=format_amount(row.balance), currency=current_app.config["CURRENCY"],
+        confirm_text=CONFIRM_TEXT, **_examples_context(rows, raw_key))
+
+
+@bp.route("/api/")
+@login_required
+def api():
+    return _render_api()
+
+
+@bp.route("/api/request-access", methods=["POST"])
+@login_required
+def request_access():
+    with db.write() as conn:
+        recorded = accounts.request_api_access(conn, current_user.id)
+    if recorded:
+        flash("API access requested. The operator will review your request.", "info")
+    elif current_user.row.api_access == "approved":
+        flash("API access is already approved.", "info")
+    else:
+        flash("Your request is already waiting for the operator.", "info")
+    return redirect(url_for(".api"))
+
+
+def _refuse(message: str):
+    flash(message, "error")
+    return redirect(url_for(".api"))
+
+
+def _confirmed() -> bool:
+    return request.form.get("confirm") == "yes"
+
+
+def _issue_key(rotate: bool):
+    """Create (no active key) or rotate (an active key, confirmed) and reveal the raw key once.
+
+    The checks run inside the write transaction, so a ban or a second tab cannot slip between
+    check and write."""
+    if rotate and not _confirmed():
+        return _refuse("Tick the confirmation to rotate: the current key stops working at once.")
+    with db.write() as conn:
+        row = accounts.get_by_id(conn, current_user.id)
+        active = keys.active_key(conn, row.id)
+        if row.banned:
+            return _refuse(banned_message(row))  # the next request signs the partner out
+        if row.api_access != "approved":
+            return _refuse("API access is not approved for this account yet.")
+        if active is not None and not rotate:
+            return _refuse("You already have an active key. Rotate it to get a new one.")
+        if active is None and rotate:
+            return _refuse("There is no active key to rotate. Create one instead.")
+        raw_key = keys.create_key(conn, row.id)
+    return _render_api(raw_key=raw_key)
+
+
+@bp.route("/api/key", methods=["POST"])
+@login_required
+def create_key():
+    return _issue_key(rotate=False)
+
+
+@bp.route("/api/key/rotate", methods=["POST"])
+@login_required
+def rotate_key():
+    return _issue_key(rotate=True)
+
+
+@bp.route("/api/key/revoke", methods=["POST"])
+@login_required
+def revoke_key():
+    if not _confirmed():
+        return _refuse("Tick the confirmation to revoke: the key stops working at once.")
+    with db.write() as conn:
+        revoked = keys.revoke_key(conn, current_user.id)
+    if not revoked:
+        return _refuse("There is no active key to revoke.")
+    flash("The key is revoked. Requests with it now get key_revoked.", "info")
+    return redirect(url_for(".api"))
+
+
+# ---------------------------------------------------------------- request hooks
+
+@bp.before_request
+def sign_out_banned():
+    """A partner banned while signed in is signed out on the next request, and told why."""
+    if current_user.is_authenticated and current_user.row.banned:
+        message = banned_message(current_user.row)
+        logout_user()
+        session.clear()
+        flash(message, "error")
+        return redirect(url_for(".login"))
+    return None
+
+
+@bp.after_request
+def private_pages(response):
+    """Dashboard pages may hold a raw key or account data: never cache, never frame."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"  # CSRF over HTTPS checks the Referer
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+    return response
+
+
+@bp.errorhandler(CSRFError)
+def csrf_failed(error):
+    return render_template("error.html", title="The form expired",
+                           message="The form was missing its security token or it expired. "
+                                   "Go back, reload the page and try again."), 400
+
+
+def utc_time(stamp) -> str:
+    if stamp is None:
+        return "never"
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def init_app(app):
+    login_manager.init_app(app)
+    login_manager.login_view = "dashboard.login"
+    login_manager.login_message = "Please sign in to open the API dashboard."
+    login_manager.login_message_category = "info"
+    csrf.init_app(app)
+    csrf.exempt(api_module.bp)  # the JSON API authenticates by key, not by cookie
+    app.jinja_env.filters["utc_time"] = utc_time
+    app.register_blueprint(bp)
