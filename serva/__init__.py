@@ -3,9 +3,9 @@ import logging
 import os
 import secrets
 import time
-import uuid
 
 from flask import Flask, g, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 REQUEST_ID_HEADER = "x-serva-request-id"
@@ -18,17 +18,23 @@ def _env_flag(name: str, default: bool = False) -> bool:
 
 
 def _instance_secret(app) -> str:
-    """A random secret kept in the instance folder, so restarts and worker processes share it."""
+    """A random secret kept in the instance folder, so restarts and worker processes share it.
+    Written to a temporary file and linked into place, so processes starting together all
+    end up reading the one secret that won."""
     path = os.path.join(app.instance_path, "secret_key")
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except FileNotFoundError:
-        secret = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not os.path.exists(path):
+        temporary = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secret)
-        return secret
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(path) as handle:
+        return handle.read().strip()
 
 
 def default_config(app) -> dict:
@@ -53,6 +59,7 @@ def default_config(app) -> dict:
 
 def create_app(test_config=None):
     app = Flask(__name__, instance_relative_config=True)
+    app.session_interface = _SessionInterface()
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(default_config(app))
     if test_config is None:
@@ -73,6 +80,21 @@ def create_app(test_config=None):
     return app
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer made once instead of on every
+    request: Flask builds it (and probes its JSON serializer) even for a request without a
+    session cookie, which is every API call."""
+
+    _cached = None
+
+    def get_signing_serializer(self, app):
+        marker = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = self._cached
+        if cached is None or cached[0] != marker:
+            cached = self._cached = (marker, super().get_signing_serializer(app))
+        return cached[1]
+
+
 def _register_dashboard(app):
     try:
         from . import dashboard
@@ -85,7 +107,7 @@ def request_id() -> str:
     """This request's id: made once, sent back in the header, the access log and 500 bodies."""
     rid = g.get("request_id")
     if rid is None:
-        rid = g.request_id = uuid.uuid4().hex
+        rid = g.request_id = os.urandom(16).hex()  # 128 random bits, 32 hex digits
     return rid
 
 

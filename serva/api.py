@@ -1,10 +1,11 @@
 """The one endpoint, /api/v1: parameters from anywhere, the key resolver, then a dispatch table."""
 import json
 import re
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import db, orders, services
+from . import catalog as catalog_cache, db, orders, services
 from .auth import authenticate
 from .errors import ApiError
 from .ids import present_service
@@ -12,7 +13,8 @@ from .money import format_amount
 
 bp = Blueprint("api", __name__)
 
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_URLENCODED = "application/x-www-form-urlencoded"
+_FORM_TYPES = (_URLENCODED, "multipart/form-data")
 _BRACKETED = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
 MAX_NESTING = 4
@@ -56,10 +58,30 @@ def nest(items) -> dict:
     return {key: _listify(value) for key, value in out.items()}
 
 
+def _urlencoded_items():
+    """The pairs of a url-encoded body in the order `request.form.items(multi=True)` gives them
+    (grouped by name, names in order of first appearance), parsed exactly as werkzeug parses
+    them but without building its form parser, stream wrappers and MultiDict per request."""
+    try:
+        pairs = parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True,
+                          errors="werkzeug.url_quote")
+    except ValueError:  # werkzeug's parser is silent: an undecodable body is an empty form
+        return []
+    grouped = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    return [(name, value) for name, values in grouped.items() for value in values]
+
+
 def read_params():
     """All parameters merged (body over query) and the key(s) the body carried."""
-    params = nest(request.args.items(multi=True))
-    if request.mimetype in _FORM_TYPES:
+    params = nest(request.args.items(multi=True)) if request.query_string else {}
+    mimetype = request.mimetype
+    if mimetype == _URLENCODED:
+        items = _urlencoded_items()
+        params.update(nest(items))
+        return params, [value for name, value in items if name == "key"]
+    if mimetype in _FORM_TYPES:
         form = request.form
         params.update(nest(form.items(multi=True)))
         return params, form.getlist("key")
@@ -68,7 +90,7 @@ def read_params():
         return params, []
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise ApiError("invalid_request", detail="the body is neither a form nor JSON") from None
     if not isinstance(body, dict):
         raise ApiError("invalid_request", detail="a JSON body must be an object")
@@ -101,15 +123,27 @@ def catalog(account, params):
     return [service_entry(row, account.discount_bp) for row in rows]
 
 
+class Encoded(bytes):
+    """A response body that is JSON already (the endpoint sends it as is)."""
+
+
+def cached_catalog(account, params):
+    """`catalog`, served from the rendered catalog cache (serva.catalog): same JSON."""
+    return Encoded(catalog_cache.response_body(account))
+
+
 ACTIONS = {
     "balance": balance,
-    "services": catalog,
+    "services": cached_catalog,
     "add": orders.add_action,
     "status": orders.status_action,
 }
 
 
-@bp.route("/api/v1", methods=["GET", "POST"], strict_slashes=False)
+# No automatic OPTIONS (its empty text/html answer would break "every response is JSON": it
+# gets the JSON 405) and no redirect for doubled slashes (a JSON 404 instead of an HTML 308).
+@bp.route("/api/v1", methods=["GET", "POST"], strict_slashes=False, merge_slashes=False,
+          provide_automatic_options=False)
 def endpoint():
     try:
         params, body_keys = read_params()
@@ -118,6 +152,9 @@ def endpoint():
         handler = ACTIONS.get(action.strip().lower()) if isinstance(action, str) else None
         if handler is None:
             raise ApiError("unknown_action")
-        return json_response(handler(account, params))
+        result = handler(account, params)
+        if isinstance(result, Encoded):
+            return Response(result, mimetype="application/json")
+        return json_response(result)
     except ApiError as error:
         return json_response(error.body())

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import delete, select
 
 from . import accounts as accounts_repo
@@ -374,7 +374,9 @@ def _imported(entry) -> dict:
                 "min_quantity": int(entry.get("min") or 1), "max_quantity": int(entry.get("max") or 1),
                 "fields_json": json.dumps(fields), "refill": bool(entry.get("refill", False)),
                 "cancel": bool(entry.get("cancel", False)), "active": True}
-    except (KeyError, ValueError, TypeError) as error:
+    except KeyError as error:
+        raise services_repo.ServiceError(f"entry {entry.get('service')!r}: missing {error}") from None
+    except (ValueError, TypeError) as error:
         raise services_repo.ServiceError(f"entry {entry.get('service')!r}: {error}") from None
 
 
@@ -519,7 +521,7 @@ def order_show(order):
 @order_cli.command("set-status")
 @click.argument("order")
 @click.argument("status", type=click.Choice(orders_repo.ORDER_STATUSES))
-@click.option("--start-count", type=click.IntRange(min=0))
+@click.option("--start-count", type=click.IntRange(min=0, max=2**31 - 1))
 @click.option("--remains", type=click.IntRange(min=0))
 def order_set_status(order, status, start_count, remains):
     """Move an order to STATUS; Partial and Canceled refund through the ledger, once."""
@@ -536,6 +538,7 @@ def order_set_status(order, status, start_count, remains):
 # ---------------------------------------------------------------- checks and upkeep
 
 @click.command("audit")
+@with_appcontext
 def audit_command():
     """Check the money invariants; exit 1 naming each violation."""
     with db.read() as conn:
@@ -548,6 +551,7 @@ def audit_command():
 
 
 @click.command("prune")
+@with_appcontext
 def prune_command():
     """Delete expired purchase-guard rows, idempotency records and old sign-in failures."""
     stamp = db.now()
@@ -560,6 +564,7 @@ def prune_command():
 
 
 @click.command("demo")
+@with_appcontext
 def demo_command():
     """Create (or refresh) the demo account, catalog and coupon; the last line is a new demo key."""
     from .demo import seed
@@ -574,6 +579,8 @@ def init_app(app):
     for command in (db.init_db_command, db.schema_sql_command, demo_command, audit_command,
                     prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli):
         app.cli.add_command(command)
+    from .serve import serve_command  # `serva serve --workers N`: every core (serva/serve.py)
+    app.cli.add_command(serve_command)
 
 
 def main():

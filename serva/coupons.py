@@ -6,7 +6,7 @@ from sqlalchemy import func, insert, select, update
 from .db import now
 from .errors import ApiError
 from .money import BASIS_POINTS, RATE_UNITS, div_half_up
-from .schema import coupon_redemptions, coupons
+from .schema import coupon_redemptions, coupons, services
 
 
 def normalize_code(code: str) -> str:
@@ -77,6 +77,13 @@ def create(conn, code: str, kind: str, value: int, **options) -> int:
         raise ValueError("a coupon code needs 1 to 64 characters")
     if get(conn, code) is not None:
         raise ValueError(f"coupon {code} already exists")
+    service_id = options.get("service_id")
+    if service_id is not None and conn.execute(
+            select(services.c.id).where(services.c.id == service_id)).first() is None:
+        raise ValueError(f"no service with id {service_id}")
+    starts, expires = options.get("starts_at"), options.get("expires_at")
+    if starts is not None and expires is not None and expires <= starts:
+        raise ValueError("the coupon must expire after it starts")
     return conn.execute(insert(coupons).values(code=code, kind=kind, value=value, created_at=now(),
                                                **options)).inserted_primary_key[0]
 

@@ -6,6 +6,7 @@ from flask import current_app
 
 ORDER_PREFIX = "ORD-"
 ORDER_NUMBER_BASE = 100_000  # order number = row id + base, so numbers start at 100001
+MAX_ID = 2**31 - 1  # ids are INTEGER columns; a larger number cannot be ours (PostgreSQL refuses it)
 _ORDER_RE = re.compile(r"^\s*(?:ORD-)?(\d{1,18})\s*$", re.IGNORECASE)
 
 
@@ -38,15 +39,15 @@ def parse_order(value):
     if not match:
         return None
     order_id = int(match.group(1)) - ORDER_NUMBER_BASE
-    return order_id if order_id > 0 else None
+    return order_id if 0 < order_id <= MAX_ID else None
 
 
 def parse_service(value):
     """'1234' or 1234 -> 1234; None otherwise."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value > 0 else None
     if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 18:
-        return int(value.strip()) or None
+        value = int(value.strip())
+    if isinstance(value, int):
+        return value if 0 < value <= MAX_ID else None
     return None

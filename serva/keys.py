@@ -10,7 +10,7 @@ import secrets
 
 from sqlalchemy import bindparam, insert, select, update
 
-from .db import now
+from .db import Statement, now
 from .schema import accounts, api_keys
 
 RAW_PREFIX = "sk_"
@@ -61,6 +61,9 @@ _RESOLVE_BY_HASH = (select(api_keys.c.id.label("key_id"), api_keys.c.key_hash, a
             .where(api_keys.c.key_hash == bindparam("key_hash")))
 
 
+_RESOLVE_FAST = Statement(_RESOLVE_BY_HASH)
+
+
 def find_key(conn, raw: str):
     """The key row joined with its account, or None. One query, by hash, confirmed in constant time."""
     digest = hash_key(raw)
@@ -70,10 +73,29 @@ def find_key(conn, raw: str):
     return row
 
 
+def find_key_fast(fast_conn, raw: str):
+    """`find_key` on the API's hot path (a `db.FastConnection`): the same query and checks."""
+    digest = hash_key(raw)
+    row = fast_conn.first(_RESOLVE_FAST, {"key_hash": digest})
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return row
+
+
 def touch_key(conn, key_id: int, interval: int) -> None:
     """Record last use at most once per `interval` seconds, so reads stay reads."""
-    stamp = now()
-    conn.execute(update(api_keys)
-                 .where(api_keys.c.id == key_id,
-                        (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at <= stamp - interval))
-                 .values(last_used_at=stamp))
+    touch_keys(conn, {key_id: now()}, interval)
+
+
+_TOUCH = (update(api_keys)
+          .where(api_keys.c.id == bindparam("key_id"),
+                 (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at <= bindparam("cutoff")))
+          .values(last_used_at=bindparam("stamp")))
+
+
+def touch_keys(conn, uses: dict, interval: int) -> None:
+    """Record several keys' last use ({key_id: stamp}) in one statement (executemany); a key
+    stamped less than `interval` seconds before keeps its time."""
+    if uses:
+        conn.execute(_TOUCH, [{"key_id": key_id, "stamp": stamp, "cutoff": stamp - interval}
+                              for key_id, stamp in uses.items()])

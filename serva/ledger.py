@@ -1,8 +1,8 @@
 """The only way a balance changes: a conditional UPDATE of the cached balance plus a ledger
 row, in the caller's transaction, so balance == sum(ledger) can never drift."""
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import bindparam, func, insert, select, text
 
-from .db import now
+from .db import Statement, now
 from .schema import accounts, ledger
 
 # One statement decides and applies the change: a debit that would take the balance
@@ -22,6 +22,24 @@ def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id
         raise InsufficientFunds(account_id)
     conn.execute(insert(ledger).values(account_id=account_id, amount=amount, kind=kind,
                                        note=note[:255], order_id=order_id, created_at=now()))
+    return balance
+
+
+_APPLY_FAST = Statement(_APPLY)
+_RECORD_FAST = Statement(insert(ledger).values(
+    account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
+    note=bindparam("note"), order_id=bindparam("order_id"), created_at=bindparam("stamp")))
+
+
+def post_fast(fast_conn, account_id: int, amount: int, kind: str, note: str = "",
+              order_id=None) -> int:
+    """`post` for the API's hot path, on a `db.FastConnection` inside a write transaction:
+    the same two statements."""
+    balance = fast_conn.scalar(_APPLY_FAST, {"amount": amount, "account_id": account_id})
+    if balance is None:
+        raise InsufficientFunds(account_id)
+    fast_conn.execute(_RECORD_FAST, {"account_id": account_id, "amount": amount, "kind": kind,
+                                     "note": note[:255], "order_id": order_id, "stamp": now()})
     return balance
 
 

@@ -9,7 +9,8 @@ MICRO = 1_000_000
 RATE_UNITS = 1000  # rates are quoted per 1000 units
 BASIS_POINTS = 10_000  # 100% expressed in basis points
 
-_AMOUNT_RE = re.compile(r"^(-?)(\d+)(?:\.(\d{1,6}))?$")
+_AMOUNT_RE = re.compile(r"^(-?)([0-9]{1,24})(?:\.([0-9]{1,6}))?$")  # ASCII digits only
+MAX_AMOUNT = 10 ** 18 - 1  # micro-units; fits the 64-bit integer money columns
 
 
 class AmountError(ValueError):
@@ -36,6 +37,8 @@ def parse_amount(text) -> int:
         raise AmountError(f"not an exact amount with at most 6 decimals: {text!r}")
     sign, whole, frac = match.groups()
     micro = int(whole) * MICRO + int((frac or "").ljust(6, "0"))
+    if micro > MAX_AMOUNT:
+        raise AmountError(f"amount too large: {text!r}")
     return -micro if sign else micro
 
 

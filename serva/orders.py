@@ -139,8 +139,11 @@ def parse_add(account, params) -> OrderRequest:
     if raw_service in (None, ""):
         raise ApiError("missing_parameter", name="service")
     service_id = parse_service(raw_service)
-    with db.read() as conn:
-        service = services.active_service(conn, service_id, account.account_id) if service_id else None
+    service = None
+    if service_id:
+        with db.fast_read() as conn:
+            service = conn.first(_SERVICE_FOR_ACCOUNT, {"service_id": service_id,
+                                                        "account_id": account.account_id})
     if service is None:
         raise ApiError("service_unavailable")
     specs = services.field_specs(service)
@@ -165,11 +168,17 @@ def parse_add(account, params) -> OrderRequest:
     if service.kind == "fields":
         target = "; ".join(f"{name}={inputs[name]}" for name in sorted(inputs)
                            if not by_name[name].get("lines"))
+        # The guard compares the canonical form of every value (a bulk list included, one
+        # entry per non-empty line), unambiguously: the displayed target is only for people.
+        target_source = json.dumps({name: "\n".join(line.strip() for line in value.splitlines()
+                                                    if line.strip())
+                                    if by_name[name].get("lines") else value
+                                    for name, value in inputs.items()}, sort_keys=True)
     else:
         link = _first(params, LINK_PARAMS)
         if link is None:
             raise ApiError("missing_parameter", name="link")
-        target = normalize_link(link)
+        target = target_source = normalize_link(link)
 
     raw_quantity = params.get("quantity")
     if raw_quantity == "":
@@ -193,7 +202,7 @@ def parse_add(account, params) -> OrderRequest:
         raise ApiError("invalid_coupon")
     return OrderRequest(
         service=service, quantity=quantity, inputs=inputs, target=target,
-        target_key=_target_key(service.id, target),
+        target_key=_target_key(service.id, target_source),
         rate=services.effective_rate(service.rate, service.custom_rate, account.discount_bp),
         coupon_code=coupon_code.strip() if coupon_code else None)
 
@@ -224,6 +233,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
     stamp = db.now()
     fingerprint = req.fingerprint() if idem_key else None
     with db.write() as conn:
+        fast = db.fast(conn)  # the same transaction, without SQLAlchemy's per-statement cost
         if conn.dialect.name != "sqlite":
             # SQLite's BEGIN IMMEDIATE serializes all writers; elsewhere one account's orders
             # queue on its row, so the idempotency, guard and coupon checks see each other.
@@ -232,7 +242,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
             replay = _replay(conn, account_id, idem_key, fingerprint, stamp)
             if replay is not None:
                 return replay
-        _guard(conn, account_id, req, stamp + config["GUARD_WINDOW_SECONDS"], stamp)
+        _guard(fast, account_id, req, stamp + config["GUARD_WINDOW_SECONDS"], stamp)
         coupon = None
         units = billable_units(req.service, req.quantity)
         if req.coupon_code:
@@ -240,21 +250,21 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
             coupon = coupons.applicable(conn, req.coupon_code, account_id, req.service, base, stamp)
         charge, discount = coupons.price(req.rate, units, coupon)
         try:
-            order_id = conn.execute(_INSERT_ORDER, {
+            order_id = fast.scalar(_INSERT_ORDER_FAST, {
                 "account_id": account_id, "service_id": req.service.id, "target": req.target,
                 "target_key": req.target_key, "quantity": req.quantity,
                 "inputs_json": json.dumps(req.inputs) if req.inputs else None,
                 "charge": charge, "remains": req.quantity,
-                "coupon_id": coupon.id if coupon else None, "stamp": stamp}).scalar_one()
-        except IntegrityError:
+                "coupon_id": coupon.id if coupon else None, "stamp": stamp})
+        except (IntegrityError, conn.dialect.dbapi.IntegrityError):
             # The partial unique index: an active order for this service and target exists.
             # Raising rolls back the guard row written above, so nothing is left behind.
             raise ApiError("active_order_exists") from None
         if coupon is not None:
             coupons.redeem(conn, coupon, account_id, order_id, discount)
         try:
-            balance = ledger.post(conn, account_id, -charge, "charge",
-                                  f"order {present_order(order_id)}", order_id=order_id)
+            balance = ledger.post_fast(fast, account_id, -charge, "charge",
+                                       f"order {present_order(order_id)}", order_id=order_id)
         except ledger.InsufficientFunds:
             raise ApiError("insufficient_balance") from None
         response = {"order": present_order(order_id), "charge": format_amount(charge),
@@ -272,20 +282,35 @@ _INSERT_ORDER = (insert(orders).values(
     charge=bindparam("charge"), remains=bindparam("remains"), coupon_id=bindparam("coupon_id"),
     status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
     .returning(orders.c.id))
+_INSERT_ORDER_FAST = db.Statement(_INSERT_ORDER)
+_SERVICE_FOR_ACCOUNT = db.Statement(services._ONE_FOR_ACCOUNT)
 
 
-def _guard(conn, account_id, req, expires_at, stamp):
+def _guard_statement(dialect_name):
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(purchase_guards).values(
+        account_id=bindparam("account_id"), service_id=bindparam("service_id"),
+        target_key=bindparam("target_key"), quantity=bindparam("quantity"),
+        expires_at=bindparam("expires_at"))
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "service_id", "target_key", "quantity"],
+        set_={"expires_at": stmt.excluded.expires_at},
+        where=purchase_guards.c.expires_at <= bindparam("stamp")).returning(purchase_guards.c.expires_at)
+
+
+_GUARD = db.Statement.per_dialect(_guard_statement)
+
+
+def _guard(fast, account_id, req, expires_at, stamp):
     """`duplicate_target`: the same account, service, target and quantity inside the window.
     One upsert decides: it refreshes an expired guard row or inserts a new one, and matches
     nothing when an unexpired one stands."""
-    stmt = db.upsert(conn, purchase_guards).values(
-        account_id=account_id, service_id=req.service.id, target_key=req.target_key,
-        quantity=req.quantity, expires_at=expires_at)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id", "service_id", "target_key", "quantity"],
-        set_={"expires_at": stmt.excluded.expires_at},
-        where=purchase_guards.c.expires_at <= stamp).returning(purchase_guards.c.expires_at)
-    if conn.execute(stmt).first() is None:
+    if fast.first(_GUARD, {"account_id": account_id, "service_id": req.service.id,
+                           "target_key": req.target_key, "quantity": req.quantity,
+                           "expires_at": expires_at, "stamp": stamp}) is None:
         raise ApiError("duplicate_target")
 
 
@@ -319,18 +344,33 @@ _BATCH = (select(*_STATUS_COLUMNS)
                  orders.c.id.in_(bindparam("ids", expanding=True))))
 
 
-def status_entry(row) -> dict:
+_BATCH_BY_LENGTH = {}  # n -> the batch query for n ids (one compiled statement per length)
+
+
+def _batch_statement(n: int):
+    statement = _BATCH_BY_LENGTH.get(n)
+    if statement is None:
+        statement = _BATCH_BY_LENGTH[n] = db.Statement(
+            select(*_STATUS_COLUMNS).where(orders.c.account_id == bindparam("account_id"),
+                                           orders.c.id.in_([bindparam(f"id{i}") for i in range(n)])))
+    return statement
+
+
+def status_entry(row, currency=None) -> dict:
     return {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
             "status": row.status, "remains": row.remains,
-            "currency": current_app.config["CURRENCY"]}
+            "currency": currency or current_app.config["CURRENCY"]}
 
 
 def _find(account_id, order_ids):
+    """The account's orders among these ids, in one indexed query (account_id, id)."""
     ids = sorted({i for i in order_ids if i is not None})
     if not ids:
         return {}
-    with db.read() as conn:
-        rows = conn.execute(_BATCH, {"account_id": account_id, "ids": ids}).all()
+    params = {f"id{i}": order_id for i, order_id in enumerate(ids)}
+    params["account_id"] = account_id
+    with db.fast_read() as conn:
+        rows = conn.all(_batch_statement(len(ids)), params)
     return {row.id: row for row in rows}
 
 
@@ -353,8 +393,9 @@ def status_action(account, params):
         parsed = {token: parse_order(token) for token in tokens}
         found = _find(account.account_id, parsed.values())
         missing = ApiError("order_not_found").message
-        return {token: status_entry(found[order_id]) if order_id in found else {"error": missing}
-                for token, order_id in parsed.items()}
+        currency = current_app.config["CURRENCY"]
+        return {token: status_entry(found[order_id], currency) if order_id in found
+                else {"error": missing} for token, order_id in parsed.items()}
     single = params.get("order")
     if single in (None, ""):
         raise ApiError("missing_parameter", name="order")
@@ -401,9 +442,13 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None)
         values["start_count"] = start_count
     if remains is not None:
         values["remains"] = remains
-    changed = conn.execute(update(orders)
-                           .where(orders.c.id == order_id, orders.c.status.not_in(REFUNDED_STATUSES))
-                           .values(**values)).rowcount
+    try:
+        changed = conn.execute(update(orders)
+                               .where(orders.c.id == order_id, orders.c.status.not_in(REFUNDED_STATUSES))
+                               .values(**values)).rowcount
+    except IntegrityError:  # the partial unique index: one active order per target
+        raise OrderError(f"another active order of this account has the same service and target; "
+                         f"order {present_order(order_id)} cannot become {status}") from None
     if not changed:
         raise OrderError(f"order {present_order(order_id)} changed meanwhile; try again")
     if refund:

@@ -3,12 +3,18 @@
 Effective rate: a per-account custom rate when the operator set one, otherwise the list rate
 less the account's discount (rounded half-up once, to the micro-unit)."""
 import json
+import uuid
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, text, update
 
-from .db import now
+from .db import now, upsert
+from .ids import MAX_ID
 from .money import discounted
-from .schema import SERVICE_KINDS, service_rates, services
+from .schema import SERVICE_KINDS, serva_meta, service_rates, services
+
+# A serva_meta row replaced by every change of the services table made here, in the changing
+# transaction: the `services` action keeps its rendered catalog until this value changes.
+CATALOG_VERSION_KEY = "catalog_version"
 
 DEFAULT_TYPE = {"default": "Default", "package": "Package", "lines": "Custom Comments",
                 "fields": "Manual"}
@@ -87,6 +93,8 @@ def check_definition(values: dict) -> dict:
         if kind == "fields" and not specs:
             raise ServiceError("a 'fields' service needs at least one field")
         values["fields_json"] = json.dumps(specs)
+    if values.get("rate") is not None and values["rate"] < 0:
+        raise ServiceError("a rate cannot be negative")
     if kind == "package":
         values["min_quantity"] = values["max_quantity"] = 1
     low, high = values.get("min_quantity"), values.get("max_quantity")
@@ -100,8 +108,23 @@ def add(conn, **values) -> int:
     values.setdefault("type", DEFAULT_TYPE[values["kind"]] if values["kind"] in DEFAULT_TYPE
                       else "Default")
     values.setdefault("fields_json", "[]")
+    values.setdefault("min_quantity", 1)  # the column defaults, so check_definition sees them
+    values.setdefault("max_quantity", 1)
     values = check_definition(values)
-    return conn.execute(insert(services).values(created_at=now(), **values)).inserted_primary_key[0]
+    service_id = values.get("id")
+    if service_id is not None:
+        if isinstance(service_id, bool) or not 0 < service_id <= MAX_ID:
+            raise ServiceError(f"a service id must be between 1 and {MAX_ID}")
+        if conn.execute(select(services.c.id).where(services.c.id == service_id)).first():
+            raise ServiceError(f"a service with id {service_id} already exists")
+    new_id = conn.execute(insert(services).values(created_at=now(), **values)).inserted_primary_key[0]
+    if "id" in values and conn.dialect.name == "postgresql":
+        # An explicit id does not advance PostgreSQL's sequence: move it past the highest id,
+        # or the next service added without an id would collide with this one.
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('services', 'id'), "
+                          "(SELECT max(id) FROM services))"))
+    bump_catalog_version(conn)
+    return new_id
 
 
 def update_service(conn, service_id: int, **values) -> None:
@@ -112,6 +135,14 @@ def update_service(conn, service_id: int, **values) -> None:
               "min_quantity": current.min_quantity, "max_quantity": current.max_quantity, **values}
     conn.execute(update(services).where(services.c.id == service_id)
                  .values(**check_definition(merged)))
+    bump_catalog_version(conn)
+
+
+def bump_catalog_version(conn) -> None:
+    """Mark the catalog as changed; call it in the transaction of any write to `services`."""
+    stmt = upsert(conn, serva_meta).values(key=CATALOG_VERSION_KEY, value=uuid.uuid4().hex)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["key"],
+                                            set_={"value": stmt.excluded.value}))
 
 
 def list_all(conn):

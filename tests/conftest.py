@@ -1,6 +1,7 @@
 """Fixtures in the Flask tutorial's shape: `app` on a temp-file SQLite database, `client`,
 `runner`; plus helpers to make partners and call the API, and a real waitress server."""
 import threading
+from contextlib import contextmanager
 
 import pytest
 from waitress.server import create_server
@@ -57,12 +58,26 @@ def api(client, partner):
     return call
 
 
-@pytest.fixture
-def live_server(app):
-    """The app under waitress on 127.0.0.1 (a random port), as in production: yields its URL."""
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+@contextmanager
+def serving(app):
+    """The app under waitress on 127.0.0.1 (a random port), as in production: yields its URL
+    and stops the server from inside its own loop thread, so no socket is closed under it."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=8, asyncore_loop_timeout=0.1)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
-    thread.join(timeout=5)
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        def stop():
+            for channel in list(server._map.values()):
+                channel.close()
+
+        server.trigger.pull_trigger(stop)
+        thread.join(timeout=5)
+        server.task_dispatcher.shutdown(timeout=5)
+
+
+@pytest.fixture
+def live_server(app):
+    with serving(app) as url:
+        yield url

@@ -1,0 +1,98 @@
+"""The `services` action's response, rendered once per catalog version and discount.
+
+The catalog is the same for every partner except for the rate: the list rate less the
+account's discount, or the account's custom rate for a few services. Rendering 500 services
+for every request cost ~7 ms of Python, so each service's JSON is rendered once per (catalog
+version, discount) and kept; an account's custom rates re-render only their own entries.
+Per request that leaves two indexed reads (the version, the account's custom rates) and a
+join of ready-made strings.
+
+The catalog version is a `serva_meta` row that every change to the services table through
+`serva.services` (add, update_service, so the CLI, the import and the demo) replaces inside
+the changing transaction. Every process reads it on every request, so a change is visible to
+all workers on their next request. The version is read before the services, so a cache entry
+is never labelled with a version newer than its rows.
+"""
+import json
+import threading
+
+from flask import current_app
+from sqlalchemy import bindparam, select
+
+from . import db
+from .ids import present_service
+from .money import format_amount
+from .schema import serva_meta, service_rates, services as services_table
+from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate
+
+MAX_DISCOUNTS = 64  # distinct discount levels kept rendered (each ~100 KB for 500 services)
+_EXTENSION = "serva.catalog"
+
+_VERSION = db.Statement(select(serva_meta.c.value)
+                        .where(serva_meta.c.key == CATALOG_VERSION_KEY))
+_CUSTOM_RATES = db.Statement(select(service_rates.c.service_id, service_rates.c.rate)
+                             .where(service_rates.c.account_id == bindparam("account_id")))
+_ACTIVE = db.Statement(select(*_COLUMNS).where(services_table.c.active.is_(True))
+                       .order_by(services_table.c.id))
+
+
+def render_entry(row, rate: int, integer_ids: bool) -> str:
+    """One service as the `services` action shows it (what api.service_entry builds)."""
+    return json.dumps({
+        "service": row.id if integer_ids else str(row.id),
+        "name": row.name,
+        "category": row.category,
+        "type": row.type,
+        "rate": format_amount(rate),
+        "min": row.min_quantity,
+        "max": row.max_quantity,
+        "fields": json.loads(row.fields_json or "[]"),
+        "refill": bool(row.refill),
+        "cancel": bool(row.cancel),
+    }, separators=(",", ":"))
+
+
+class _Rendered:
+    """The active services of one catalog version, and their JSON per discount."""
+
+    def __init__(self, version, rows):
+        self.version = version
+        self.rows = rows
+        self.position = {row.id: i for i, row in enumerate(rows)}
+        self.by_discount = {}  # discount_bp -> (entries, body)
+        self.lock = threading.Lock()
+
+    def for_discount(self, discount_bp: int, integer_ids: bool):
+        rendered = self.by_discount.get(discount_bp)
+        if rendered is None:
+            entries = [render_entry(row, effective_rate(row.rate, None, discount_bp), integer_ids)
+                       for row in self.rows]
+            rendered = (entries, ("[" + ",".join(entries) + "]").encode())
+            with self.lock:
+                if len(self.by_discount) >= MAX_DISCOUNTS:
+                    self.by_discount.clear()
+                self.by_discount[discount_bp] = rendered
+        return rendered
+
+
+def response_body(account) -> bytes:
+    """The `services` JSON for this account: every active service at its effective rate."""
+    extensions = current_app.extensions
+    integer_ids = current_app.config["INTEGER_IDS"]
+    with db.fast_read() as conn:
+        version = conn.scalar(_VERSION)
+        custom = conn.all(_CUSTOM_RATES, {"account_id": account.account_id})
+        rendered = extensions.get(_EXTENSION)
+        if rendered is None or rendered.version != version:
+            rendered = _Rendered(version, conn.all(_ACTIVE))
+            extensions[_EXTENSION] = rendered
+    entries, body = rendered.for_discount(account.discount_bp, integer_ids)
+    if custom:
+        position = rendered.position
+        mine = [(position[sid], rate) for sid, rate in custom if sid in position]
+        if mine:
+            entries = list(entries)
+            for i, rate in mine:
+                entries[i] = render_entry(rendered.rows[i], rate, integer_ids)
+            body = ("[" + ",".join(entries) + "]").encode()
+    return body

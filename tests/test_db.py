@@ -1,0 +1,425 @@
+"""Storage: SQLite opened with WAL, foreign keys and a busy timeout; writes in real
+BEGIN IMMEDIATE transactions (proved on the SQL that reaches SQLite), reads deferred; the
+schema has one source (schema.sql is generated from it) and a version check."""
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from serva import create_app, db, schema
+from serva.schema import accounts, serva_meta
+
+from conftest import make_partner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def db_path(app) -> str:
+    return app.config["DATABASE_URL"].removeprefix("sqlite:///")
+
+
+@pytest.fixture
+def sql_log(app):
+    """Every SQL statement text that reaches SQLite, via sqlite3's own trace callback on each
+    DBAPI connection the pool hands out (so what SQLAlchemy emits, and nothing else)."""
+    engine = app.extensions["serva.engine"]
+    statements = []
+
+    def trace(dbapi_connection, _record, _proxy):
+        dbapi_connection.set_trace_callback(statements.append)
+    event.listen(engine, "checkout", trace)
+    yield statements
+    event.remove(engine, "checkout", trace)
+    engine.dispose()
+
+
+def normalized(statements):
+    return [" ".join(s.split()).upper() for s in statements]
+
+
+def _new_account(conn, email="w@example.com"):
+    return conn.execute(insert(accounts).values(email=email, created_at=db.now())).inserted_primary_key[0]
+
+
+# ---------------------------------------------------------------- BEGIN IMMEDIATE
+
+def test_a_write_sends_begin_immediate_to_sqlite(app, sql_log):
+    with app.app_context(), db.write() as conn:
+        _new_account(conn)
+    sent = normalized(sql_log)
+    assert "BEGIN IMMEDIATE" in sent
+    begin = sent.index("BEGIN IMMEDIATE")
+    insert_at = next(i for i, s in enumerate(sent) if s.startswith("INSERT INTO ACCOUNTS"))
+    assert begin < insert_at
+    assert "COMMIT" in sent[insert_at:]
+    assert not any(s in ("BEGIN", "BEGIN DEFERRED") for s in sent)  # no plain BEGIN anywhere
+
+
+def test_a_failed_write_is_rolled_back(app, sql_log):
+    with pytest.raises(RuntimeError):
+        with app.app_context(), db.write() as conn:
+            _new_account(conn)
+            raise RuntimeError("abort")
+    sent = normalized(sql_log)
+    assert sent[0] == "BEGIN IMMEDIATE"
+    assert "ROLLBACK" in sent and "COMMIT" not in sent
+    with app.app_context(), db.read() as conn:
+        assert conn.execute(select(accounts)).first() is None
+
+
+def test_an_api_write_uses_begin_immediate(app, client, partner, sql_log):
+    # the key's first use is recorded: a write
+    client.post("/api/v1", data={"action": "balance", "key": partner[1]})
+    assert "BEGIN IMMEDIATE" in normalized(sql_log)
+
+
+def test_a_cli_write_uses_begin_immediate(app, runner, partner, sql_log):
+    result = runner.invoke(args=["account", "credit", "partner@example.com", "5", "--note", "t"])
+    assert result.exit_code == 0, result.output
+    assert "BEGIN IMMEDIATE" in normalized(sql_log)
+
+
+def test_a_pure_read_sends_no_begin(app, client, partner, sql_log):
+    client.post("/api/v1", data={"action": "balance", "key": partner[1]})  # records the first use
+    del sql_log[:]
+    for action in ("balance", "services", "balance"):
+        assert "error" not in client.post("/api/v1", data={"action": action, "key": partner[1]}).get_json()
+    sent = normalized(sql_log)
+    assert any(s.startswith("SELECT") for s in sent), "nothing captured: the test would prove nothing"
+    assert not any(s.startswith(("BEGIN", "COMMIT", "INSERT", "UPDATE", "DELETE")) for s in sent)
+
+
+def test_read_blocks_send_no_begin(app, sql_log):
+    with app.app_context(), db.read() as conn:
+        conn.execute(select(accounts)).all()
+        conn.execute(select(serva_meta)).all()
+    sent = normalized(sql_log)
+    assert len([s for s in sent if s.startswith("SELECT")]) == 2
+    assert not any(s.startswith("BEGIN") for s in sent)
+
+
+def _other_writer_is_locked_out(path) -> bool:
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error)
+        return True
+    else:
+        other.execute("ROLLBACK")
+        return False
+    finally:
+        other.close()
+
+
+def test_a_write_transaction_holds_the_write_lock_from_its_start(app):
+    """Behavioural proof of IMMEDIATE: a deferred transaction that has only read holds no
+    write lock in WAL mode; ours has it from BEGIN, so another writer is kept out."""
+    with app.app_context(), db.write() as conn:
+        conn.execute(select(accounts)).all()          # only a read so far
+        assert _other_writer_is_locked_out(db_path(app))
+    assert not _other_writer_is_locked_out(db_path(app))
+
+
+def test_a_read_does_not_take_the_write_lock(app):
+    with app.app_context(), db.read() as conn:
+        conn.execute(select(accounts)).all()
+        assert not _other_writer_is_locked_out(db_path(app))
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_the_default_database_is_a_sqlite_file_in_the_instance_folder(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+    from serva import default_config
+    monkeypatch.delenv("SERVA_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SERVA_CURRENCY", raising=False)
+    config = default_config(SimpleNamespace(instance_path=str(tmp_path / "instance")))
+    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'instance' / 'serva.sqlite'}"
+    assert config["CURRENCY"] == "USD"
+    assert config["INTEGER_IDS"] is False
+    assert config["MAX_CONTENT_LENGTH"] > 0
+
+
+def test_database_url_and_secret_key_from_the_environment(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'env.sqlite'}"
+    monkeypatch.setenv("SERVA_DATABASE_URL", url)
+    monkeypatch.setenv("SERVA_SECRET_KEY", "from-the-environment")
+    app = create_app({"TESTING": True})
+    assert app.config["DATABASE_URL"] == url
+    assert app.config["SECRET_KEY"] == "from-the-environment"
+    assert str(app.extensions["serva.engine"].url) == url
+    app.extensions["serva.engine"].dispose()
+
+
+# ---------------------------------------------------------------- PRAGMAs
+
+def _pragma(app, name):
+    with app.app_context(), db.read() as conn:
+        return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+def test_journal_mode_is_wal(app):
+    assert _pragma(app, "journal_mode").lower() == "wal"
+    # and it is the database file's mode, seen by any other connection
+    other = sqlite3.connect(db_path(app))
+    assert other.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    other.close()
+
+
+def test_foreign_keys_are_on(app):
+    assert _pragma(app, "foreign_keys") == 1
+
+
+def test_foreign_keys_are_enforced(app):
+    from serva.schema import api_keys
+    with pytest.raises(IntegrityError):
+        with app.app_context(), db.write() as conn:
+            conn.execute(insert(api_keys).values(account_id=999, key_hash="f" * 64, prefix="sk_x",
+                                                 created_at=1))
+
+
+def test_busy_timeout_is_set(app):
+    assert _pragma(app, "busy_timeout") >= 1000
+
+
+def test_synchronous_defaults_to_full(app):
+    assert _pragma(app, "synchronous") == 2
+
+
+def test_synchronous_is_a_setting(tmp_path):
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "SQLITE_SYNCHRONOUS": "NORMAL",
+                      "DATABASE_URL": f"sqlite:///{tmp_path / 'n.sqlite'}"})
+    assert _pragma(app, "synchronous") == 1
+    app.extensions["serva.engine"].dispose()
+
+
+def test_a_bad_synchronous_setting_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="SYNCHRONOUS"):
+        create_app({"TESTING": True, "SECRET_KEY": "t", "SQLITE_SYNCHRONOUS": "SOMETIMES",
+                    "DATABASE_URL": f"sqlite:///{tmp_path / 'n.sqlite'}"})
+
+
+def test_every_pooled_connection_gets_the_pragmas(app):
+    engine = app.extensions["serva.engine"]
+    connections = [engine.raw_connection() for _ in range(3)]
+    try:
+        for pooled in connections:
+            cursor = pooled.cursor()
+            assert cursor.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+            assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+            cursor.close()
+    finally:
+        for pooled in connections:
+            pooled.close()
+
+
+# ---------------------------------------------------------------- schema
+
+def test_schema_sql_file_is_generated_from_the_schema():
+    assert (ROOT / "schema.sql").read_text() == db.schema_sql(), \
+        "schema.sql is stale: run `serva schema-sql > schema.sql`"
+
+
+def test_schema_sql_command_prints_the_same(runner):
+    result = runner.invoke(args=["schema-sql"])
+    assert result.exit_code == 0
+    assert result.output == (ROOT / "schema.sql").read_text()
+
+
+def test_schema_sql_builds_the_same_tables(tmp_path):
+    conn = sqlite3.connect(tmp_path / "from-file.sqlite")
+    conn.executescript((ROOT / "schema.sql").read_text())
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    indexes = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='index' AND name NOT LIKE 'sqlite_autoindex%'")}
+    conn.close()
+    assert tables == set(schema.metadata.tables)
+    assert indexes == {index.name for table in schema.metadata.tables.values()
+                       for index in table.indexes}
+
+
+def test_schema_sql_names_its_version():
+    assert f"version {schema.SCHEMA_VERSION}" in db.schema_sql().splitlines()[0]
+
+
+def test_init_stamps_the_schema_version(app):
+    assert db.schema_version(app.extensions["serva.engine"]) == schema.SCHEMA_VERSION
+
+
+def _stamp(path, version):
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE serva_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.commit()
+    conn.close()
+
+
+def test_a_database_of_another_schema_version_is_refused(app, tmp_path):
+    path = db_path(app)
+    app.extensions["serva.engine"].dispose()
+    _stamp(path, schema.SCHEMA_VERSION + 98)
+    with pytest.raises(db.SchemaMismatch) as raised:
+        create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
+    message = str(raised.value)
+    assert str(schema.SCHEMA_VERSION + 98) in message
+    assert str(schema.SCHEMA_VERSION) in message
+    assert "schema" in message and "version" in message
+
+
+def test_an_older_schema_version_is_refused_too(app):
+    path = db_path(app)
+    app.extensions["serva.engine"].dispose()
+    _stamp(path, 0)
+    with pytest.raises(db.SchemaMismatch):
+        create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_empty_database_is_fine(tmp_path, existing):
+    path = tmp_path / "empty.sqlite"
+    if existing:
+        path.write_bytes(b"")
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
+    engine = app.extensions["serva.engine"]
+    assert db.schema_version(engine) is None
+    db.init_schema(engine)
+    assert db.schema_version(engine) == schema.SCHEMA_VERSION
+    engine.dispose()
+
+
+def test_init_schema_keeps_data(app, partner):
+    engine = app.extensions["serva.engine"]
+    db.init_schema(engine)
+    with app.app_context(), db.read() as conn:
+        assert conn.execute(select(accounts.c.email)).scalars().all() == ["partner@example.com"]
+
+
+def test_init_schema_refuses_another_version(app):
+    engine = app.extensions["serva.engine"]
+    with app.app_context(), db.write() as conn:
+        conn.execute(update(serva_meta).where(serva_meta.c.key == "schema_version").values(value="99"))
+    with pytest.raises(db.SchemaMismatch):
+        db.init_schema(engine)
+
+
+# ---------------------------------------------------------------- wsgi
+
+def _run_wsgi_import(tmp_path, database):
+    env = {**os.environ, "SERVA_DATABASE_URL": f"sqlite:///{database}", "SERVA_SECRET_KEY": "t"}
+    return subprocess.run([sys.executable, "-c", "import wsgi; print('imported', wsgi.app.name)"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_wsgi_refuses_an_uninitialised_database(tmp_path):
+    database = tmp_path / "blank.sqlite"
+    database.write_bytes(b"")
+    result = _run_wsgi_import(tmp_path, database)
+    assert result.returncode != 0
+    assert "imported" not in result.stdout
+    assert "not initialized" in result.stderr and "init-db" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wsgi_refuses_a_database_of_another_version(app, tmp_path):
+    path = db_path(app)
+    app.extensions["serva.engine"].dispose()
+    _stamp(path, 99)
+    result = _run_wsgi_import(tmp_path, path)
+    assert result.returncode != 0
+    assert "imported" not in result.stdout
+    assert "99" in result.stderr
+
+
+def test_wsgi_starts_on_an_initialised_database(app, tmp_path):
+    path = db_path(app)
+    app.extensions["serva.engine"].dispose()
+    result = _run_wsgi_import(tmp_path, path)
+    assert result.returncode == 0, result.stderr
+    assert "imported serva" in result.stdout
+
+
+# ---------------------------------------------------------------- concurrency
+
+def test_two_writers_in_two_threads_never_see_database_is_locked(app):
+    """Two engines (like two worker processes) doing read-then-write transactions on one
+    file: with BEGIN IMMEDIATE they queue instead of failing, and no increment is lost."""
+    url = app.config["DATABASE_URL"]
+    with app.app_context(), db.write() as conn:
+        conn.execute(insert(serva_meta).values(key="counter", value="0"))
+    engines = [db.make_engine(url), db.make_engine(url)]
+    rounds = 60
+    errors = []
+    start = threading.Barrier(2)
+
+    def work(engine):
+        try:
+            start.wait()
+            for _ in range(rounds):
+                with db.write(engine) as conn:
+                    value = int(conn.execute(select(serva_meta.c.value)
+                                             .where(serva_meta.c.key == "counter")).scalar())
+                    conn.execute(update(serva_meta).where(serva_meta.c.key == "counter")
+                                 .values(value=str(value + 1)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    with app.app_context(), db.read() as conn:
+        assert conn.execute(select(serva_meta.c.value).where(serva_meta.c.key == "counter")).scalar() \
+            == str(2 * rounds)
+
+
+def test_concurrent_credits_through_one_app_all_land(app, partner):
+    from serva import ledger
+    errors = []
+
+    def work():
+        try:
+            for _ in range(40):
+                with app.app_context(), db.write() as conn:
+                    ledger.post(conn, partner[0], 1, "topup", "thread")
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with app.app_context(), db.read() as conn:
+        balance = conn.execute(select(accounts.c.balance).where(accounts.c.id == partner[0])).scalar()
+        assert balance == 100_000_000 + 160
+        assert ledger.ledger_sum(conn, partner[0]) == balance
+
+
+def test_a_deferred_read_then_write_would_fail_without_immediate(app):
+    """The control experiment for the test above: the same interleaving with plain deferred
+    transactions hits SQLITE_BUSY at once (busy_timeout cannot help a stale snapshot), so the
+    two-writer test really depends on BEGIN IMMEDIATE."""
+    path = db_path(app)
+    a = sqlite3.connect(path, timeout=5, isolation_level=None)
+    b = sqlite3.connect(path, timeout=5, isolation_level=None)
+    try:
+        a.execute("BEGIN")
+        a.execute("SELECT count(*) FROM accounts").fetchone()       # a's snapshot
+        b.execute("INSERT INTO accounts (email, created_at) VALUES ('b@example.com', 1)")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            a.execute("INSERT INTO accounts (email, created_at) VALUES ('a@example.com', 1)")
+        a.execute("ROLLBACK")
+    finally:
+        a.close()
+        b.close()

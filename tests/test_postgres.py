@@ -1,0 +1,275 @@
+"""The money and duplicate tests against PostgreSQL (a throwaway schema per test in database
+`test` on 127.0.0.1:5432); skipped when PostgreSQL or psycopg is not available.
+
+Set SERVA_TEST_POSTGRES_URL to point elsewhere (a SQLAlchemy URL without query string)."""
+import json
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import create_engine, func, select, text
+
+from serva import create_app, db, orders as orders_repo, services
+from serva.ids import parse_order
+from serva.money import format_amount, parse_amount
+from serva.schema import accounts, coupons, ledger, orders
+
+from conftest import make_partner, serving
+
+pytestmark = pytest.mark.slow
+
+RATE = "0.37"
+CANDIDATE_URLS = ([os.environ["SERVA_TEST_POSTGRES_URL"]] if os.environ.get("SERVA_TEST_POSTGRES_URL")
+                  else ["postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                        "postgresql+psycopg://root@127.0.0.1:5432/test"])
+
+
+def _server_url():
+    pytest.importorskip("psycopg")
+    errors = []
+    for url in CANDIDATE_URLS:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return url
+        except Exception as error:  # noqa: BLE001 - any failure means: no PostgreSQL here
+            errors.append(f"{url}: {error.__class__.__name__}")
+        finally:
+            engine.dispose()
+    pytest.skip("PostgreSQL is not reachable (" + "; ".join(errors) + ")")
+
+
+@pytest.fixture
+def pg_app(tmp_path):
+    base = _server_url()
+    schema_name = f"serva_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+    app = None
+    try:
+        app = create_app({"TESTING": True, "SECRET_KEY": "test-secret",
+                          "DATABASE_URL": f"{base}?options=-csearch_path%3D{schema_name}"})
+        db.init_schema(app.extensions["serva.engine"])
+        yield app
+    finally:
+        if app is not None:
+            app.extensions["serva.engine"].dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_server(pg_app):
+    with serving(pg_app) as url:
+        yield url
+
+
+def together(count, work, timeout=90):
+    barrier = threading.Barrier(count, timeout=20)
+
+    def task(i):
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(task, i) for i in range(count)]
+        return [future.result(timeout=timeout) for future in futures]
+
+
+def post(url, **data):
+    headers = data.pop("headers", None)
+    response = requests.post(f"{url}/api/v1", data=data, headers=headers, timeout=30)
+    return response.status_code, response.text
+
+
+def add_service(app, rate=RATE, **values):
+    with app.app_context(), db.write() as conn:
+        return str(services.add(conn, name="Followers", category="Test", rate=parse_amount(rate),
+                                min_quantity=10, max_quantity=100_000, **values))
+
+
+def balance(app, account_id):
+    with app.app_context(), db.read() as conn:
+        return conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id)).scalar()
+
+
+def order_count(app):
+    with app.app_context(), db.read() as conn:
+        return conn.execute(select(func.count()).select_from(orders)).scalar()
+
+
+def audit(app):
+    result = app.test_cli_runner().invoke(args=["audit"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_schema_is_isolated(pg_app):
+    with db.read(pg_app.extensions["serva.engine"]) as conn:
+        assert conn.execute(text("SELECT current_schema()")).scalar().startswith("serva_test_")
+
+
+def test_fifty_threads_never_overspend(pg_app, pg_server):
+    covered = 17
+    charge = parse_amount(RATE)
+    start = covered * charge + parse_amount("0.3")
+    account_id, key = make_partner(pg_app, balance=format_amount(start))
+    svc = add_service(pg_app)
+    results = together(50, lambda i: post(pg_server, action="add", key=key, service=svc,
+                                          link=f"https://example.com/p/{i}", quantity="1000"))
+    assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:3]
+    bodies = [json.loads(t) for _, t in results]
+    won = [b for b in bodies if "order" in b]
+    assert len(won) == covered
+    assert {b["code"] for b in bodies if "order" not in b} == {"insufficient_balance"}
+    assert sorted(parse_amount(b["balance"]) for b in won) == \
+        [start - k * charge for k in range(covered, 0, -1)]
+    assert balance(pg_app, account_id) == parse_amount("0.3")
+    assert order_count(pg_app) == covered
+    assert audit(pg_app).startswith("audit passed")
+
+
+def test_twenty_identical_orders_place_one(pg_app, pg_server):
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    results = together(20, lambda i: post(pg_server, action="add", key=key, service=svc,
+                                          link="https://example.com/same", quantity="1000"))
+    bodies = [json.loads(t) for _, t in results]
+    assert sum("order" in b for b in bodies) == 1, bodies
+    assert sorted(b["code"] for b in bodies if "order" not in b) == ["duplicate_target"] * 19
+    assert balance(pg_app, account_id) == 100_000_000 - 370_000
+    audit(pg_app)
+
+
+def test_one_active_order_per_target(pg_app, pg_server):
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    results = together(20, lambda i: post(pg_server, action="add", key=key, service=svc,
+                                          link="https://example.com/same", quantity=str(1000 + i)))
+    bodies = [json.loads(t) for _, t in results]
+    assert sum("order" in b for b in bodies) == 1, bodies
+    assert sorted(b["code"] for b in bodies if "order" not in b) == ["active_order_exists"] * 19
+    audit(pg_app)
+
+
+def test_twenty_retries_with_one_idempotency_key(pg_app, pg_server):
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    results = together(20, lambda i: post(pg_server, action="add", key=key, service=svc,
+                                          link="https://example.com/once", quantity="1000",
+                                          headers={"Idempotency-Key": "k1"}))
+    assert len({t for _, t in results}) == 1
+    assert "order" in json.loads(results[0][1])
+    assert order_count(pg_app) == 1
+
+
+def test_pipeline_and_operator_commands(pg_app):
+    """The rest of the pipeline on PostgreSQL: coupons, the guard's expiry upsert, status,
+    refunds, the CLI listing and the audit."""
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    runner = pg_app.test_cli_runner()
+    assert runner.invoke(args=["coupon", "create", "TEN", "--percent", "10", "--max-uses", "1"]).exit_code == 0
+    client = pg_app.test_client()
+
+    def add(**params):
+        return client.post("/api/v1", data={"action": "add", "key": key, "service": svc,
+                                            "quantity": "1000", **params}).get_json()
+
+    first = add(link="https://example.com/a", coupon="ten")
+    assert first["charge"] == "0.333"
+    assert add(link="https://example.com/b", coupon="TEN")["code"] == "invalid_coupon"
+    assert add(link="https://example.com/a")["code"] == "duplicate_target"
+    assert add(link="https://example.com/a", quantity="2000")["code"] == "active_order_exists"
+    second = add(link="https://example.com/b")
+    with pg_app.app_context(), db.write() as conn:
+        assert orders_repo.set_status(conn, parse_order(first["order"]), "Partial", remains=500) == 166_500
+        assert orders_repo.set_status(conn, parse_order(second["order"]), "Canceled") == 370_000
+    batch = client.post("/api/v1", data={"action": "status", "key": key,
+                                         "orders": f"{first['order']},{second['order']},x"}).get_json()
+    assert batch[first["order"]]["charge"] == "0.1665"
+    assert batch[second["order"]] == {"charge": "0", "start_count": None, "status": "Canceled",
+                                      "remains": 1000, "currency": "USD"}
+    assert batch["x"] == {"error": "Incorrect order ID"}
+    assert balance(pg_app, account_id) == 100_000_000 - 166_500
+    listing = runner.invoke(args=["order", "list", "--account", "partner@example.com"])
+    assert listing.exit_code == 0 and listing.output.count("ORD-") == 2
+    assert runner.invoke(args=["coupon", "list"]).output.startswith("TEN\tactive\t10% off\tuses 1/1")
+    audit(pg_app)
+    # The audit reads PostgreSQL's numeric sums correctly too.
+    with pg_app.app_context(), db.write() as conn:
+        conn.execute(text("UPDATE accounts SET balance = balance + 1"))
+        conn.execute(text("UPDATE coupons SET uses = 0"))
+    result = runner.invoke(args=["audit"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"VIOLATION account partner@example.com (id {account_id}): balance 99.833501 != ledger sum 99.8335",
+        "VIOLATION coupon TEN: uses 0 != 1 redemptions"]
+
+
+def test_guard_window_expiry_on_postgres(pg_app):
+    from freezegun import freeze_time
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+    params = {"action": "add", "key": key, "service": svc, "link": "https://example.com/a",
+              "quantity": "1000"}
+    with freeze_time("2031-03-01 12:00:00") as clock:
+        first = client.post("/api/v1", data=params).get_json()["order"]
+        with pg_app.app_context(), db.write() as conn:
+            orders_repo.set_status(conn, parse_order(first), "Completed")
+        clock.tick(299)
+        assert client.post("/api/v1", data=params).get_json()["code"] == "duplicate_target"
+        clock.tick(1)
+        assert "order" in client.post("/api/v1", data=params).get_json()
+
+
+def test_negative_balance_is_refused_by_postgres(pg_app):
+    from sqlalchemy.exc import IntegrityError
+    account_id, _ = make_partner(pg_app, balance="1")
+    with pytest.raises(IntegrityError):
+        with pg_app.app_context(), db.write() as conn:
+            conn.execute(text("UPDATE accounts SET balance = -1 WHERE id = :id"), {"id": account_id})
+    assert balance(pg_app, account_id) == 1_000_000
+
+
+def test_services_with_and_without_explicit_ids(pg_app):
+    """An explicit id (service add --id, service import) must not make the next service added
+    without an id collide on PostgreSQL's sequence."""
+    runner = pg_app.test_cli_runner()
+    for args in (["--id", "1"], ["--id", "2"], [], ["--id", "1234"], []):
+        result = runner.invoke(args=["service", "add", "--name", "S", "--rate", "1", "--max", "10", *args])
+        assert result.exit_code == 0, (result.output, result.exception)
+    listed = runner.invoke(args=["service", "list"]).output.splitlines()
+    assert [int(line.split("\t")[0]) for line in listed] == [1, 2, 3, 1234, 1235]
+
+
+def test_huge_ids_and_counts_are_clean_errors(pg_app):
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+
+    def call(**params):
+        response = client.post("/api/v1", data={"key": key, **params})
+        assert response.status_code == 200
+        return response.get_json()
+
+    assert call(action="status", order="ORD-999999999999999999")["code"] == "order_not_found"
+    assert call(action="status", orders="999999999999999999,1")["999999999999999999"] == \
+        {"error": "Incorrect order ID"}
+    assert call(action="add", service="999999999999999999", link="https://example.com",
+                quantity="100")["code"] == "service_unavailable"
+    order = call(action="add", service=svc, link="https://example.com", quantity="100")["order"]
+    result = pg_app.test_cli_runner().invoke(args=["order", "set-status", order, "In progress",
+                                                   "--start-count", str(2**31)])
+    assert result.exit_code == 2
+    result = pg_app.test_cli_runner().invoke(args=["order", "set-status", order, "In progress",
+                                                   "--start-count", str(2**31 - 1)])
+    assert result.exit_code == 0, result.output
+    assert call(action="status", order=order)["start_count"] == 2**31 - 1
