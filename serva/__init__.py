@@ -7,6 +7,7 @@ import time
 from flask import Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 REQUEST_ID_HEADER = "x-serva-request-id"
 access_log = logging.getLogger("serva.access")
@@ -54,6 +55,7 @@ def default_config(app) -> dict:
         "SESSION_COOKIE_SECURE": _env_flag("SERVA_SECURE_COOKIES"),
         "LOGIN_MAX_FAILURES": int(env.get("SERVA_LOGIN_MAX_FAILURES", 5)),
         "LOGIN_FAILURE_WINDOW_SECONDS": int(env.get("SERVA_LOGIN_FAILURE_WINDOW_SECONDS", 900)),
+        "TRUSTED_PROXIES": int(env.get("SERVA_TRUSTED_PROXIES", 0)),
     }
 
 
@@ -70,6 +72,12 @@ def create_app(test_config=None):
                                 or _instance_secret(app))
     if app.config["SQLITE_SYNCHRONOUS"] not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ValueError("SERVA_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind N reverse proxies, take the client's address and scheme from their
+        # X-Forwarded-* headers (sign-in throttling counts failures per client address).
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     from . import api, cli, db
     db.init_app(app)

@@ -35,12 +35,18 @@ def seed():
         if account is None:
             accounts.create(conn, DEMO_EMAIL, DEMO_PASSWORD, approved=True)
             account = accounts.get_by_email(conn, DEMO_EMAIL)
+        else:  # put the demo back in working order: approved, not banned, the printed password
+            accounts.set_api_access(conn, account.id, "approved")
+            accounts.set_banned(conn, account.id, False)
+            accounts.set_password(conn, account.id, DEMO_PASSWORD)
         if account.balance < DEMO_BALANCE:
             ledger.post(conn, account.id, DEMO_BALANCE - account.balance, "topup", "demo top-up")
         existing = set(conn.execute(select(services_table.c.id)).scalars())
         for entry in CATALOG:
             if entry["id"] not in existing:
                 services.add(conn, **entry)
+            else:
+                services.update_service(conn, entry["id"], active=True)
         if coupons.get(conn, DEMO_COUPON) is None:
             coupons.create(conn, DEMO_COUPON, "percent", 1000)
     summary = (f"demo balance topped up to {format_amount(DEMO_BALANCE)}; catalog: "

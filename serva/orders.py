@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from . import coupons, db, ledger, services
 from .errors import ApiError
 from .ids import parse_order, parse_service, present_order
-from .money import div_half_up, format_amount
+from .money import MAX_AMOUNT, div_half_up, format_amount
 from .schema import ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards
 
 MAX_BATCH = 100
@@ -249,6 +249,8 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
             base, _ = coupons.price(req.rate, units, None)
             coupon = coupons.applicable(conn, req.coupon_code, account_id, req.service, base, stamp)
         charge, discount = coupons.price(req.rate, units, coupon)
+        if charge > MAX_AMOUNT:  # no balance can cover it, and it would not fit the column
+            raise ApiError("insufficient_balance")
         try:
             order_id = fast.scalar(_INSERT_ORDER_FAST, {
                 "account_id": account_id, "service_id": req.service.id, "target": req.target,

@@ -93,6 +93,8 @@ def check_definition(values: dict) -> dict:
         if kind == "fields" and not specs:
             raise ServiceError("a 'fields' service needs at least one field")
         values["fields_json"] = json.dumps(specs)
+    if "name" in values and not str(values["name"] or "").strip():
+        raise ServiceError("a service needs a name")
     if values.get("rate") is not None and values["rate"] < 0:
         raise ServiceError("a rate cannot be negative")
     if kind == "package":

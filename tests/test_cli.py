@@ -134,6 +134,24 @@ def test_demo_tops_the_balance_back_up_after_spending(app, runner, client):
         assert demo.balance == ledger_sum(conn, demo.id)
 
 
+def test_demo_puts_a_broken_demo_back_in_working_order(app, runner, client):
+    ok(runner, "demo")
+    ok(runner, "account", "ban", DEMO_EMAIL, "--reason", "testing")
+    ok(runner, "account", "unapprove", DEMO_EMAIL)
+    ok(runner, "service", "disable", "1234")
+    key = ok(runner, "demo").splitlines()[-1]
+    assert api(client, key) == {"balance": "100", "currency": "USD"}
+    assert "1234" in [entry["service"] for entry in api(client, key, "services")]
+    row = account_row(app, DEMO_EMAIL)
+    assert row.api_access == "approved" and not row.banned
+
+
+def test_service_add_refuses_an_empty_name(runner):
+    result = runner.invoke(args=["service", "add", "--name", "  ", "--rate", "1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: a service needs a name"
+
+
 def test_demo_keeps_other_accounts_and_services(app, runner, partner):
     ok(runner, "service", "add", "--id", "42", "--name", "Mine", "--rate", "1")
     ok(runner, "demo")

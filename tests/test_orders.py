@@ -716,3 +716,11 @@ def test_integer_ids_setting(int_app):
 def test_string_ids_by_default(api, catalog):
     assert all(isinstance(s["service"], str) for s in api("services"))
     assert isinstance(api("add", service=FOLLOWERS, link=LINK, quantity="100")["order"], str)
+
+
+def test_a_charge_beyond_any_balance_is_insufficient_balance_not_a_crash(app, api):
+    service = add_service(app, name="Huge", rate=10 ** 18 - 1, min_quantity=1,
+                          max_quantity=2_000_000_000)
+    result = api("add", service=service, link="https://example.com/huge", quantity="2000000000")
+    assert result == {"error": "Not enough funds on balance", "code": "insufficient_balance"}
+    assert api("balance")["balance"] == "100"

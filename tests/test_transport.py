@@ -7,7 +7,7 @@ import logging
 import pytest
 import requests
 
-from serva import REQUEST_ID_HEADER, api
+from serva import REQUEST_ID_HEADER, api, create_app
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -517,3 +517,19 @@ def test_the_key_is_not_in_the_real_server_output(live_server, partner, caplog, 
     assert any(r.name == "serva.access" for r in server_side)
     assert all(key not in r.getMessage() for r in server_side)
     assert key not in out and key not in err
+
+
+def test_trusted_proxies_setting_reads_the_client_address_from_x_forwarded_for(tmp_path):
+    from flask import request as flask_request
+
+    def remote_addr_seen(trusted):
+        app = create_app({"TESTING": True, "SECRET_KEY": "x", "TRUSTED_PROXIES": trusted,
+                          "DATABASE_URL": f"sqlite:///{tmp_path / 'proxy.sqlite'}"})
+        app.add_url_rule("/whoami", "whoami", lambda: flask_request.remote_addr or "")
+        response = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.9"},
+                                         environ_base={"REMOTE_ADDR": "10.0.0.1"})
+        app.extensions["serva.engine"].dispose()
+        return response.get_data(as_text=True)
+
+    assert remote_addr_seen(0) == "10.0.0.1"
+    assert remote_addr_seen(1) == "203.0.113.9"
