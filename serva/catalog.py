@@ -20,7 +20,6 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 
 from . import db
-from .ids import present_service
 from .money import format_amount
 from .schema import serva_meta, service_rates, services as services_table
 from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate

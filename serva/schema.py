@@ -7,7 +7,7 @@ account+service+target (partial unique indexes), one guard row per repeated targ
 """
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
-    PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, text,
+    PrimaryKeyConstraint, String, Table, Text, text,
 )
 
 SCHEMA_VERSION = 1

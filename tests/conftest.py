@@ -1,13 +1,17 @@
 """Fixtures in the Flask tutorial's shape: `app` on a temp-file SQLite database, `client`,
 `runner`; plus helpers to make partners and call the API, and a real waitress server."""
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
 from waitress.server import create_server
 
 from serva import create_app
-from serva import accounts, db, keys, ledger
+from sqlalchemy import event
+
+from serva import accounts, db, keys, ledger, services
+from serva.demo import CATALOG
 from serva.money import parse_amount
 
 
@@ -81,3 +85,39 @@ def serving(app):
 def live_server(app):
     with serving(app) as url:
         yield url
+
+
+@pytest.fixture
+def catalog(app):
+    """The demo catalog: one service of each kind (ids 1234, 1235, 1236, 7788)."""
+    with app.app_context(), db.write() as conn:
+        for entry in CATALOG:
+            services.add(conn, **entry)
+
+
+@pytest.fixture
+def sql_log(app):
+    """Every SQL statement text that reaches SQLite, via sqlite3's own trace callback on each
+    DBAPI connection the pool hands out (so what the app emits, and nothing else)."""
+    engine = app.extensions["serva.engine"]
+    statements = []
+
+    def trace(dbapi_connection, _record, _proxy):
+        dbapi_connection.set_trace_callback(statements.append)
+    event.listen(engine, "checkout", trace)
+    yield statements
+    event.remove(engine, "checkout", trace)
+    engine.dispose()
+
+
+def together(count, work, timeout=90):
+    """Run work(i) for i in range(count) on `count` threads released at the same moment."""
+    barrier = threading.Barrier(count, timeout=20)
+
+    def task(i):
+        barrier.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(task, i) for i in range(count)]
+        return [future.result(timeout=timeout) for future in futures]

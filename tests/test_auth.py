@@ -7,7 +7,7 @@ import re
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from serva import accounts, db, keys
 from serva.schema import api_keys
@@ -70,21 +70,6 @@ def key_row(app, account_id):
     with app.app_context(), db.read() as conn:
         return conn.execute(select(api_keys).where(api_keys.c.account_id == account_id)
                             .order_by(api_keys.c.id.desc())).first()
-
-
-@pytest.fixture
-def sql_log(app):
-    """Every SQL statement text that reaches SQLite (sqlite3's trace callback on each
-    connection the pool hands out)."""
-    engine = app.extensions["serva.engine"]
-    statements = []
-
-    def trace(dbapi_connection, _record, _proxy):
-        dbapi_connection.set_trace_callback(statements.append)
-    event.listen(engine, "checkout", trace)
-    yield statements
-    event.remove(engine, "checkout", trace)
-    engine.dispose()
 
 
 WRITES = re.compile(r"^\s*(BEGIN|INSERT|UPDATE|DELETE|REPLACE|COMMIT)\b", re.IGNORECASE)

@@ -9,9 +9,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,26 +20,13 @@ from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, coupon_redemptions, ledger, orders
 
-from conftest import make_partner
+from conftest import make_partner, together
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST_TIMEOUT = 30
 RATE = "0.37"  # per 1000; every order below is 1000 units, so each one costs 0.37
-
-
-def together(count, work, timeout=90):
-    """Run work(i) for i in range(count) on `count` threads released at the same moment."""
-    barrier = threading.Barrier(count, timeout=20)
-
-    def task(i):
-        barrier.wait()
-        return work(i)
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(task, i) for i in range(count)]
-        return [future.result(timeout=timeout) for future in futures]
 
 
 def post(url, **data):

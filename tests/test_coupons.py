@@ -4,7 +4,6 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from serva import db, services
-from serva.demo import CATALOG
 from serva.ids import parse_order
 from serva.schema import accounts, coupon_redemptions, coupons, ledger, orders, purchase_guards
 
@@ -12,13 +11,6 @@ from conftest import make_partner
 
 FOLLOWERS, PACKAGE, COMMENTS, GAME = "1234", "1235", "1236", "7788"
 LINK = "https://example.com/post/1"
-
-
-@pytest.fixture
-def catalog(app):
-    with app.app_context(), db.write() as conn:
-        for entry in CATALOG:
-            services.add(conn, **entry)
 
 
 @pytest.fixture

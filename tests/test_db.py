@@ -9,34 +9,18 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from serva import create_app, db, schema
 from serva.schema import accounts, serva_meta
 
-from conftest import make_partner
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def db_path(app) -> str:
     return app.config["DATABASE_URL"].removeprefix("sqlite:///")
-
-
-@pytest.fixture
-def sql_log(app):
-    """Every SQL statement text that reaches SQLite, via sqlite3's own trace callback on each
-    DBAPI connection the pool hands out (so what SQLAlchemy emits, and nothing else)."""
-    engine = app.extensions["serva.engine"]
-    statements = []
-
-    def trace(dbapi_connection, _record, _proxy):
-        dbapi_connection.set_trace_callback(statements.append)
-    event.listen(engine, "checkout", trace)
-    yield statements
-    event.remove(engine, "checkout", trace)
-    engine.dispose()
 
 
 def normalized(statements):

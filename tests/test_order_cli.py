@@ -4,23 +4,15 @@ import sqlite3
 import threading
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from serva import db, ledger as ledger_repo, orders as orders_repo, services
-from serva.demo import CATALOG
-from serva.schema import accounts, ledger, orders
+from serva.schema import accounts, ledger
 
 from conftest import make_partner
 
 LINK = "https://example.com/post/1"
-
-
-@pytest.fixture
-def catalog(app):
-    with app.app_context(), db.write() as conn:
-        for entry in CATALOG:
-            services.add(conn, **entry)
 
 
 def cli(runner, *args):

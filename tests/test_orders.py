@@ -23,14 +23,6 @@ LINK = "https://example.com/post/1"
 
 # ---------------------------------------------------------------- helpers
 
-@pytest.fixture
-def catalog(app):
-    """The demo catalog: one service of each kind (ids 1234, 1235, 1236, 7788)."""
-    with app.app_context(), db.write() as conn:
-        for entry in CATALOG:
-            services.add(conn, **entry)
-
-
 def add_service(app, **values):
     with app.app_context(), db.write() as conn:
         return str(services.add(conn, **values))

@@ -4,9 +4,7 @@
 Set SERVA_TEST_POSTGRES_URL to point elsewhere (a SQLAlchemy URL without query string)."""
 import json
 import os
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -15,9 +13,9 @@ from sqlalchemy import create_engine, func, select, text
 from serva import create_app, db, orders as orders_repo, services
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
-from serva.schema import accounts, coupons, ledger, orders
+from serva.schema import accounts, orders
 
-from conftest import make_partner, serving
+from conftest import make_partner, serving, together
 
 pytestmark = pytest.mark.slow
 
@@ -68,18 +66,6 @@ def pg_app(tmp_path):
 def pg_server(pg_app):
     with serving(pg_app) as url:
         yield url
-
-
-def together(count, work, timeout=90):
-    barrier = threading.Barrier(count, timeout=20)
-
-    def task(i):
-        barrier.wait()
-        return work(i)
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(task, i) for i in range(count)]
-        return [future.result(timeout=timeout) for future in futures]
 
 
 def post(url, **data):
