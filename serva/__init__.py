@@ -88,12 +88,21 @@ def create_app(test_config=None):
     return app
 
 
+API_PATHS = ("/api/v1", "/api/v1/")
+
+
 class _SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the signing serializer made once instead of on every
-    request: Flask builds it (and probes its JSON serializer) even for a request without a
-    session cookie, which is every API call."""
+    """Flask's signed-cookie sessions for the dashboard, and none for the JSON API: the API
+    authenticates by key and never reads or writes a session, yet Flask would parse the cookie,
+    build the signing serializer and add `Vary: Cookie` on every call. An API request gets
+    Flask's null session (readable as empty, never saved); the serializer is made once."""
 
     _cached = None
+
+    def open_session(self, app, request):
+        if request.path in API_PATHS:
+            return None  # Flask substitutes its null session
+        return super().open_session(app, request)
 
     def get_signing_serializer(self, app):
         marker = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))

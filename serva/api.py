@@ -139,6 +139,14 @@ ACTIONS = {
     "status": orders.status_action,
 }
 
+# What an action reads comes with the key lookup, in the same statement: params ->
+# (statement, its parameters) or None. Never raises: errors come after authentication.
+LOOKUPS = {
+    "services": catalog_cache.lookup,
+    "add": orders.add_lookup,
+    "status": orders.status_lookup,
+}
+
 
 # No automatic OPTIONS (its empty text/html answer would break "every response is JSON": it
 # gets the JSON 405) and no redirect for doubled slashes (a JSON 404 instead of an HTML 308).
@@ -147,9 +155,11 @@ ACTIONS = {
 def endpoint():
     try:
         params, body_keys = read_params()
-        account = authenticate(body_keys)
         action = params.get("action")
-        handler = ACTIONS.get(action.strip().lower()) if isinstance(action, str) else None
+        name = action.strip().lower() if isinstance(action, str) else None
+        handler = ACTIONS.get(name)
+        lookup = LOOKUPS.get(name)
+        account = authenticate(body_keys, *(lookup(params) or ()) if lookup else ())
         if handler is None:
             raise ApiError("unknown_action")
         result = handler(account, params)

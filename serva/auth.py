@@ -40,13 +40,15 @@ def raw_key(body_keys) -> str:
     return distinct.pop()
 
 
-def authenticate(body_keys):
-    """The key+account row of the caller; raises the first applicable auth error."""
+def authenticate(body_keys, statement=None, params=None):
+    """The key+account row of the caller; raises the first applicable auth error. With a
+    `statement` (keys.resolve_select + an action's columns) the row carries the action's
+    data as well: one round trip to the database for the whole request."""
     raw = raw_key(body_keys)
     if not keys.looks_like_key(raw):
         raise ApiError("invalid_key")
     with db.fast_read() as conn:
-        row = keys.find_key_fast(conn, raw)
+        row = keys.find_key_fast(conn, raw, statement, params)
     if row is None:
         raise ApiError("invalid_key")
     if row.revoked_at is not None:

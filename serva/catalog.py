@@ -4,8 +4,8 @@ The catalog is the same for every partner except for the rate: the list rate les
 account's discount, or the account's custom rate for a few services. Rendering 500 services
 for every request cost ~7 ms of Python, so each service's JSON is rendered once per (catalog
 version, discount) and kept; an account's custom rates re-render only their own entries.
-Per request that leaves two indexed reads (the version, the account's custom rates) and a
-join of ready-made strings.
+Per request that leaves the version and the account's custom rates, read in the key lookup's
+statement (`lookup`), and a join of ready-made strings.
 
 The catalog version is a `serva_meta` row that every change to the services table through
 `serva.services` (add, update_service, so the CLI, the import and the demo) replaces inside
@@ -17,11 +17,11 @@ import json
 import threading
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
-from . import db
+from . import db, keys
 from .money import format_amount
-from .schema import serva_meta, service_rates, services as services_table
+from .schema import accounts, serva_meta, service_rates, services as services_table
 from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate
 
 MAX_DISCOUNTS = 64  # distinct discount levels kept rendered (each ~100 KB for 500 services)
@@ -33,6 +33,25 @@ _CUSTOM_RATES = db.Statement(select(service_rates.c.service_id, service_rates.c.
                              .where(service_rates.c.account_id == bindparam("account_id")))
 _ACTIVE = db.Statement(select(*_COLUMNS).where(services_table.c.active.is_(True))
                        .order_by(services_table.c.id))
+
+
+def _lookup_select(dialect_name):
+    pairs = (func.json_agg(func.json_build_array(service_rates.c.service_id, service_rates.c.rate))
+             if dialect_name == "postgresql" else
+             func.json_group_array(func.json_array(service_rates.c.service_id, service_rates.c.rate)))
+    return keys.resolve_select(
+        select(serva_meta.c.value).where(serva_meta.c.key == CATALOG_VERSION_KEY)
+        .scalar_subquery().label("catalog_version"),
+        select(pairs).where(service_rates.c.account_id == accounts.c.id)
+        .scalar_subquery().label("custom_rates_json"))
+
+
+_LOOKUP = db.Statement.per_dialect(_lookup_select)
+
+
+def lookup(params):
+    """What `services` reads with the key: the catalog version and the account's custom rates."""
+    return _LOOKUP, {}
 
 
 def render_entry(row, rate: int, integer_ids: bool) -> str:
@@ -78,13 +97,23 @@ def response_body(account) -> bytes:
     """The `services` JSON for this account: every active service at its effective rate."""
     extensions = current_app.extensions
     integer_ids = current_app.config["INTEGER_IDS"]
-    with db.fast_read() as conn:
-        version = conn.scalar(_VERSION)
-        custom = conn.all(_CUSTOM_RATES, {"account_id": account.account_id})
+    if hasattr(account, "catalog_version"):  # read with the key (lookup)
+        version, custom = account.catalog_version, account.custom_rates_json
+        if isinstance(custom, (str, bytes)):
+            custom = json.loads(custom)
         rendered = extensions.get(_EXTENSION)
         if rendered is None or rendered.version != version:
-            rendered = _Rendered(version, conn.all(_ACTIVE))
+            with db.fast_read() as conn:
+                rendered = _Rendered(version, conn.all(_ACTIVE))
             extensions[_EXTENSION] = rendered
+    else:
+        with db.fast_read() as conn:
+            version = conn.scalar(_VERSION)
+            custom = conn.all(_CUSTOM_RATES, {"account_id": account.account_id})
+            rendered = extensions.get(_EXTENSION)
+            if rendered is None or rendered.version != version:
+                rendered = _Rendered(version, conn.all(_ACTIVE))
+                extensions[_EXTENSION] = rendered
     entries, body = rendered.for_discount(account.discount_bp, integer_ids)
     if custom:
         position = rendered.position

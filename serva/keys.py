@@ -53,14 +53,22 @@ def active_key(conn, account_id: int):
                                api_keys.c.revoked_at.is_(None))).first()
 
 
-_RESOLVE_BY_HASH = (select(api_keys.c.id.label("key_id"), api_keys.c.key_hash, api_keys.c.revoked_at,
-                   api_keys.c.last_used_at, accounts.c.id.label("account_id"), accounts.c.email,
-                   accounts.c.api_access, accounts.c.banned, accounts.c.balance,
-                   accounts.c.discount_bp)
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
+AUTH_COLUMNS = (api_keys.c.id.label("key_id"), api_keys.c.key_hash, api_keys.c.revoked_at,
+                api_keys.c.last_used_at, accounts.c.id.label("account_id"), accounts.c.email,
+                accounts.c.api_access, accounts.c.banned, accounts.c.balance, accounts.c.discount_bp)
+AUTH_FROM = api_keys.join(accounts, accounts.c.id == api_keys.c.account_id)
+
+
+def resolve_select(*extra_columns, from_=None):
+    """The key lookup by hash, plus what an action needs in the same row: scalar subqueries
+    correlated to `accounts`, or columns of tables outer-joined into `from_` (which must
+    start from AUTH_FROM). One statement per API request instead of two or three."""
+    return (select(*AUTH_COLUMNS, *extra_columns)
+            .select_from(AUTH_FROM if from_ is None else from_)
             .where(api_keys.c.key_hash == bindparam("key_hash")))
 
 
+_RESOLVE_BY_HASH = resolve_select()
 _RESOLVE_FAST = Statement(_RESOLVE_BY_HASH)
 
 
@@ -73,10 +81,14 @@ def find_key(conn, raw: str):
     return row
 
 
-def find_key_fast(fast_conn, raw: str):
-    """`find_key` on the API's hot path (a `db.FastConnection`): the same query and checks."""
+def find_key_fast(fast_conn, raw: str, statement=None, params=None):
+    """`find_key` on the API's hot path (a `db.FastConnection`): the same query and checks.
+    `statement` (a `db.Statement` of `resolve_select`) and its `params` add an action's data."""
     digest = hash_key(raw)
-    row = fast_conn.first(_RESOLVE_FAST, {"key_hash": digest})
+    if statement is None:
+        row = fast_conn.first(_RESOLVE_FAST, {"key_hash": digest})
+    else:
+        row = fast_conn.first(statement, {**params, "key_hash": digest})
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row

@@ -7,18 +7,21 @@ the guard's upsert, the partial unique index on active orders, the conditional b
 and the coupon's conditional use count."""
 import hashlib
 import json
+from collections import namedtuple
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import current_app, request
-from sqlalchemy import bindparam, insert, select, update
+from flask import current_app, g, request
+from sqlalchemy import Integer, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import coupons, db, ledger, services
+from . import coupons, db, keys, ledger, services
 from .errors import ApiError
-from .ids import parse_order, parse_service, present_order
+from .ids import (MAX_ID, ORDER_NUMBER_BASE, ORDER_PREFIX, parse_order, parse_service,
+                  present_order)
 from .money import MAX_AMOUNT, div_half_up, format_amount
-from .schema import ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards
+from .schema import (ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards,
+                     service_rates, services as services_table)
 
 MAX_BATCH = 100
 MAX_LINK_LENGTH = 2048
@@ -140,7 +143,10 @@ def parse_add(account, params) -> OrderRequest:
         raise ApiError("missing_parameter", name="service")
     service_id = parse_service(raw_service)
     service = None
-    if service_id:
+    if service_id and getattr(account, "svc_lookup", None) == service_id:  # read with the key
+        if account.svc_id is not None:
+            service = ServiceRow._make(getattr(account, name) for name in _SERVICE_ROW_COLUMNS)
+    elif service_id:
         with db.fast_read() as conn:
             service = conn.first(_SERVICE_FOR_ACCOUNT, {"service_id": service_id,
                                                         "account_id": account.account_id})
@@ -205,6 +211,36 @@ def parse_add(account, params) -> OrderRequest:
         target_key=_target_key(service.id, target_source),
         rate=services.effective_rate(service.rate, service.custom_rate, account.discount_bp),
         coupon_code=coupon_code.strip() if coupon_code else None)
+
+
+# `add` reads the service with the key: one statement (see keys.resolve_select).
+_SERVICE_FIELDS = ("id", "name", "category", "type", "kind", "rate", "min_quantity",
+                   "max_quantity", "fields_json", "refill", "cancel", "custom_rate")
+_SERVICE_ROW_COLUMNS = tuple(f"svc_{name}" for name in _SERVICE_FIELDS)
+ServiceRow = namedtuple("ServiceRow", _SERVICE_FIELDS)
+
+
+def _add_lookup_select():
+    svc, rates = services_table, service_rates
+    columns = [bindparam("service_id", type_=Integer).label("svc_lookup")]
+    columns += [getattr(svc.c, name).label(f"svc_{name}") for name in _SERVICE_FIELDS[:-1]]
+    columns.append(rates.c.rate.label("svc_custom_rate"))
+    joined = (keys.AUTH_FROM
+              .outerjoin(svc, and_(svc.c.id == bindparam("service_id"), svc.c.active.is_(True)))
+              .outerjoin(rates, and_(rates.c.service_id == svc.c.id,
+                                     rates.c.account_id == accounts.c.id)))
+    return keys.resolve_select(*columns, from_=joined)
+
+
+_ADD_LOOKUP = db.Statement(_add_lookup_select())
+
+
+def add_lookup(params):
+    """What `add` reads with the key: the service (active, with the account's custom rate)."""
+    service_id = parse_service(params.get("service"))
+    if not service_id:
+        return None
+    return _ADD_LOOKUP, {"service_id": service_id}
 
 
 def billable_units(service, quantity: int) -> int:
@@ -358,6 +394,91 @@ def _batch_statement(n: int):
     return statement
 
 
+StatusRow = namedtuple("StatusRow", [column.name for column in _STATUS_COLUMNS])
+
+
+def _aggregated(dialect_name):
+    """The status columns of many orders as one JSON array value (one row to fetch, whatever
+    the number of orders: each row SQLite hands over is a round trip through the driver)."""
+    if dialect_name == "postgresql":
+        return func.json_agg(func.json_build_array(*_STATUS_COLUMNS))
+    return func.json_group_array(func.json_array(*_STATUS_COLUMNS))
+
+
+_STATUS_LOOKUP_BY_LENGTH = {}
+
+
+def _status_lookup_statement(n: int):
+    statement = _STATUS_LOOKUP_BY_LENGTH.get(n)
+    if statement is None:
+        def build(dialect_name):
+            found = (select(_aggregated(dialect_name))
+                     .where(orders.c.account_id == accounts.c.id,
+                            orders.c.id.in_([bindparam(f"id{i}") for i in range(n)]))
+                     .scalar_subquery())
+            return keys.resolve_select(found.label("orders_json"))
+        statement = _STATUS_LOOKUP_BY_LENGTH[n] = db.Statement.per_dialect(build)
+    return statement
+
+
+_ORDER_PREFIX = ORDER_PREFIX.lower()
+
+
+def _order_id(token):
+    """parse_order, with a shortcut for the plain forms ("ORD-100023", "100023")."""
+    if isinstance(token, str):
+        digits = token[4:] if token[:4].lower() == _ORDER_PREFIX else token
+        if digits.isdecimal() and len(digits) <= 18 and digits.isascii():
+            order_id = int(digits) - ORDER_NUMBER_BASE
+            return order_id if 0 < order_id <= MAX_ID else None
+    return parse_order(token)
+
+
+def _requested(params):
+    """(tokens, {token: order id}) of a batch, or (None, {token: id}) of a single order; None
+    when the request is malformed (status_action then reports why). Kept for the request in
+    `g`, so status_action does not parse the ids a second time."""
+    known = g.get("serva_status")
+    if known is not None and known[0] is params:
+        return known[1]
+    batch = params.get("orders")
+    requested = None
+    try:
+        if batch not in (None, "", []):
+            tokens = _batch_ids(batch)
+            if len(tokens) <= MAX_BATCH:
+                requested = tokens, {token: _order_id(token) for token in tokens}
+        else:
+            single = params.get("order")
+            if single not in (None, ""):
+                requested = None, {single: _order_id(single)}
+    except (ApiError, TypeError):
+        requested = None
+    g.serva_status = (params, requested)
+    return requested
+
+
+def status_lookup(params):
+    """What `status` reads with the key: the requested orders of the key's account."""
+    requested = _requested(params)
+    if requested is None:
+        return None
+    ids = sorted({i for i in requested[1].values() if i is not None})
+    if not ids:
+        return None
+    return _status_lookup_statement(len(ids)), {f"id{i}": order_id for i, order_id in enumerate(ids)}
+
+
+def _found(account, order_ids) -> dict:
+    """The account's orders among these ids: from the key lookup's row when it brought them."""
+    value = getattr(account, "orders_json", False)
+    if value is False:
+        return _find(account.account_id, order_ids)
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    return {item[0]: StatusRow._make(item) for item in value or ()}
+
+
 def status_entry(row, currency=None) -> dict:
     return {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
             "status": row.status, "remains": row.remains,
@@ -389,11 +510,15 @@ def _batch_ids(value) -> list:
 def status_action(account, params):
     batch = params.get("orders")
     if batch not in (None, "", []):
-        tokens = _batch_ids(batch)
-        if len(tokens) > MAX_BATCH:
-            raise ApiError("too_many_orders", max=MAX_BATCH)
-        parsed = {token: parse_order(token) for token in tokens}
-        found = _find(account.account_id, parsed.values())
+        requested = _requested(params)
+        if requested is not None and requested[0] is not None:
+            parsed = requested[1]
+        else:
+            tokens = _batch_ids(batch)
+            if len(tokens) > MAX_BATCH:
+                raise ApiError("too_many_orders", max=MAX_BATCH)
+            parsed = {token: parse_order(token) for token in tokens}
+        found = _found(account, parsed.values())
         missing = ApiError("order_not_found").message
         currency = current_app.config["CURRENCY"]
         return {token: status_entry(found[order_id], currency) if order_id in found
@@ -402,7 +527,7 @@ def status_action(account, params):
     if single in (None, ""):
         raise ApiError("missing_parameter", name="order")
     order_id = parse_order(single)
-    row = _find(account.account_id, [order_id]).get(order_id)
+    row = _found(account, [order_id]).get(order_id)
     if row is None:
         raise ApiError("order_not_found")
     return status_entry(row)

@@ -1,17 +1,29 @@
-"""`serva serve`: the production server on every core.
+"""`serva serve`: the production server, one worker process per core.
 
-One waitress process runs Python on one core at a time (the GIL). `serva serve --workers N`
+One Python process runs Python on one core at a time (the GIL). `serva serve --workers N`
 binds the listening socket once in the parent, then forks N worker processes that all accept
 from it; each worker creates its own app *after* the fork (its own engine, pool and locks:
-nothing of a database connection crosses a fork) and serves with waitress and T threads.
+nothing of a database connection crosses a fork) and serves it with waitress and T threads.
 The parent only supervises: it restarts a worker that dies, and on SIGTERM or SIGINT stops
 them all (SIGKILL after a grace period) and exits.
+
+Each worker is pinned to a core of its own (`--pin`, the default). A waitress process is one
+I/O thread plus T request threads taking turns on the GIL, and every SQLite call hands the
+GIL over. When those threads are spread over several cores, each hand-over is a cross-core
+wake-up: on a 2-core VM that doubled the CPU time per request and halved the throughput
+(bench/README.md has the measurements). On one core the waiting threads simply are not
+scheduled while the GIL holder runs. `--no-pin` leaves placement to the kernel.
 
 The workers share the database file safely: SQLite in WAL mode lets readers run in every
 process at once, and every write transaction is BEGIN IMMEDIATE, which SQLite serializes
 across processes (each waits up to the busy timeout), so the money checks that hold for one
 process hold for several (tests/test_serve.py proves it on a real multi-worker server).
+
+`python -m serva.serve [options] module:app` serves any WSGI app the same way (the benchmark
+serves its bare endpoint so, to compare like with like).
 """
+import argparse
+import importlib
 import logging
 import os
 import signal
@@ -26,10 +38,11 @@ from flask.cli import with_appcontext
 log = logging.getLogger("serva.serve")
 GRACE_SECONDS = 10
 RESPAWN_PAUSE_SECONDS = 1
+DEFAULT_THREADS = 4
 
 
 def configure_logging() -> None:
-    """The access log and errors on stderr, one line each (what wsgi.py sets up)."""
+    """The access log and errors on stderr, one line each (as wsgi.py sets up)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Fields the format does not use: skip computing them for every log record.
@@ -48,12 +61,22 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def _worker(sock: socket.socket, threads: int, app_factory) -> None:
+def cores() -> list:
+    """The cores this process may run on."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _worker(sock: socket.socket, threads: int, app_factory, core) -> None:
     """Runs in a forked child: make the app, serve until told to stop. Never returns."""
     app, code = None, 0
     try:
         signal.signal(signal.SIGTERM, _exit_on_signal)
         signal.signal(signal.SIGINT, _exit_on_signal)
+        if core is not None:
+            os.sched_setaffinity(0, {core})  # before waitress starts its threads: they inherit it
         from waitress import serve
         app = app_factory()
         serve(app, sockets=[sock], threads=threads, _quiet=True)
@@ -63,7 +86,8 @@ def _worker(sock: socket.socket, threads: int, app_factory) -> None:
         log.exception("worker %d failed", os.getpid())
         code = 1
     try:
-        if app is not None:
+        flush = getattr(app, "extensions", {}).get("serva.key_touches")
+        if flush is not None:
             from .auth import flush_key_uses
             flush_key_uses(app)  # the last second of queued "last used" times
     except Exception:  # noqa: BLE001
@@ -76,17 +100,20 @@ def _exit_on_signal(signum, _frame):
     raise SystemExit(0)
 
 
-def _spawn(sock, threads, app_factory) -> int:
+def _spawn(sock, threads, app_factory, core) -> int:
     pid = os.fork()
     if pid == 0:
-        _worker(sock, threads, app_factory)
+        _worker(sock, threads, app_factory, core)
     return pid
 
 
-def run(host: str, port: int, workers: int, threads: int, app_factory, ready=None) -> int:
-    """Bind, fork `workers` children, supervise them; returns the exit status."""
+def run(host: str, port: int, workers: int, threads: int, app_factory, pin: bool = True,
+        ready=None) -> int:
+    """Bind, fork `workers` children (worker i pinned to core i, round robin, when `pin`),
+    supervise them until SIGTERM/SIGINT; returns the exit status."""
     sock = bind(host, port)
     actual_port = sock.getsockname()[1]
+    available = cores()
     stopping = []
 
     def stop(signum, _frame):
@@ -94,11 +121,18 @@ def run(host: str, port: int, workers: int, threads: int, app_factory, ready=Non
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = {}
-    for _ in range(workers):
-        children[_spawn(sock, threads, app_factory)] = time.monotonic()
-    log.info("serving on http://%s:%d with %d worker processes x %d threads (parent pid %d)",
-             host, actual_port, workers, threads, os.getpid())
+    children = {}  # pid -> (worker index, start time)
+
+    def start(index):
+        core = available[index % len(available)] if pin else None
+        children[_spawn(sock, threads, app_factory, core)] = (index, time.monotonic())
+
+    for index in range(workers):
+        start(index)
+    log.info("serving on http://%s:%d: %d worker process(es) x %d threads%s (parent pid %d)",
+             host, actual_port, workers, threads,
+             f", pinned to cores {[available[i % len(available)] for i in range(workers)]}"
+             if pin else "", os.getpid())
     if ready is not None:
         ready(actual_port)
     deadline = None
@@ -117,13 +151,13 @@ def run(host: str, port: int, workers: int, threads: int, app_factory, ready=Non
         if pid == 0:
             time.sleep(0.1)
             continue
-        started = children.pop(pid, None)
-        if started is None or stopping:
+        index, started = children.pop(pid, (None, None))
+        if index is None or stopping:
             continue
         log.warning("worker %d exited (status %d); starting another", pid, status)
         if time.monotonic() - started < RESPAWN_PAUSE_SECONDS:
             time.sleep(RESPAWN_PAUSE_SECONDS)  # do not spin on a worker that cannot start
-        children[_spawn(sock, threads, app_factory)] = time.monotonic()
+        start(index)
     sock.close()
     return 0
 
@@ -144,26 +178,50 @@ def _check_database(app) -> None:
         get_engine().dispose()  # no connection of the parent survives into the workers
 
 
+def _serva_factory():
+    """How a worker makes its app: the same factory `serva` uses (after the fork)."""
+    from . import create_app
+    return create_app()
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--workers", default=os.cpu_count() or 1, show_default="the number of cores",
+@click.option("--workers", default=len(cores()), show_default="the number of cores",
               type=click.IntRange(1, 64), help="Worker processes (each one uses a core).")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256),
-              help="waitress threads per worker.")
+@click.option("--threads", default=DEFAULT_THREADS, show_default=True,
+              type=click.IntRange(1, 256), help="waitress threads per worker.")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="Pin worker i to core i (round robin).")
 @with_appcontext
-def serve_command(host, port, workers, threads):
-    """Serve the API with several worker processes sharing one listening socket."""
+def serve_command(host, port, workers, threads, pin):
+    """Serve the API: worker processes sharing one listening socket, one per core."""
     configure_logging()
-    app = current_app._get_current_object()
-    _check_database(app)
-    factory = _factory()
-    sys.exit(run(host, port, workers, threads, factory))
+    _check_database(current_app._get_current_object())
+    sys.exit(run(host, port, workers, threads, _serva_factory, pin=pin))
 
 
-def _factory():
-    """How a worker makes its app: the same factory `serva` uses (after the fork)."""
-    def make():
-        from . import create_app
-        return create_app()
-    return make
+def _import_app(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute or "app")
+
+
+def main(argv=None) -> int:
+    """`python -m serva.serve module:app`: any WSGI app, served like `serva serve` serves Serva."""
+    parser = argparse.ArgumentParser(prog="python -m serva.serve", description=main.__doc__)
+    parser.add_argument("app", help="module:attribute of a WSGI app (imported in each worker)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=len(cores()))
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    args = parser.parse_args(argv)
+    configure_logging()
+    sys.path.insert(0, os.getcwd())
+    return run(args.host, args.port, args.workers, args.threads,
+               lambda: _import_app(args.app), pin=args.pin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
