@@ -1,12 +1,17 @@
 # `make run`: install, prepare the demo database and serve on 127.0.0.1:8000 with waitress.
 # `make test`: install and run the whole test suite (what .ci/run calls).
+# `make serve-workers`: production serving on every core (`serva serve`, one worker per core).
+# `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
+# part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+THREADS ?= 8
 
-.PHONY: run test install serve clean
+.PHONY: run test install serve serve-workers bench bench-profile clean
 
 run: install
 	$(BIN)/serva init-db
@@ -16,6 +21,15 @@ run: install
 
 serve: install
 	$(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
+
+serve-workers: install
+	$(BIN)/serva serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --threads $(THREADS)
+
+bench: install
+	$(BIN)/python bench/run.py
+
+bench-profile: install
+	$(BIN)/python bench/profile.py
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,12 +1,11 @@
 """Production entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app`.
 
 Refuses to start on a database that `serva init-db` has not prepared."""
-import logging
-
 from serva import create_app
 from serva.db import get_engine, schema_version
+from serva.serve import configure_logging
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+configure_logging()  # as `serva serve` does: INFO and up on stderr, written in blocks
 app = create_app()
 with app.app_context():
     if schema_version(get_engine()) is None:

@@ -1,6 +1,7 @@
 """Serva: a self-hosted SMM reseller API server (Serva API v1)."""
 import logging
 import os
+import random
 import secrets
 import time
 
@@ -124,7 +125,9 @@ def request_id() -> str:
     """This request's id: made once, sent back in the header, the access log and 500 bodies."""
     rid = g.get("request_id")
     if rid is None:
-        rid = g.request_id = os.urandom(16).hex()  # 128 random bits, 32 hex digits
+        # 128 random bits, 32 hex digits: a correlation id, not a secret, so the PRNG (reseeded
+        # in every forked worker) rather than a getrandom() system call per request.
+        rid = g.request_id = f"{random.getrandbits(128):032x}"
     return rid
 
 

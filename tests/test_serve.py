@@ -1,0 +1,154 @@
+"""`serva serve --workers 2`: the multi-core production server, for real. A subprocess on a
+free port against a temp-file database; orders placed from many threads land on both worker
+processes, and the money invariants hold exactly as with one process: no overspend, every
+loser refused for funds, balances and ledgers agree (audit). Every wait is bounded."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from serva import db, services
+from serva.money import format_amount, parse_amount
+from serva.schema import accounts, orders
+
+from conftest import make_partner, together
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUEST_TIMEOUT = 30
+RATE = "0.37"  # per 1000; every order below is 1000 units
+ACCOUNTS = 3
+COVERED = 11  # orders each account can pay for
+ATTEMPTS = 25  # orders each account tries
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _start(database_url, log_path):
+    env = {**os.environ, "SERVA_DATABASE_URL": database_url, "SERVA_SECRET_KEY": "test-secret",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-c", "from serva.cli import main; main()",
+               "serve", "--workers", "2", "--threads", "4", "--port", "0"]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _url(process, log_path, deadline) -> str:
+    """The address from the server's first log line (it was started on port 0)."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"serva serve exited with {process.returncode}:\n{log_path.read_text()}")
+        match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        time.sleep(0.1)
+    pytest.fail(f"serva serve did not start:\n{log_path.read_text()}")
+
+
+def post(url, **data):
+    response = requests.post(f"{url}/api/v1", data=data, timeout=REQUEST_TIMEOUT)
+    return response.status_code, response.text
+
+
+def _wait_ready(url, key, deadline):
+    while time.monotonic() < deadline:
+        try:
+            status, text = post(url, action="balance", key=key)
+            if status == 200 and "balance" in json.loads(text):
+                return
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"serva serve at {url} did not answer")
+
+
+def _stop(process) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            pytest.fail("serva serve did not stop on SIGTERM")
+    return process.returncode
+
+
+def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
+    charge = parse_amount(RATE)
+    start = COVERED * charge + parse_amount("0.2")  # COVERED orders fit, one more does not
+    partners = [make_partner(app, email=f"p{i}@example.com", balance=format_amount(start))
+                for i in range(ACCOUNTS)]
+    with app.app_context(), db.write() as conn:
+        svc = str(services.add(conn, name="Followers", category="Test", rate=charge,
+                               min_quantity=10, max_quantity=100_000))
+    app.extensions["serva.engine"].dispose()  # the server processes own the database now
+
+    log_path = tmp_path / "serve.log"
+    process = _start(app.config["DATABASE_URL"], log_path)
+    try:
+        deadline = time.monotonic() + 60
+        url = _url(process, log_path, deadline)
+        _wait_ready(url, partners[0][1], deadline)
+        workers = _children(process.pid)
+        assert len(workers) == 2, workers
+        before = {pid: _cpu_ticks(pid) for pid in workers}
+
+        # Every request on a connection of its own, from 30 threads at once: the kernel spreads
+        # the connections over both workers' sockets.
+        def order(i):
+            _, key = partners[i % ACCOUNTS]
+            return post(url, action="add", key=key, service=svc, quantity="1000",
+                        link=f"https://example.com/p/{i}")
+        results = together(30, lambda t: [order(i) for i in range(t, ACCOUNTS * ATTEMPTS, 30)])
+        results = [r for batch in results for r in batch]
+        balances = together(20, lambda i: post(url, action="balance", key=partners[i % ACCOUNTS][1]))
+        used = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
+        assert sorted(_children(process.pid)) == sorted(workers)  # no worker died
+    finally:
+        code = _stop(process)
+    assert code == 0, log_path.read_text()
+    assert all(used[pid] > 0 for pid in workers), f"a worker served nothing: {used}"
+
+    assert all(status == 200 for status, _ in results + balances)
+    bodies = [json.loads(text) for _, text in results]
+    won = [b for b in bodies if "order" in b]
+    lost = [b for b in bodies if "order" not in b]
+    assert len(won) == ACCOUNTS * COVERED, [b for b in bodies][:5]
+    assert {b.get("code") for b in lost} == {"insufficient_balance"}, lost[:3]
+    assert len({b["order"] for b in won}) == len(won)
+    assert all(json.loads(t) == {"balance": "0.2", "currency": "USD"} for _, t in balances)
+
+    with app.app_context(), db.read() as conn:
+        for account_id, _ in partners:
+            left = conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id)).scalar()
+            placed = conn.execute(select(func.count()).select_from(orders)
+                                  .where(orders.c.account_id == account_id)).scalar()
+            assert (left, placed) == (parse_amount("0.2"), COVERED)
+    result = runner.invoke(args=["audit"])
+    assert result.exit_code == 0, result.output
+    output = log_path.read_text(errors="replace")
+    assert "database is locked" not in output
+    assert "Traceback" not in output, output
