@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 bench-profile: install
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/profile.py
 
 test: install

@@ -181,6 +181,9 @@ def main():
     finally:
         for server in servers.values():
             server.stop()
+        for suffix in ("", "-wal", "-shm"):  # the database copy goes; logs and samples stay
+            if os.path.exists(db_path + suffix):
+                os.remove(db_path + suffix)
     with open(os.path.join(run.RESULTS, "profile-summary.txt"), "w") as handle:
         handle.write("\n".join(summary) + "\n")
     print("\n".join(summary))
