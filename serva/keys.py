@@ -68,22 +68,13 @@ def resolve_select(*extra_columns, from_=None):
             .where(api_keys.c.key_hash == bindparam("key_hash")))
 
 
-_RESOLVE_BY_HASH = resolve_select()
-_RESOLVE_FAST = Statement(_RESOLVE_BY_HASH)
-
-
-def find_key(conn, raw: str):
-    """The key row joined with its account, or None. One query, by hash, confirmed in constant time."""
-    digest = hash_key(raw)
-    row = conn.execute(_RESOLVE_BY_HASH, {"key_hash": digest}).first()
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
-        return None
-    return row
+_RESOLVE_FAST = Statement(resolve_select())
 
 
 def find_key_fast(fast_conn, raw: str, statement=None, params=None):
-    """`find_key` on the API's hot path (a `db.FastConnection`): the same query and checks.
-    `statement` (a `db.Statement` of `resolve_select`) and its `params` add an action's data."""
+    """The key row joined with its account, or None: one query by hash (on a
+    `db.FastConnection`), the match confirmed in constant time. `statement` (a `db.Statement`
+    of `resolve_select`) and its `params` add an action's data to the same row."""
     digest = hash_key(raw)
     if statement is None:
         row = fast_conn.first(_RESOLVE_FAST, {"key_hash": digest})
@@ -92,11 +83,6 @@ def find_key_fast(fast_conn, raw: str, statement=None, params=None):
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row
-
-
-def touch_key(conn, key_id: int, interval: int) -> None:
-    """Record last use at most once per `interval` seconds, so reads stay reads."""
-    touch_keys(conn, {key_id: now()}, interval)
 
 
 _TOUCH = (update(api_keys)

@@ -2,7 +2,7 @@
 row, in the caller's transaction, so balance == sum(ledger) can never drift."""
 from sqlalchemy import bindparam, func, insert, select, text
 
-from .db import Statement, now
+from .db import FastConnection, Statement, fast, now
 from .schema import accounts, ledger
 
 # One statement decides and applies the change: a debit that would take the balance
@@ -15,26 +15,21 @@ class InsufficientFunds(Exception):
     pass
 
 
-def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
-    """Apply `amount` (negative for a debit) and record it; returns the new balance."""
-    balance = conn.execute(_APPLY, {"amount": amount, "account_id": account_id}).scalar()
-    if balance is None:
-        raise InsufficientFunds(account_id)
-    conn.execute(insert(ledger).values(account_id=account_id, amount=amount, kind=kind,
-                                       note=note[:255], order_id=order_id, created_at=now()))
-    return balance
-
-
 _APPLY_FAST = Statement(_APPLY)
 _RECORD_FAST = Statement(insert(ledger).values(
     account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
     note=bindparam("note"), order_id=bindparam("order_id"), created_at=bindparam("stamp")))
 
 
+def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
+    """Apply `amount` (negative for a debit) and record it, in the caller's write transaction
+    (a SQLAlchemy connection or a `db.FastConnection`); returns the new balance."""
+    return post_fast(conn if isinstance(conn, FastConnection) else fast(conn), account_id,
+                     amount, kind, note, order_id)
+
+
 def post_fast(fast_conn, account_id: int, amount: int, kind: str, note: str = "",
               order_id=None) -> int:
-    """`post` for the API's hot path, on a `db.FastConnection` inside a write transaction:
-    the same two statements."""
     balance = fast_conn.scalar(_APPLY_FAST, {"amount": amount, "account_id": account_id})
     if balance is None:
         raise InsufficientFunds(account_id)

@@ -49,12 +49,6 @@ def catalog(conn, account_id: int):
     return conn.execute(_CATALOG, {"account_id": account_id}).all()
 
 
-def active_service(conn, service_id: int, account_id: int):
-    """One active service with the account's custom rate, or None."""
-    return conn.execute(_ONE_FOR_ACCOUNT, {"account_id": account_id,
-                                           "service_id": service_id}).first()
-
-
 def field_specs(row) -> list:
     return json.loads(row.fields_json or "[]")
 

@@ -76,8 +76,13 @@ def serving(app):
             for channel in list(server._map.values()):
                 channel.close()
 
-        server.trigger.pull_trigger(stop)
+        try:
+            server.trigger.pull_trigger(stop)
+        except OSError:  # the loop has already ended and closed its trigger
+            pass
         thread.join(timeout=5)
+        if thread.is_alive():
+            server.close()
         server.task_dispatcher.shutdown(timeout=5)
 
 
