@@ -65,8 +65,8 @@ def _urlencoded_items():
     try:
         pairs = parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True,
                           errors="werkzeug.url_quote")
-    except ValueError:  # werkzeug's parser is silent: an undecodable body is an empty form
-        return []
+    except ValueError:  # say so, rather than read it as an empty form ("API key is required")
+        raise ApiError("invalid_request", detail="the form body is not valid UTF-8") from None
     grouped = {}
     for name, value in pairs:
         grouped.setdefault(name, []).append(value)

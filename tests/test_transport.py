@@ -533,3 +533,11 @@ def test_trusted_proxies_setting_reads_the_client_address_from_x_forwarded_for(t
 
     assert remote_addr_seen(0) == "10.0.0.1"
     assert remote_addr_seen(1) == "203.0.113.9"
+
+
+def test_a_form_body_that_is_not_utf8_is_named_as_such(client, partner):
+    response = client.post("/api/v1", data=b"action=balance&key=" + partner[1].encode() + b"&c=\xff\xfe",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
+    assert response.get_json() == {"error": "Incorrect request: the form body is not valid UTF-8",
+                                   "code": "invalid_request"}
