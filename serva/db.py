@@ -279,9 +279,9 @@ def schema_sql_command():
     click.echo(schema_sql(), nl=False)
 
 
-def upsert(conn, table):
-    """INSERT … ON CONFLICT for the connection's dialect (SQLite and PostgreSQL share the shape)."""
-    if conn.dialect.name == "postgresql":
+def upsert(dialect_name: str, table):
+    """INSERT … ON CONFLICT for a dialect (SQLite and PostgreSQL share the shape)."""
+    if dialect_name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert

@@ -328,11 +328,7 @@ _SERVICE_FOR_ACCOUNT = db.Statement(services._ONE_FOR_ACCOUNT)
 
 
 def _guard_statement(dialect_name):
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(purchase_guards).values(
+    stmt = db.upsert(dialect_name, purchase_guards).values(
         account_id=bindparam("account_id"), service_id=bindparam("service_id"),
         target_key=bindparam("target_key"), quantity=bindparam("quantity"),
         expires_at=bindparam("expires_at"))
@@ -368,7 +364,7 @@ def _replay(conn, account_id, key, fingerprint, stamp):
 
 
 def _remember(conn, account_id, key, fingerprint, response, expires_at):
-    stmt = db.upsert(conn, idempotency_keys).values(
+    stmt = db.upsert(conn.dialect.name, idempotency_keys).values(
         account_id=account_id, key=key, request_hash=fingerprint,
         response_json=json.dumps(response), expires_at=expires_at)
     conn.execute(stmt.on_conflict_do_update(

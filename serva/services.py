@@ -136,7 +136,7 @@ def update_service(conn, service_id: int, **values) -> None:
 
 def bump_catalog_version(conn) -> None:
     """Mark the catalog as changed; call it in the transaction of any write to `services`."""
-    stmt = upsert(conn, serva_meta).values(key=CATALOG_VERSION_KEY, value=uuid.uuid4().hex)
+    stmt = upsert(conn.dialect.name, serva_meta).values(key=CATALOG_VERSION_KEY, value=uuid.uuid4().hex)
     conn.execute(stmt.on_conflict_do_update(index_elements=["key"],
                                             set_={"value": stmt.excluded.value}))
 

@@ -1,10 +1,13 @@
 """Fixtures in the Flask tutorial's shape: `app` on a temp-file SQLite database, `client`,
 `runner`; plus helpers to make partners and call the API, and a real waitress server."""
+import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
+import requests
 from waitress.server import create_server
 
 from serva import create_app
@@ -126,3 +129,25 @@ def together(count, work, timeout=90):
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [pool.submit(task, i) for i in range(count)]
         return [future.result(timeout=timeout) for future in futures]
+
+
+def post(url, **data):
+    """A form POST to a running server's /api/v1 (`headers=` passes headers): (status, text)."""
+    headers = data.pop("headers", None)
+    response = requests.post(f"{url}/api/v1", data=data, headers=headers, timeout=30)
+    return response.status_code, response.text
+
+
+def wait_until_serving(url, key, deadline, process=None, describe=lambda: ""):
+    """Poll `balance` until the server at `url` answers, failing fast if `process` exits."""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{describe()}")
+        try:
+            status, text = post(url, action="balance", key=key)
+            if status == 200 and "balance" in json.loads(text):
+                return
+        except (requests.ConnectionError, requests.Timeout, ValueError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server at {url} did not answer:\n{describe()}")

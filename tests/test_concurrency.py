@@ -13,26 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, coupon_redemptions, ledger, orders
 
-from conftest import make_partner, together
+from conftest import make_partner, post, together, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUEST_TIMEOUT = 30
 RATE = "0.37"  # per 1000; every order below is 1000 units, so each one costs 0.37
-
-
-def post(url, **data):
-    headers = data.pop("headers", None)
-    response = requests.post(f"{url}/api/v1", data=data, headers=headers, timeout=REQUEST_TIMEOUT)
-    return response.status_code, response.text
 
 
 def service(app, rate=RATE):
@@ -193,20 +185,6 @@ def _start_server(database_url, log_path):
     return process, f"http://127.0.0.1:{port}"
 
 
-def _wait_ready(process, url, key, log_path, deadline):
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{Path(log_path).read_text()}")
-        try:
-            status, text = post(url, action="balance", key=key)
-            if status == 200 and "balance" in json.loads(text):
-                return
-        except (requests.ConnectionError, requests.Timeout, ValueError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"server at {url} not ready:\n{Path(log_path).read_text()}")
-
-
 def _stop(process):
     if process.poll() is None:
         process.terminate()
@@ -230,7 +208,7 @@ def test_two_server_processes_on_one_database_file(app, runner, tmp_path):
             servers.append(_start_server(database_url, logs[-1]))
         deadline = time.monotonic() + 30
         for (process, url), log in zip(servers, logs):
-            _wait_ready(process, url, key, log, deadline)
+            wait_until_serving(url, key, deadline, process, lambda: Path(log).read_text())
         urls = [url for _, url in servers]
 
         results = together(60, lambda i: post(urls[i % 2], action="add", key=key, service=svc,

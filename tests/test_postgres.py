@@ -7,7 +7,6 @@ import os
 import uuid
 
 import pytest
-import requests
 from sqlalchemy import create_engine, func, select, text
 
 from serva import create_app, db, orders as orders_repo, services
@@ -15,7 +14,7 @@ from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
-from conftest import make_partner, serving, together
+from conftest import make_partner, post, serving, together
 
 pytestmark = pytest.mark.slow
 
@@ -66,12 +65,6 @@ def pg_app(tmp_path):
 def pg_server(pg_app):
     with serving(pg_app) as url:
         yield url
-
-
-def post(url, **data):
-    headers = data.pop("headers", None)
-    response = requests.post(f"{url}/api/v1", data=data, headers=headers, timeout=30)
-    return response.status_code, response.text
 
 
 def add_service(app, rate=RATE, **values):

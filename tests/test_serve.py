@@ -12,19 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
-from conftest import make_partner, together
+from conftest import make_partner, post, together, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUEST_TIMEOUT = 30
 RATE = "0.37"  # per 1000; every order below is 1000 units
 ACCOUNTS = 3
 COVERED = 11  # orders each account can pay for
@@ -67,23 +65,6 @@ def _url(process, log_path, deadline) -> str:
     pytest.fail(f"serva serve did not start:\n{log_path.read_text()}")
 
 
-def post(url, **data):
-    response = requests.post(f"{url}/api/v1", data=data, timeout=REQUEST_TIMEOUT)
-    return response.status_code, response.text
-
-
-def _wait_ready(url, key, deadline):
-    while time.monotonic() < deadline:
-        try:
-            status, text = post(url, action="balance", key=key)
-            if status == 200 and "balance" in json.loads(text):
-                return
-        except (requests.ConnectionError, requests.Timeout, ValueError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"serva serve at {url} did not answer")
-
-
 def _stop(process) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -111,7 +92,7 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
     try:
         deadline = time.monotonic() + 60
         url = _url(process, log_path, deadline)
-        _wait_ready(url, partners[0][1], deadline)
+        wait_until_serving(url, partners[0][1], deadline)
         workers = _children(process.pid)
         assert len(workers) == 2, workers
         before = {pid: _cpu_ticks(pid) for pid in workers}
