@@ -61,8 +61,9 @@ def default_config(app) -> dict:
 
 
 def create_app(test_config=None):
+    from . import api, cli, db
     app = Flask(__name__, instance_relative_config=True)
-    app.session_interface = _SessionInterface()
+    app.session_interface = _SessionInterface(api.API_PATHS)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(default_config(app))
     if test_config is None:
@@ -80,16 +81,12 @@ def create_app(test_config=None):
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    from . import api, cli, db
     db.init_app(app)
     cli.init_app(app)
     app.register_blueprint(api.bp)
     _register_dashboard(app)
     _request_ids_and_errors(app)
     return app
-
-
-API_PATHS = ("/api/v1", "/api/v1/")
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -100,8 +97,11 @@ class _SessionInterface(SecureCookieSessionInterface):
 
     _cached = None
 
+    def __init__(self, api_paths):
+        self.api_paths = api_paths
+
     def open_session(self, app, request):
-        if request.path in API_PATHS:
+        if request.path in self.api_paths:
             return None  # Flask substitutes its null session
         return super().open_session(app, request)
 

@@ -1,4 +1,5 @@
-"""The one endpoint, /api/v1: parameters from anywhere, the key resolver, then a dispatch table."""
+"""The one endpoint, /api/v1 (and /api/v2, the same): parameters from anywhere, the key resolver,
+then a dispatch table."""
 import json
 import re
 from urllib.parse import parse_qsl
@@ -12,6 +13,13 @@ from .ids import present_service
 from .money import format_amount
 
 bp = Blueprint("api", __name__)
+
+# Every path the endpoint answers (with or without a trailing slash): /api/v2 is the same
+# endpoint, for the ecosystem's scripts that append `api/v2` to a domain. The session
+# interface reads this too (no cookie session on the API).
+API_VERSIONS = ("v1", "v2")
+API_ENDPOINTS = tuple(f"/api/{version}" for version in API_VERSIONS)
+API_PATHS = frozenset(path + slash for path in API_ENDPOINTS for slash in ("", "/"))
 
 _URLENCODED = "application/x-www-form-urlencoded"
 _FORM_TYPES = (_URLENCODED, "multipart/form-data")
@@ -148,10 +156,6 @@ LOOKUPS = {
 }
 
 
-# No automatic OPTIONS (its empty text/html answer would break "every response is JSON": it
-# gets the JSON 405) and no redirect for doubled slashes (a JSON 404 instead of an HTML 308).
-@bp.route("/api/v1", methods=["GET", "POST"], strict_slashes=False, merge_slashes=False,
-          provide_automatic_options=False)
 def endpoint():
     try:
         params, body_keys = read_params()
@@ -168,3 +172,10 @@ def endpoint():
         return json_response(result)
     except ApiError as error:
         return json_response(error.body())
+
+
+# No automatic OPTIONS (its empty text/html answer would break "every response is JSON": it
+# gets the JSON 405) and no redirect for doubled slashes (a JSON 404 instead of an HTML 308).
+for _path in API_ENDPOINTS:
+    bp.add_url_rule(_path, view_func=endpoint, methods=["GET", "POST"], strict_slashes=False,
+                    merge_slashes=False, provide_automatic_options=False)

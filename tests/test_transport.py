@@ -154,7 +154,7 @@ def test_nesting_too_deep_is_an_error_not_a_crash(client, partner):
 
 # ---------------------------------------------------------------- URL and methods
 
-@pytest.mark.parametrize("path", ["/api/v1", "/api/v1/"])
+@pytest.mark.parametrize("path", ["/api/v1", "/api/v1/", "/api/v2", "/api/v2/"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_with_or_without_trailing_slash_and_no_redirect(client, partner, path, method):
     if method == "GET":
@@ -174,6 +174,30 @@ def test_doubled_slashes_are_not_answered_with_a_redirect(client, path):
     assert_json(response)
 
 
+def test_api_v2_answers_exactly_like_v1(client, partner, catalog):
+    """The same endpoint: an order placed through one is seen through the other, errors alike."""
+    order = client.post("/api/v2", data={"action": "add", "key": partner[1], "service": "1234",
+                                         "link": "https://example.com/p", "quantity": "100"})
+    number = assert_json(order)["order"]
+    for path in ("/api/v1", "/api/v2/"):
+        status = client.post(path, data={"action": "status", "order": number, "key": partner[1]})
+        assert assert_json(status)["status"] == "Pending"
+    for params in ({"action": "services", "key": partner[1]}, {"action": "nope", "key": partner[1]},
+                   {"action": "balance"}, {"action": "status", "key": partner[1]}):
+        v1, v2 = client.post("/api/v1", data=params), client.post("/api/v2", data=params)
+        assert (v2.status_code, v2.get_json()) == (v1.status_code, v1.get_json())
+
+
+@pytest.mark.parametrize("path", ["/api/v1", "/api/v2/"])
+def test_the_api_opens_no_cookie_session(client, partner, path):
+    """The dashboard's session cookie is neither read nor answered on the API."""
+    client.set_cookie("session", "garbage")
+    response = client.post(path, data={"action": "balance", "key": partner[1]})
+    assert assert_json(response) == {"balance": "100", "currency": "USD"}
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+
+
 def test_head_is_json_too(client):
     response = client.head("/api/v1")
     assert response.status_code == 200
@@ -181,7 +205,8 @@ def test_head_is_json_too(client):
     assert response.headers.get(REQUEST_ID_HEADER)
 
 
-@pytest.mark.parametrize("path", ["/nope", "/api", "/api/v2", "/api/v1/balance", "/api/v1.php"])
+@pytest.mark.parametrize("path", ["/nope", "/api/v3", "/api/v0", "/api/v1/balance", "/api/v2/balance",
+                                  "/api/v1.php"])
 def test_404_is_json_with_a_request_id(client, path):
     response = client.post(path, data={"action": "balance"})
     assert response.status_code == 404
