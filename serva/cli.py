@@ -361,8 +361,7 @@ def _imported(entry) -> dict:
             kind = "lines"
         elif "comments" in type_.lower():
             kind = "lines"
-            fields.append({"name": "comments", "label": "Comments (one per line)",
-                           "required": True, "lines": True})
+            fields.append(dict(services_repo.COMMENTS_FIELD))
         elif fields:
             kind = "fields"
         else:

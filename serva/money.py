@@ -51,14 +51,14 @@ def format_amount(micro: int) -> str:
     return f"{sign}{whole}.{frac:06d}".rstrip("0")
 
 
-def parse_percent(text) -> int:
-    """'12.5' (percent) -> 1250 basis points, 0..100%."""
+def parse_percent(text, maximum_bp: int = BASIS_POINTS) -> int:
+    """'12.5' (percent) -> 1250 basis points, 0..100% (or up to `maximum_bp`, e.g. a markup)."""
     micro = parse_amount(text)
     if micro % 10_000:
         raise AmountError(f"percentages take at most two decimals: {text!r}")
     bp = micro // 10_000
-    if not 0 <= bp <= BASIS_POINTS:
-        raise AmountError(f"percentage must be between 0 and 100: {text!r}")
+    if not 0 <= bp <= maximum_bp:
+        raise AmountError(f"percentage must be between 0 and {format_percent(maximum_bp)}: {text!r}")
     return bp
 
 

@@ -16,6 +16,10 @@ from .schema import SERVICE_KINDS, serva_meta, service_rates, services
 # transaction: the `services` action keeps its rendered catalog until this value changes.
 CATALOG_VERSION_KEY = "catalog_version"
 
+# The bulk input of the ecosystem's "Custom Comments" services (`comments`, one per line).
+COMMENTS_FIELD = {"name": "comments", "label": "Comments (one per line)", "required": True,
+                  "lines": True}
+
 DEFAULT_TYPE = {"default": "Default", "package": "Package", "lines": "Custom Comments",
                 "fields": "Manual"}
 
