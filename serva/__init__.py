@@ -51,6 +51,10 @@ def default_config(app) -> dict:
         "IDEMPOTENCY_TTL_SECONDS": int(env.get("SERVA_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)),
         "KEY_LAST_USED_INTERVAL": int(env.get("SERVA_KEY_LAST_USED_INTERVAL", 60)),
         "SQLITE_SYNCHRONOUS": env.get("SERVA_SQLITE_SYNCHRONOUS", "FULL").upper(),
+        "WRITE_WAIT_SECONDS": float(env.get("SERVA_WRITE_WAIT_SECONDS", 5)),
+        # Threads that may wait to write at once; `serva serve` sizes it from --threads (the
+        # default suits waitress's 4 threads of `make run`).
+        "WRITE_WAITERS": int(env.get("SERVA_WRITE_WAITERS", 3)),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _env_flag("SERVA_SECURE_COOKIES"),
@@ -132,7 +136,19 @@ def request_id() -> str:
 
 
 def _request_ids_and_errors(app):
+    from . import db
     from .api import json_response
+    from .errors import ApiError
+
+    def busy(error):
+        """503 `busy` with Retry-After: the database could not be written (busy past the wait
+        bound, full, read-only); the transaction did not commit, so nothing was charged."""
+        app.logger.warning("database unavailable, answered 503: %s rid=%s",
+                           getattr(error, "orig", None) or error, request_id())
+        seconds = db.retry_after(db.get_engine())
+        response = json_response(ApiError("busy", seconds=seconds).body(), 503)
+        response.headers["Retry-After"] = str(seconds)
+        return response
 
     @app.before_request
     def start_clock():
@@ -158,6 +174,8 @@ def _request_ids_and_errors(app):
 
     @app.errorhandler(Exception)
     def server_error(error):
+        if db.unavailable(error):
+            return busy(error)
         app.logger.error("unhandled error, rid=%s", request_id(), exc_info=error)
         return json_response({"error": "Internal server error", "code": "internal_error",
                               "request_id": request_id()}, 500)

@@ -4,11 +4,13 @@ A key may arrive in the body, the query string, `x-api-key` or `Authorization: B
 of them must agree. Errors come in the contract's order: missing, invalid, revoked, banned,
 not approved.
 
-Resolving a key is one indexed SELECT and nothing else: a read-only request stays a read. The
-key's "last used" time is kept at most once per KEY_LAST_USED_INTERVAL, and even those updates
-are collected per process and written together, in one transaction at most once a second
-(a key's very first use is written at once). However many partners poll, last-used upkeep
-costs one small write a second, not one write per partner per interval."""
+Resolving a key is one indexed SELECT and nothing else: a request never writes for its key,
+and so never waits for the write lock (a `balance` is answered while another process holds it).
+The key's "last used" time is kept at most once per KEY_LAST_USED_INTERVAL: uses are queued
+in memory and written off the request path by a timer thread, together in one statement, at
+most once a second (a key's first use included). While the database is busy the write is
+skipped and tried again a second later; a use that cannot be written for a minute is dropped
+(it is a convenience for the dashboard, not an account of money)."""
 import atexit
 import threading
 import weakref
@@ -57,88 +59,94 @@ def authenticate(body_keys, statement=None, params=None):
         raise ApiError("account_banned")
     if row.api_access != "approved":
         raise ApiError("api_access_not_approved")
-    interval = current_app.config["KEY_LAST_USED_INTERVAL"]
     stamp = db.now()
-    if row.last_used_at is None or stamp - row.last_used_at >= interval:
-        _record_use(row.key_id, stamp, interval, first=row.last_used_at is None)
+    if row.last_used_at is None or stamp - row.last_used_at >= current_app.config["KEY_LAST_USED_INTERVAL"]:
+        _touches().add(row.key_id, stamp)
     return row
 
 
 class _Touches:
     """Key uses waiting to be written, for one app (one engine) in this process."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    WAIT_SECONDS = 0.1  # how long the timer's write waits for the lock before it skips
+    MAX_ATTEMPTS = 60
+
+    def __init__(self, engine, interval, logger):
+        self.engine, self.interval, self.logger = engine, interval, logger
         self.lock = threading.Lock()
         self.pending = {}  # key_id -> stamp of the use to record
-        self.flushed_at = 0
+        self.timer = None
+        self.attempts = 0
 
-    def take(self, key_id, stamp, first) -> dict:
-        """Queue one use; returns the batch to write now (empty when it can wait)."""
+    def add(self, key_id, stamp):
+        """Queue one use; the first of a batch starts the timer that writes them."""
         with self.lock:
-            if key_id in self.pending and not first:
-                return {}
-            self.pending[key_id] = stamp
-            if not first and stamp - self.flushed_at < TOUCH_FLUSH_SECONDS:
-                return {}
+            self.pending.setdefault(key_id, stamp)
+            self._schedule()
+
+    def _schedule(self):  # with self.lock held
+        if self.timer is None and self.pending:
+            self.timer = threading.Timer(TOUCH_FLUSH_SECONDS, self._on_timer)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _on_timer(self):
+        with self.lock:
+            self.timer = None
+        self.flush(wait=self.WAIT_SECONDS)
+
+    def flush(self, wait=None):
+        """Write every queued use; on failure (busy) keep them for the next try."""
+        with self.lock:
             batch, self.pending = self.pending, {}
-            self.flushed_at = stamp
-            return batch
-
-    def put_back(self, batch):
-        with self.lock:
-            for key_id, stamp in batch.items():
-                self.pending.setdefault(key_id, stamp)
-
-    def flush(self, interval, logger=None):
-        """Write every queued use (best effort: a busy database must not fail a request)."""
-        with self.lock:
-            batch, self.pending = self.pending, {}
-        self.write(batch, interval, logger)
-
-    def write(self, batch, interval, logger=None):
         if not batch:
             return
         try:
-            with db.write(self.engine) as conn:
-                keys.touch_keys(conn, batch, interval)
-        except Exception:  # noqa: BLE001 - logged, retried with the next batch
-            self.put_back(batch)
-            if logger is not None:
-                logger.warning("could not record key use", exc_info=True)
+            with db.write_soon(self.engine, wait) as conn:
+                keys.touch_keys(conn, batch, self.interval)
+            self.attempts = 0
+        except Exception:  # noqa: BLE001 - logged, retried by the next timer
+            self.attempts += 1
+            with self.lock:
+                keep = self.attempts < self.MAX_ATTEMPTS
+                if keep:
+                    for key_id, stamp in batch.items():
+                        self.pending.setdefault(key_id, stamp)
+                    self._schedule()
+                else:
+                    self.attempts = 0
+            if not keep:
+                self.logger.warning("dropped the last-used times of %d key(s): the database "
+                                    "could not be written for a minute", len(batch))
+            elif self.attempts == 1:
+                self.logger.warning("could not record key use yet (retrying every %ds)",
+                                    TOUCH_FLUSH_SECONDS, exc_info=True)
 
 
 def _touches() -> _Touches:
     extensions = current_app.extensions
     touches = extensions.get(_TOUCHES)
     if touches is None:
-        created = _Touches(db.get_engine())
+        created = _Touches(db.get_engine(), current_app.config["KEY_LAST_USED_INTERVAL"],
+                           current_app.logger)
         touches = extensions.setdefault(_TOUCHES, created)
         if touches is created:
-            _flush_at_exit(touches, current_app.config["KEY_LAST_USED_INTERVAL"])
+            _flush_at_exit(touches)
     return touches
 
 
-def _flush_at_exit(touches, interval):
+def _flush_at_exit(touches):
     ref = weakref.ref(touches)
 
     def flush():
         alive = ref()
         if alive is not None:
-            alive.flush(interval)
+            alive.flush(wait=1)
     atexit.register(flush)
-
-
-def _record_use(key_id, stamp, interval, first):
-    touches = _touches()
-    batch = touches.take(key_id, stamp, first)
-    if batch:
-        touches.write(batch, interval, current_app.logger)
 
 
 def flush_key_uses(app=None) -> None:
     """Write the queued last-used times now (at shutdown; tests)."""
-    app = app or current_app
-    touches = app.extensions.get(_TOUCHES)
+    touches = (app or current_app).extensions.get(_TOUCHES)
     if touches is not None:
-        touches.flush(app.config["KEY_LAST_USED_INTERVAL"], app.logger)
+        touches.flush()

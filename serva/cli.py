@@ -3,6 +3,7 @@
 Every command is scriptable: results on stdout, a one-line `error: …` on stderr and exit
 status 2 for arguments that cannot be applied; `audit` exits 1 when an invariant is broken."""
 import json
+import sys
 from datetime import datetime, timezone
 
 import click
@@ -583,6 +584,14 @@ def init_app(app):
 
 
 def main():
-    """The `serva` console script: the same commands as `flask --app serva`."""
+    """The `serva` console script: the same commands as `flask --app serva`. A database that
+    cannot be written now (busy, full, read-only) is one line and exit status 2."""
     from . import create_app
-    FlaskGroup(create_app=create_app, help="Serva operator commands.").main(prog_name="serva")
+    try:
+        FlaskGroup(create_app=create_app, help="Serva operator commands.").main(prog_name="serva")
+    except Exception as error:
+        if not db.unavailable(error):
+            raise
+        click.echo(f"error: the database cannot be written now: "
+                   f"{getattr(error, 'orig', None) or error}", err=True)
+        sys.exit(2)

@@ -5,7 +5,14 @@ recipe: the driver's own transaction handling is switched off on connect and the
 emitted on the engine's `begin` event), so two writers never both read and then both write.
 Reads run in `read()`, where nothing is emitted: each SELECT is its own deferred transaction
 and never takes the write lock.
+
+A write never waits without bound (`WRITE_WAIT_SECONDS`): not for this process's writer lock or
+group commit, not in SQLite's busy handler. Past the bound, or when the database cannot be
+written at all (disk full, read-only, cannot be opened), it fails with an error that
+`unavailable()` recognizes, and the app answers HTTP 503 `busy` (nothing was committed).
 """
+import math
+import sqlite3
 import threading
 import time
 from collections import namedtuple
@@ -21,7 +28,42 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from . import schema
 
 READ_ONLY = "serva_read_only"
-BUSY_TIMEOUT_SECONDS = 30
+WRITE_WAIT_SECONDS = 5  # the default of SERVA_WRITE_WAIT_SECONDS
+# How long a write waits for a writer place (`writer_places`) before it is refused: short,
+# because it waits on a request thread; a place frees within milliseconds unless the
+# database is stuck, and then the thread is better spent answering reads.
+PLACE_WAIT_SECONDS = 0.5
+# SQLite result codes (primary, the low byte) meaning "cannot write now": SQLITE_BUSY,
+# SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN; and PostgreSQL's SQLSTATEs
+# for disk full, a read-only transaction (a standby), a lock timeout.
+_SQLITE_UNAVAILABLE = {5, 6, 8, 13, 14}
+_PG_UNAVAILABLE = {"53100", "25006", "55P03"}
+
+
+class Busy(Exception):
+    """This process could not get its turn to write within the wait bound."""
+
+
+def unavailable(error) -> bool:
+    """True when `error` means the database cannot be written for now: busy past the wait
+    bound, locked, disk full, read-only, cannot be opened. The one place that decides what
+    becomes HTTP 503 `busy` (the app's error handler) and one line in the CLI."""
+    if isinstance(error, Busy):
+        return True
+    original = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    if isinstance(original, sqlite3.Error):
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _SQLITE_UNAVAILABLE
+        return isinstance(original, sqlite3.OperationalError) and any(
+            text in str(original) for text in ("locked", "readonly", "disk is full",
+                                               "unable to open"))
+    return getattr(original, "sqlstate", None) in _PG_UNAVAILABLE
+
+
+def retry_after(engine) -> int:
+    """The Retry-After (seconds) for a 503 `busy`: the wait bound, at least one second."""
+    return max(1, math.ceil(getattr(engine, "serva_write_wait", WRITE_WAIT_SECONDS)))
 
 
 class SchemaMismatch(RuntimeError):
@@ -33,30 +75,73 @@ def now() -> int:
     return int(time.time())
 
 
-def make_engine(url: str, synchronous: str = "FULL"):
+def make_engine(url: str, synchronous: str = "FULL", write_wait: float = WRITE_WAIT_SECONDS,
+                writers: int = 3):
+    """The engine; on SQLite with this process's writer lock, writer places and group commit.
+    `write_wait`: the most a write waits for the lock (SERVA_WRITE_WAIT_SECONDS); `writers`:
+    how many threads may wait to write at once (`writer_places`)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": BUSY_TIMEOUT_SECONDS},
+                                                  "timeout": write_wait},
                                pool_size=8, max_overflow=16)
-        _sqlite_transactions(engine, synchronous)
+        _sqlite_transactions(engine, synchronous, write_wait)
         # SQLite has one writer at a time. Threads of this process queue for it on a lock
         # (woken the moment the writer commits) instead of in SQLite's busy handler, which
         # polls with sleeps of 1, 2, 5, 10… ms and so turns a burst of orders into latency.
         engine.serva_write_lock = threading.RLock()
         engine.serva_group_commit = GroupCommit(engine)
+        writer_places(engine, writers)
     else:
         engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+    engine.serva_write_wait = write_wait
     return engine
 
 
-def _sqlite_transactions(engine, synchronous):
+def writer_places(engine, count: int) -> None:
+    """Let at most `count` threads of this process wait to write at once (SQLite). A thread
+    waiting for the write lock is a server thread that answers nothing else; when the database
+    is held by someone else, writers beyond these places are refused (503 `busy`) after
+    PLACE_WAIT_SECONDS instead of joining the wait, so the other threads keep answering reads.
+    `serva serve` sizes it from its threads (`places_for`)."""
+    engine.serva_writers = threading.BoundedSemaphore(max(1, count))
+
+
+def places_for(threads: int) -> int:
+    """Writer places for a server of `threads` request threads: three quarters, at least one
+    thread always left for reads when there are two or more."""
+    return max(1, min(threads - 1, threads * 3 // 4))
+
+
+_PLACE = threading.local()
+_BUSY_MS = "serva_busy_ms"  # the busy timeout a pooled connection has now
+
+
+@contextmanager
+def _writer_place(engine):
+    """A writer place for this thread (nested writes reuse the one they have)."""
+    places = getattr(engine, "serva_writers", None)
+    if places is None or getattr(_PLACE, "held", 0):
+        yield
+        return
+    if not places.acquire(timeout=min(PLACE_WAIT_SECONDS, engine.serva_write_wait)):
+        raise Busy("no writer place free: the database is busy")
+    _PLACE.held = 1
+    try:
+        yield
+    finally:
+        _PLACE.held = 0
+        places.release()
+
+
+def _sqlite_transactions(engine, synchronous, write_wait):
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, _record):
+    def on_connect(dbapi_connection, record):
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
+        record.info[_BUSY_MS] = int(write_wait * 1000)
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
@@ -79,36 +164,67 @@ def read(engine=None):
 
 @contextmanager
 def write(engine=None):
-    """A write transaction (BEGIN IMMEDIATE on SQLite); commits on success, rolls back on error."""
+    """A write transaction (BEGIN IMMEDIATE on SQLite); commits on success, rolls back on error.
+    Waits for the write lock at most the engine's wait bound, then raises (`unavailable`)."""
     engine = engine or get_engine()
-    with _writer_turn(engine), engine.begin() as conn:
-        yield conn
+    with _writer_place(engine):
+        with _transaction(engine, _deadline(engine)) as conn:
+            yield conn
 
 
 @contextmanager
-def _writer_turn(engine):
-    """This process's turn to write (SQLite): at most one thread at a time asks SQLite for the
-    write lock. Waiting is bounded like SQLite's own busy timeout; past it the transaction goes
-    ahead and SQLite decides (it raises "database is locked" as it would have anyway)."""
+def write_soon(engine, wait=None):
+    """A write transaction off the request path (upkeep): no writer place, and a wait for the
+    lock of `wait` seconds (default: the engine's bound)."""
+    wait = engine.serva_write_wait if wait is None else wait
+    with _transaction(engine, time.monotonic() + wait) as conn:
+        yield conn
+
+
+def _deadline(engine) -> float:
+    return time.monotonic() + engine.serva_write_wait
+
+
+@contextmanager
+def _transaction(engine, deadline):
+    """BEGIN IMMEDIATE … COMMIT, waiting for the write lock until `deadline` (monotonic) at
+    most: first for this process's writer lock (threads of one process queue on it, woken the
+    moment the writer commits, instead of polling in SQLite's busy handler), then for SQLite's
+    lock against other processes (the connection's busy timeout, cut to what is left)."""
     lock = getattr(engine, "serva_write_lock", None)
     if lock is None:
-        yield
+        with engine.begin() as conn:
+            yield conn
         return
-    acquired = lock.acquire(timeout=BUSY_TIMEOUT_SECONDS)
+    if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise Busy("another write of this process held the lock past the wait bound")
     try:
-        yield
+        with engine.connect() as conn:
+            _busy_timeout(conn, deadline - time.monotonic())
+            with conn.begin():
+                yield conn
     finally:
-        if acquired:
-            lock.release()
+        lock.release()
+
+
+def _busy_timeout(conn, seconds):
+    """Cut the connection's SQLite busy timeout to the time left (only when it differs from
+    what the connection has by more than a tenth of a second: usually nothing is sent)."""
+    wanted = max(0, int(seconds * 1000))
+    info = conn.connection.info
+    if abs(info.get(_BUSY_MS, 0) - wanted) > 100:
+        conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={wanted}")
+        info[_BUSY_MS] = wanted
 
 
 class _Turn:
     """One thread's unit of work waiting for (or getting) a place in a group commit."""
 
-    __slots__ = ("work", "done", "lead", "result", "error")
+    __slots__ = ("work", "deadline", "done", "lead", "result", "error")
 
-    def __init__(self, work):
+    def __init__(self, work, deadline):
         self.work = work
+        self.deadline = deadline
         self.done = threading.Event()
         self.lead = False
         self.result = self.error = None
@@ -130,7 +246,11 @@ class GroupCommit:
     results out. The next queued thread then leads the next group. Nothing is answered before
     the COMMIT that made it durable has returned; if that COMMIT fails, every work of the group
     fails. Works run one after another in one transaction, so each sees the ones before it
-    exactly as in separate serial transactions: every database rule still decides."""
+    exactly as in separate serial transactions: every database rule still decides.
+
+    Each work waits at most the write bound from its arrival: a group goes to the database with
+    the deadline of its oldest member, and members whose deadline has passed while queued get
+    `Busy` without trying."""
 
     MAX_GROUP = 64
     SAVEPOINT = "serva_group_work"
@@ -141,8 +261,8 @@ class GroupCommit:
         self.queue = []
         self.leading = False
 
-    def run(self, work):
-        turn = _Turn(work)
+    def run(self, work, deadline):
+        turn = _Turn(work, deadline)
         with self.mutex:
             self.queue.append(turn)
             lead = not self.leading
@@ -177,8 +297,15 @@ class GroupCommit:
         return turn.outcome()
 
     def _commit(self, group):
+        now = time.monotonic()
+        for turn in group:
+            if turn.deadline <= now:
+                turn.error = Busy("the write waited past its bound in the group-commit queue")
+        group = [turn for turn in group if turn.error is None]
+        if not group:
+            return
         try:
-            with write(self.engine) as conn:
+            with _transaction(self.engine, group[0].deadline) as conn:
                 if len(group) == 1:
                     group[0].result = group[0].work(conn)
                     return
@@ -188,8 +315,15 @@ class GroupCommit:
                     try:
                         turn.result = turn.work(conn)
                     except Exception as error:  # noqa: BLE001 - this work's own failure
-                        dbapi.execute(f"ROLLBACK TO SAVEPOINT {self.SAVEPOINT}")
                         turn.error = error
+                        # SQLite may have rolled the whole transaction back (disk full, I/O):
+                        # then nothing of the group stands, and it must not go on outside one.
+                        try:
+                            dbapi.execute(f"ROLLBACK TO SAVEPOINT {self.SAVEPOINT}")
+                        except sqlite3.Error:
+                            raise error from None
+                        if not dbapi.in_transaction:
+                            raise error
                     dbapi.execute(f"RELEASE SAVEPOINT {self.SAVEPOINT}")
         except BaseException as error:  # noqa: BLE001 - nothing of the group was committed
             for turn in group:
@@ -208,7 +342,8 @@ def write_grouped(work, engine=None):
     if group is None:
         with write(engine) as conn:
             return work(conn)
-    return group.run(work)
+    with _writer_place(engine):
+        return group.run(work, _deadline(engine))
 
 
 def schema_version(engine):
@@ -258,8 +393,35 @@ def schema_sql(dialect_engine=None) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n"))
 
 
+def check_writable(engine) -> None:
+    """Refuse a database this process cannot write (read-only file or mount, no access): a
+    probe row written and rolled back, so nothing changes. A database that is merely busy
+    passes (that is transient, and answered with 503 `busy`)."""
+    try:
+        with write(engine) as conn:
+            conn.execute(insert(schema.serva_meta).values(key="serva_write_probe", value="1"))
+            raise _ProbeDone
+    except _ProbeDone:
+        pass
+    except Exception as error:  # noqa: BLE001 - reported as one line by the caller
+        original = getattr(error, "orig", None) or error
+        if isinstance(error, Busy) or getattr(original, "sqlite_errorcode", 0) & 0xFF in (5, 6):
+            return
+        raise NotWritable(f"cannot write the database {engine.url.database or engine.url}: "
+                          f"{original}") from None
+
+
+class _ProbeDone(Exception):
+    """Rolls the write probe back."""
+
+
+class NotWritable(RuntimeError):
+    """The database cannot be written: the server refuses to start on it."""
+
+
 def init_app(app):
-    engine = make_engine(app.config["DATABASE_URL"], app.config["SQLITE_SYNCHRONOUS"])
+    engine = make_engine(app.config["DATABASE_URL"], app.config["SQLITE_SYNCHRONOUS"],
+                         app.config["WRITE_WAIT_SECONDS"], app.config["WRITE_WAITERS"])
     app.extensions["serva.engine"] = engine
     check_schema(engine)
 

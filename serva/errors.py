@@ -23,6 +23,7 @@ MESSAGES = {
     "idempotency_conflict": "Idempotency key was already used with different parameters",
     "order_not_found": "Incorrect order ID",
     "too_many_orders": "Too many orders in one request (max {max})",
+    "busy": "Service temporarily unavailable, retry after {seconds} s",
 }
 
 # Quantity errors share the public code `invalid_quantity`; the message says which bound.

@@ -199,6 +199,10 @@ def _worker(sock: socket.socket, threads: int, app_factory, core) -> None:
             os.sched_setaffinity(0, {core})  # before waitress starts its threads: they inherit it
         from waitress import serve
         app = app_factory()
+        engine = getattr(app, "extensions", {}).get("serva.engine")
+        if engine is not None and "SERVA_WRITE_WAITERS" not in os.environ:
+            from .db import places_for, writer_places
+            writer_places(engine, places_for(threads))
         serve(app, sockets=[sock], threads=threads, _quiet=True)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 0
@@ -292,11 +296,15 @@ def _signal(pid, signum):
 
 
 def _check_database(app) -> None:
-    from .db import get_engine, schema_version
+    from .db import NotWritable, check_writable, get_engine, schema_version
     with app.app_context():
         if schema_version(get_engine()) is None:
             raise click.ClickException("the database is not initialized: run `serva init-db` "
                                        "(and `serva demo` for demo data) first")
+        try:
+            check_writable(get_engine())
+        except NotWritable as error:
+            raise click.ClickException(str(error)) from None
         get_engine().dispose()  # no connection of the parent survives into the workers
 
 

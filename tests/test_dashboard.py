@@ -17,6 +17,7 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from serva import accounts, db, keys, ledger, services
+from serva.auth import flush_key_uses
 from serva.money import parse_amount
 from serva.schema import api_keys, login_failures
 
@@ -385,6 +386,7 @@ def test_key_metadata_shows_created_and_last_used(app, client, account):
         assert "Last used</dt><dd>never" in page
     with freeze_time("2030-01-03 08:09:10"):
         call_api(client, raw)
+        flush_key_uses(app)  # written off the request path
         assert "Last used</dt><dd>2030-01-03 08:09 UTC" in client.get("/profile/api/").text
 
 
