@@ -1,4 +1,4 @@
--- Serva schema version 1. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision first_release. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,

@@ -1,17 +1,16 @@
 """Production entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app`.
 
-Refuses to start on a database that `serva init-db` has not prepared, or that it cannot write."""
+Refuses to start on a database that `serva init-db` has not prepared, that is behind or ahead
+of this Serva's schema revision (it never migrates by itself), or that it cannot write."""
 from serva import create_app
-from serva.db import NotWritable, check_writable, get_engine, schema_version
+from serva.db import NotWritable, SchemaMismatch, check_writable, get_engine, require_schema
 from serva.serve import configure_logging
 
 configure_logging()  # as `serva serve` does: INFO and up on stderr, written in blocks
-app = create_app()
-with app.app_context():
-    if schema_version(get_engine()) is None:
-        raise SystemExit("the database is not initialized: run `serva init-db` (and `serva demo` "
-                         "for demo data) first")
-    try:
+try:
+    app = create_app()
+    with app.app_context():
+        require_schema()
         check_writable(get_engine())
-    except NotWritable as error:
-        raise SystemExit(f"serva: {error}") from None
+except (SchemaMismatch, NotWritable) as error:
+    raise SystemExit(f"serva: {error}") from None

@@ -3,7 +3,7 @@
 A dataset is a Serva database made with the project's own schema (`serva.db.init_schema`) and
 then filled directly through sqlite3 in a few big transactions (executemany, no per-row
 Python-level ORM work), so 1,000,000 orders take well under a minute. The file is cached in
-bench/data/ under a name made of the schema version, this generator's version and the sizes;
+bench/data/ under a name made of the schema revision, this generator's version and the sizes;
 a run copies it before mutating it.
 
 Money is consistent with the rules the server enforces, so `serva audit` passes on a fresh
@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from serva import db as serva_db  # noqa: E402
-from serva import schema  # noqa: E402
+from serva import migrations  # noqa: E402
 
 GENERATOR_VERSION = 2
 DATA_DIR = os.path.join(HERE, "data")
@@ -47,7 +47,7 @@ def raw_key(i: int) -> str:
 
 
 def dataset_name(accounts: int, services: int, orders: int) -> str:
-    return (f"serva-s{schema.SCHEMA_VERSION}-g{GENERATOR_VERSION}"
+    return (f"serva-{migrations.head()}-g{GENERATOR_VERSION}"
             f"-a{accounts}-v{services}-o{orders}")
 
 
@@ -111,7 +111,7 @@ def build(accounts: int = 10_000, services: int = 500, orders: int = 1_000_000,
         if os.path.exists(leftover):
             os.remove(leftover)
     engine = serva_db.make_engine(f"sqlite:///{tmp}")
-    serva_db.init_schema(engine)  # the project's own DDL and version stamp
+    serva_db.init_schema(engine)  # the project's own DDL and revision stamp
     engine.dispose()
 
     rng = random.Random(20240601 + orders)

@@ -19,16 +19,27 @@ from .ids import parse_order, present_order
 from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
 from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
 
-account_cli = AppGroup("account", help="Partner accounts: access, bans, money and pricing.")
-key_cli = AppGroup("key", help="API keys (one active per account).")
-service_cli = AppGroup("service", help="The service catalog.")
-coupon_cli = AppGroup("coupon", help="Coupons for the add action.")
-order_cli = AppGroup("order", help="Orders: list, inspect, move through statuses.")
-
-
 def fail(message: str):
     click.echo(f"error: {message}", err=True)
     raise click.exceptions.Exit(2)
+
+
+@with_appcontext
+def require_schema():
+    """Commands that use the data refuse a database behind or ahead of this Serva's schema
+    (the app does not check it under the CLI, so that `init-db` and `db` can open one)."""
+    message = db.schema_problem(db.get_engine())
+    if message:
+        fail(message)
+
+
+account_cli = AppGroup("account", help="Partner accounts: access, bans, money and pricing.",
+                       callback=require_schema)
+key_cli = AppGroup("key", help="API keys (one active per account).", callback=require_schema)
+service_cli = AppGroup("service", help="The service catalog.", callback=require_schema)
+coupon_cli = AppGroup("coupon", help="Coupons for the add action.", callback=require_schema)
+order_cli = AppGroup("order", help="Orders: list, inspect, move through statuses.",
+                     callback=require_schema)
 
 
 def amount_arg(text: str, positive=True) -> int:
@@ -541,6 +552,7 @@ def order_set_status(order, status, start_count, remains):
 @with_appcontext
 def audit_command():
     """Check the money invariants; exit 1 naming each violation."""
+    require_schema()
     with db.read() as conn:
         problems = list(audit_checks.violations(conn))
     for problem in problems:
@@ -554,6 +566,7 @@ def audit_command():
 @with_appcontext
 def prune_command():
     """Delete expired purchase-guard rows, idempotency records and old sign-in failures."""
+    require_schema()
     stamp = db.now()
     with db.write() as conn:
         guards = conn.execute(delete(purchase_guards).where(purchase_guards.c.expires_at <= stamp)).rowcount
@@ -567,6 +580,7 @@ def prune_command():
 @with_appcontext
 def demo_command():
     """Create (or refresh) the demo account, catalog and coupon; the last line is a new demo key."""
+    require_schema()
     from .demo import seed
     email, password, summary = seed()
     click.echo(f"demo account: {email} / password {password} (sign in at /profile/api/)")

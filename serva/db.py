@@ -10,8 +10,14 @@ A write never waits without bound (`WRITE_WAIT_SECONDS`): not for this process's
 group commit, not in SQLite's busy handler. Past the bound, or when the database cannot be
 written at all (disk full, read-only, cannot be opened), it fails with an error that
 `unavailable()` recognizes, and the app answers HTTP 503 `busy` (nothing was committed).
+
+The engine is Flask-SQLAlchemy's (`sqla.engine`), built from SQLALCHEMY_DATABASE_URI and
+SQLALCHEMY_ENGINE_OPTIONS with Serva's pool settings and SQLite events added; statements stay
+SQLAlchemy Core on plain connections, no ORM session. Schema versions are Alembic revisions
+(`serva/migrations`, driven by Flask-Migrate); `init_schema` is `serva init-db`.
 """
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -19,13 +25,16 @@ from collections import namedtuple
 from contextlib import contextmanager
 
 import click
+from alembic import command
 from flask import current_app
 from flask.cli import with_appcontext
-from sqlalchemy import create_engine, event, insert, select
-from sqlalchemy.exc import DBAPIError
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from . import schema
+from . import migrations, schema
 
 READ_ONLY = "serva_read_only"
 WRITE_WAIT_SECONDS = 5  # the default of SERVA_WRITE_WAIT_SECONDS
@@ -66,8 +75,14 @@ def retry_after(engine) -> int:
     return max(1, math.ceil(getattr(engine, "serva_write_wait", WRITE_WAIT_SECONDS)))
 
 
+# Flask-SQLAlchemy's extension object. Its docs call it `db`, but `serva.db` is this module
+# (transactions, the home every caller already imports), so the extension is `db.sqla`.
+sqla = SQLAlchemy(metadata=schema.metadata, add_models_to_shell=False)
+migrate = Migrate()
+
+
 class SchemaMismatch(RuntimeError):
-    """The database was made by another schema version of Serva."""
+    """The database is not at the schema revision this Serva needs (the message says why)."""
 
 
 def now() -> int:
@@ -75,15 +90,31 @@ def now() -> int:
     return int(time.time())
 
 
+def engine_options(url, write_wait: float = WRITE_WAIT_SECONDS) -> dict:
+    """Serva's engine settings for a URL: pool sizes; on SQLite the busy timeout and threads."""
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite":
+        return {"pool_size": 8, "max_overflow": 16, "pool_pre_ping": True}
+    options = {"connect_args": {"check_same_thread": False, "timeout": write_wait}}
+    if url.database not in (None, "", ":memory:"):  # in memory: one static connection
+        options.update(pool_size=8, max_overflow=16)
+    return options
+
+
 def make_engine(url: str, synchronous: str = "FULL", write_wait: float = WRITE_WAIT_SECONDS,
                 writers: int = 3):
-    """The engine; on SQLite with this process's writer lock, writer places and group commit.
-    `write_wait`: the most a write waits for the lock (SERVA_WRITE_WAIT_SECONDS); `writers`:
-    how many threads may wait to write at once (`writer_places`)."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": write_wait},
-                               pool_size=8, max_overflow=16)
+    """An engine of Serva's kind outside an app (a second writer in tests, the bench data)."""
+    return configure_engine(create_engine(url, **engine_options(url, write_wait)), synchronous,
+                            write_wait, writers)
+
+
+def configure_engine(engine, synchronous: str = "FULL", write_wait: float = WRITE_WAIT_SECONDS,
+                     writers: int = 3):
+    """Serva's behaviour on an engine nothing has connected through yet; on SQLite the
+    PRAGMAs, BEGIN IMMEDIATE for writes, this process's writer lock, writer places and group
+    commit. `write_wait`: the most a write waits for the lock (SERVA_WRITE_WAIT_SECONDS);
+    `writers`: how many threads may wait to write at once (`writer_places`)."""
+    if engine.dialect.name == "sqlite":
         _sqlite_transactions(engine, synchronous, write_wait)
         # SQLite has one writer at a time. Threads of this process queue for it on a lock
         # (woken the moment the writer commits) instead of in SQLite's busy handler, which
@@ -91,8 +122,6 @@ def make_engine(url: str, synchronous: str = "FULL", write_wait: float = WRITE_W
         engine.serva_write_lock = threading.RLock()
         engine.serva_group_commit = GroupCommit(engine)
         writer_places(engine, writers)
-    else:
-        engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
     engine.serva_write_wait = write_wait
     return engine
 
@@ -346,44 +375,90 @@ def write_grouped(work, engine=None):
         return group.run(work, _deadline(engine))
 
 
-def schema_version(engine):
-    """The stored schema version, or None for a database without Serva's tables."""
-    try:
-        with read(engine) as conn:
-            value = conn.execute(select(schema.serva_meta.c.value)
-                                 .where(schema.serva_meta.c.key == "schema_version")).scalar()
-    except DBAPIError:
-        return None
-    return int(value) if value is not None else None
-
-
-def check_schema(engine):
-    """Refuse to run on a database of another schema version; an empty one is fine."""
-    version = schema_version(engine)
-    if version is not None and version != schema.SCHEMA_VERSION:
-        raise SchemaMismatch(
-            f"database schema version {version} does not match this Serva's version "
-            f"{schema.SCHEMA_VERSION}; use a database made by this version (serva init-db on a "
-            f"new file) or migrate it first")
-    return version
-
-
-def init_schema(engine, reset=False):
-    """Create every table (keeping existing data unless `reset`) and stamp the version."""
-    if reset:
-        schema.metadata.drop_all(engine)
-    elif check_schema(engine) is not None:
+@contextmanager
+def migrating(engine=None):
+    """One connection and one transaction for a whole schema change (BEGIN IMMEDIATE and this
+    process's writer lock on SQLite). SQLite's foreign keys are off while it runs, since batch
+    operations copy a table, drop the original and rename the copy, and are checked before the
+    commit: a violation rolls everything back."""
+    engine = engine or get_engine()
+    lock = getattr(engine, "serva_write_lock", None)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
         return
-    schema.metadata.create_all(engine)
-    with write(engine) as conn:
-        conn.execute(insert(schema.serva_meta).values(
-            key="schema_version", value=str(schema.SCHEMA_VERSION)))
+    if not lock.acquire(timeout=engine.serva_write_wait):
+        raise Busy("another write of this process held the lock past the wait bound")
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA foreign_keys=OFF")  # only takes effect outside a transaction
+            try:
+                with conn.begin():
+                    yield conn
+                    if conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise SchemaMismatch("the schema change left rows that break a foreign key")
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
+    finally:
+        lock.release()
+
+
+def schema_state(engine):
+    with read(engine) as conn:
+        return migrations.state(conn)
+
+
+def schema_revision(engine):
+    """The database's schema revision: None when it is empty or not versioned by Alembic."""
+    state = schema_state(engine)
+    return state.revision if state.kind in ("current", "behind", "unknown") else None
+
+
+def schema_problem(engine, empty_ok=False):
+    """None when this Serva can use the database, else one line saying what to run."""
+    return migrations.problem(schema_state(engine), empty_ok=empty_ok)
+
+
+def require_schema(engine=None, empty_ok=False):
+    """Refuse a database behind or ahead of this Serva's head revision (never migrate it)."""
+    message = schema_problem(engine or get_engine(), empty_ok=empty_ok)
+    if message:
+        raise SchemaMismatch(message)
+
+
+def init_schema(engine=None, reset=False) -> str:
+    """`serva init-db`: create a new database at the head revision, or upgrade an existing one
+    to it (a first-release database is recognised and adopted as `first_release`); doing it
+    again changes nothing. One transaction. Returns what it did, in one line."""
+    head = migrations.head()
+    with migrating(engine) as conn:
+        if reset:
+            schema.metadata.drop_all(conn)
+            conn.execute(text(f"DROP TABLE IF EXISTS {migrations.VERSION_TABLE}"))
+        kind, revision = migrations.state(conn)
+        if kind == "empty":
+            # Alembic's recipe for a new database: the tables from the metadata, stamped at
+            # head (a test proves the revisions build the same schema).
+            schema.metadata.create_all(conn)
+            migrations.stamp(conn, head)
+            return f"created a new database at schema revision {head}"
+        if kind == "current":
+            return f"the database is already at schema revision {head}: nothing to do"
+        if kind not in ("behind", "first_release"):
+            raise SchemaMismatch(migrations.problem(migrations.State(kind, revision)))
+        command.upgrade(migrations.config(conn), "head")
+    if kind == "first_release":
+        return (f"recognised a database of Serva's first release (schema version "
+                f"{migrations.FIRST_RELEASE_SCHEMA_VERSION}): adopted it as revision "
+                f"{migrations.FIRST_RELEASE} and upgraded it to {head}")
+    return f"upgraded the database from schema revision {revision} to {head}"
 
 
 def schema_sql(dialect_engine=None) -> str:
     """The DDL of the schema for SQLite, as written to schema.sql."""
     engine = dialect_engine or create_engine("sqlite://")
-    parts = [f"-- Serva schema version {schema.SCHEMA_VERSION}. Generated from serva/schema.py "
+    parts = [f"-- Serva schema at revision {migrations.head()}. Generated from serva/schema.py "
              f"by `serva schema-sql`; do not edit by hand."]
     for table in schema.metadata.sorted_tables:
         parts.append(str(CreateTable(table).compile(engine)).strip() + ";")
@@ -419,20 +494,52 @@ class NotWritable(RuntimeError):
     """The database cannot be written: the server refuses to start on it."""
 
 
+def _database_uri(app):
+    """SQLALCHEMY_DATABASE_URI as Flask-SQLAlchemy's users set it (a relative SQLite path is
+    in the instance folder), else SERVA_DATABASE_URL / DATABASE_URL (relative to the working
+    directory, as it always was)."""
+    uri = app.config.get("SQLALCHEMY_DATABASE_URI")
+    if uri:
+        return uri
+    url = make_url(app.config["DATABASE_URL"])
+    if (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+            and not url.database.startswith("file:") and not os.path.isabs(url.database)):
+        url = url.set(database=os.path.abspath(url.database))
+    return url.render_as_string(hide_password=False)
+
+
 def init_app(app):
-    engine = make_engine(app.config["DATABASE_URL"], app.config["SQLITE_SYNCHRONOUS"],
-                         app.config["WRITE_WAIT_SECONDS"], app.config["WRITE_WAITERS"])
-    app.extensions["serva.engine"] = engine
-    check_schema(engine)
+    uri = app.config["SQLALCHEMY_DATABASE_URI"] = _database_uri(app)
+    ours = engine_options(uri, app.config["WRITE_WAIT_SECONDS"])
+    theirs = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if "connect_args" in ours and "connect_args" in theirs:
+        theirs["connect_args"] = {**ours["connect_args"], **theirs["connect_args"]}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**ours, **theirs}
+    sqla.init_app(app)
+    # Serva never uses the ORM session: drop its per-app-context cleanup from every request.
+    app.teardown_appcontext_funcs.remove(sqla._teardown_session)
+    with app.app_context():
+        engine = configure_engine(sqla.engine, app.config["SQLITE_SYNCHRONOUS"],
+                                  app.config["WRITE_WAIT_SECONDS"], app.config["WRITE_WAITERS"])
+    app.config["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+    app.extensions["serva.engine"] = engine  # what get_engine() returns on the hot path
+    migrate.init_app(app, sqla, directory=migrations.DIRECTORY)
+    if click.get_current_context(silent=True) is None:
+        # Serving: refuse a database behind or ahead of head. The CLI checks per command
+        # instead, so `serva init-db` and `serva db upgrade` can open an old database.
+        require_schema(engine, empty_ok=True)
 
 
 @click.command("init-db")
 @with_appcontext
 @click.option("--reset", is_flag=True, help="Drop every table first (destroys all data).")
 def init_db_command(reset):
-    """Create the tables (existing data is kept unless --reset)."""
-    init_schema(get_engine(), reset=reset)
-    click.echo(f"Initialized the database (schema version {schema.SCHEMA_VERSION}).")
+    """Create the database at the head schema revision, or upgrade it there (keeps data)."""
+    try:
+        click.echo(init_schema(get_engine(), reset=reset))
+    except SchemaMismatch as error:
+        click.echo(f"error: {error}", err=True)
+        raise click.exceptions.Exit(2)
 
 
 @click.command("schema-sql")

@@ -1,5 +1,7 @@
 """The one source of truth for the database schema. `schema.sql` is generated from it
-(`serva schema-sql > schema.sql`) and a test keeps the two identical.
+(`serva schema-sql > schema.sql`) and a test keeps the two identical. Every change here is
+also a new Alembic revision in serva/migrations/versions (README: "Adding a migration"); a
+test compares this metadata with the database the revisions build.
 
 Money columns are BigInteger micro-units. Invariants the database enforces by itself:
 no negative balance (CHECK), one active key per account and one active order per
@@ -9,8 +11,6 @@ from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
     PrimaryKeyConstraint, String, Table, Text, text,
 )
-
-SCHEMA_VERSION = 1
 
 ACTIVE_STATUSES = ("Pending", "In progress", "Processing")
 ORDER_STATUSES = ACTIVE_STATUSES + ("Completed", "Partial", "Canceled")

@@ -296,11 +296,11 @@ def _signal(pid, signum):
 
 
 def _check_database(app) -> None:
-    from .db import NotWritable, check_writable, get_engine, schema_version
+    from .db import NotWritable, check_writable, get_engine, schema_problem
     with app.app_context():
-        if schema_version(get_engine()) is None:
-            raise click.ClickException("the database is not initialized: run `serva init-db` "
-                                       "(and `serva demo` for demo data) first")
+        message = schema_problem(get_engine())  # behind or ahead of head, or not initialized
+        if message:
+            raise click.ClickException(message)
         try:
             check_writable(get_engine())
         except NotWritable as error:

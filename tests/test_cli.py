@@ -77,24 +77,24 @@ def service_count(app):
 
 def test_init_db_is_safe_to_run_again(app, runner, partner):
     out = ok(runner, "init-db")
-    assert "schema version" in out
+    assert "already at schema revision" in out and "nothing to do" in out
     assert account_row(app, "partner@example.com") is not None
 
 
 def test_init_db_reset_wipes_the_data(app, runner, partner):
     ok(runner, "init-db", "--reset")
     assert account_row(app, "partner@example.com") is None
-    assert db.schema_version(app.extensions["serva.engine"]) is not None
+    assert db.schema_revision(app.extensions["serva.engine"]) is not None
 
 
 def test_init_db_on_a_fresh_file(tmp_path):
     from serva import create_app
     app = create_app({"TESTING": True, "SECRET_KEY": "t",
                       "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite'}"})
-    assert db.schema_version(app.extensions["serva.engine"]) is None
+    assert db.schema_revision(app.extensions["serva.engine"]) is None
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0
-    assert db.schema_version(app.extensions["serva.engine"]) is not None
+    assert db.schema_revision(app.extensions["serva.engine"]) is not None
     app.extensions["serva.engine"].dispose()
 
 

@@ -1,6 +1,6 @@
 """Storage: SQLite opened with WAL, foreign keys and a busy timeout; writes in real
 BEGIN IMMEDIATE transactions (proved on the SQL that reaches SQLite), reads deferred; the
-schema has one source (schema.sql is generated from it) and a version check."""
+schema has one source (schema.sql is generated from it) and a revision check."""
 import os
 import sqlite3
 import subprocess
@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from serva import create_app, db, schema
+from serva import create_app, db, migrations, schema
 from serva.auth import flush_key_uses
 from serva.schema import accounts, serva_meta
 
@@ -232,39 +232,46 @@ def test_schema_sql_builds_the_same_tables(tmp_path):
                        for index in table.indexes}
 
 
-def test_schema_sql_names_its_version():
-    assert f"version {schema.SCHEMA_VERSION}" in db.schema_sql().splitlines()[0]
+def test_schema_sql_names_its_revision():
+    assert f"revision {migrations.head()}" in db.schema_sql().splitlines()[0]
 
 
-def test_init_stamps_the_schema_version(app):
-    assert db.schema_version(app.extensions["serva.engine"]) == schema.SCHEMA_VERSION
+def test_init_stamps_the_head_revision(app):
+    assert db.schema_revision(app.extensions["serva.engine"]) == migrations.head()
 
 
-def _stamp(path, version):
+def _stamp(path, revision):
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE serva_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
     conn.commit()
     conn.close()
 
 
-def test_a_database_of_another_schema_version_is_refused(app, tmp_path):
+def test_a_database_at_an_unknown_revision_is_refused(app, tmp_path):
     path = db_path(app)
     app.extensions["serva.engine"].dispose()
-    _stamp(path, schema.SCHEMA_VERSION + 98)
+    _stamp(path, "from_a_newer_serva")
     with pytest.raises(db.SchemaMismatch) as raised:
         create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
     message = str(raised.value)
-    assert str(schema.SCHEMA_VERSION + 98) in message
-    assert str(schema.SCHEMA_VERSION) in message
-    assert "schema" in message and "version" in message
+    assert "from_a_newer_serva" in message and "does not know" in message
+    assert "\n" not in message
 
 
-def test_an_older_schema_version_is_refused_too(app):
+def test_a_database_behind_head_is_refused_with_what_to_run(app):
+    """A first-release database (no alembic_version, schema_version 1) is behind head."""
     path = db_path(app)
     app.extensions["serva.engine"].dispose()
-    _stamp(path, 0)
-    with pytest.raises(db.SchemaMismatch):
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE alembic_version")
+    conn.execute("INSERT INTO serva_meta (key, value) VALUES ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(db.SchemaMismatch) as raised:
         create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
+    message = str(raised.value)
+    assert "first release" in message and "`serva init-db`" in message and "back up" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("existing", [False, True])
@@ -274,24 +281,24 @@ def test_an_empty_database_is_fine(tmp_path, existing):
         path.write_bytes(b"")
     app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{path}"})
     engine = app.extensions["serva.engine"]
-    assert db.schema_version(engine) is None
-    db.init_schema(engine)
-    assert db.schema_version(engine) == schema.SCHEMA_VERSION
+    assert db.schema_revision(engine) is None
+    assert "created a new database" in db.init_schema(engine)
+    assert db.schema_revision(engine) == migrations.head()
     engine.dispose()
 
 
 def test_init_schema_keeps_data(app, partner):
     engine = app.extensions["serva.engine"]
-    db.init_schema(engine)
+    assert "nothing to do" in db.init_schema(engine)
     with app.app_context(), db.read() as conn:
         assert conn.execute(select(accounts.c.email)).scalars().all() == ["partner@example.com"]
 
 
-def test_init_schema_refuses_another_version(app):
+def test_init_schema_refuses_an_unknown_revision(app):
     engine = app.extensions["serva.engine"]
     with app.app_context(), db.write() as conn:
-        conn.execute(update(serva_meta).where(serva_meta.c.key == "schema_version").values(value="99"))
-    with pytest.raises(db.SchemaMismatch):
+        conn.execute(text("UPDATE alembic_version SET version_num = '99'"))
+    with pytest.raises(db.SchemaMismatch, match="99"):
         db.init_schema(engine)
 
 
@@ -313,14 +320,15 @@ def test_wsgi_refuses_an_uninitialised_database(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_wsgi_refuses_a_database_of_another_version(app, tmp_path):
+def test_wsgi_refuses_a_database_at_another_revision(app, tmp_path):
     path = db_path(app)
     app.extensions["serva.engine"].dispose()
-    _stamp(path, 99)
+    _stamp(path, "99")
     result = _run_wsgi_import(tmp_path, path)
     assert result.returncode != 0
     assert "imported" not in result.stdout
-    assert "99" in result.stderr
+    assert "revision 99" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_wsgi_starts_on_an_initialised_database(app, tmp_path):

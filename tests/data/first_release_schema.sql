@@ -1,0 +1,186 @@
+-- Serva schema version 1. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+
+CREATE TABLE accounts (
+	id INTEGER NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_hash VARCHAR(255),
+	api_access VARCHAR(16) DEFAULT 'none' NOT NULL,
+	access_requested_at BIGINT,
+	banned BOOLEAN DEFAULT false NOT NULL,
+	ban_reason VARCHAR(255),
+	balance BIGINT DEFAULT '0' NOT NULL,
+	discount_bp INTEGER DEFAULT '0' NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_accounts_balance_nonneg CHECK (balance >= 0),
+	CONSTRAINT ck_accounts_discount CHECK (discount_bp BETWEEN 0 AND 10000),
+	CONSTRAINT ck_accounts_api_access CHECK (api_access IN ('none', 'requested', 'approved')),
+	UNIQUE (email)
+);
+
+CREATE TABLE login_failures (
+	id INTEGER NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	remote_addr VARCHAR(64) DEFAULT '' NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_login_failures_email ON login_failures (email, created_at);
+
+CREATE TABLE serva_meta (
+	"key" VARCHAR(64) NOT NULL,
+	value VARCHAR(255) NOT NULL,
+	PRIMARY KEY ("key")
+);
+
+CREATE TABLE services (
+	id INTEGER NOT NULL,
+	name VARCHAR(255) NOT NULL,
+	category VARCHAR(255) DEFAULT '' NOT NULL,
+	type VARCHAR(64) DEFAULT 'Default' NOT NULL,
+	kind VARCHAR(16) DEFAULT 'default' NOT NULL,
+	rate BIGINT NOT NULL,
+	min_quantity INTEGER DEFAULT '1' NOT NULL,
+	max_quantity INTEGER DEFAULT '1' NOT NULL,
+	fields_json TEXT DEFAULT '[]' NOT NULL,
+	refill BOOLEAN DEFAULT false NOT NULL,
+	cancel BOOLEAN DEFAULT false NOT NULL,
+	active BOOLEAN DEFAULT true NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_services_rate CHECK (rate >= 0),
+	CONSTRAINT ck_services_quantity CHECK (min_quantity >= 1 AND max_quantity >= min_quantity),
+	CONSTRAINT ck_services_kind CHECK (kind IN ('default', 'package', 'lines', 'fields'))
+);
+
+CREATE TABLE api_keys (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	key_hash VARCHAR(64) NOT NULL,
+	prefix VARCHAR(16) NOT NULL,
+	created_at BIGINT NOT NULL,
+	last_used_at BIGINT,
+	revoked_at BIGINT,
+	PRIMARY KEY (id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	UNIQUE (key_hash)
+);
+
+CREATE UNIQUE INDEX uq_api_keys_one_active ON api_keys (account_id) WHERE revoked_at IS NULL;
+
+CREATE TABLE coupons (
+	id INTEGER NOT NULL,
+	code VARCHAR(64) NOT NULL,
+	kind VARCHAR(8) NOT NULL,
+	value BIGINT NOT NULL,
+	starts_at BIGINT,
+	expires_at BIGINT,
+	max_uses INTEGER,
+	uses INTEGER DEFAULT '0' NOT NULL,
+	per_account_limit INTEGER,
+	min_charge BIGINT DEFAULT '0' NOT NULL,
+	service_id INTEGER,
+	category VARCHAR(255),
+	active BOOLEAN DEFAULT true NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_coupons_kind CHECK (kind IN ('percent', 'fixed')),
+	CONSTRAINT ck_coupons_value CHECK (value >= 0),
+	CONSTRAINT ck_coupons_uses CHECK (max_uses IS NULL OR uses <= max_uses),
+	UNIQUE (code),
+	FOREIGN KEY(service_id) REFERENCES services (id)
+);
+
+CREATE TABLE idempotency_keys (
+	account_id INTEGER NOT NULL,
+	"key" VARCHAR(255) NOT NULL,
+	request_hash VARCHAR(64) NOT NULL,
+	response_json TEXT NOT NULL,
+	expires_at BIGINT NOT NULL,
+	PRIMARY KEY (account_id, "key"),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE TABLE purchase_guards (
+	account_id INTEGER NOT NULL,
+	service_id INTEGER NOT NULL,
+	target_key VARCHAR(64) NOT NULL,
+	quantity INTEGER NOT NULL,
+	expires_at BIGINT NOT NULL,
+	PRIMARY KEY (account_id, service_id, target_key, quantity),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	FOREIGN KEY(service_id) REFERENCES services (id)
+);
+
+CREATE TABLE service_rates (
+	account_id INTEGER NOT NULL,
+	service_id INTEGER NOT NULL,
+	rate BIGINT NOT NULL,
+	PRIMARY KEY (account_id, service_id),
+	CONSTRAINT ck_service_rates_rate CHECK (rate >= 0),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	FOREIGN KEY(service_id) REFERENCES services (id)
+);
+
+CREATE TABLE orders (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	service_id INTEGER NOT NULL,
+	target TEXT NOT NULL,
+	target_key VARCHAR(64) NOT NULL,
+	quantity INTEGER NOT NULL,
+	inputs_json TEXT,
+	charge BIGINT NOT NULL,
+	refunded BIGINT DEFAULT '0' NOT NULL,
+	status VARCHAR(16) DEFAULT 'Pending' NOT NULL,
+	start_count INTEGER,
+	remains INTEGER,
+	coupon_id INTEGER,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_orders_status CHECK (status IN ('Pending', 'In progress', 'Processing', 'Completed', 'Partial', 'Canceled')),
+	CONSTRAINT ck_orders_money CHECK (charge >= 0 AND refunded >= 0 AND refunded <= charge),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	FOREIGN KEY(service_id) REFERENCES services (id),
+	FOREIGN KEY(coupon_id) REFERENCES coupons (id)
+);
+
+CREATE INDEX ix_orders_account ON orders (account_id, id);
+
+CREATE UNIQUE INDEX uq_orders_one_active_per_target ON orders (account_id, service_id, target_key) WHERE status IN ('Pending', 'In progress', 'Processing');
+
+CREATE TABLE coupon_redemptions (
+	id INTEGER NOT NULL,
+	coupon_id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	order_id INTEGER NOT NULL,
+	discount BIGINT NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	FOREIGN KEY(coupon_id) REFERENCES coupons (id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	UNIQUE (order_id),
+	FOREIGN KEY(order_id) REFERENCES orders (id)
+);
+
+CREATE INDEX ix_coupon_redemptions_account ON coupon_redemptions (coupon_id, account_id);
+
+CREATE TABLE ledger (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	amount BIGINT NOT NULL,
+	kind VARCHAR(16) NOT NULL,
+	order_id INTEGER,
+	note VARCHAR(255) DEFAULT '' NOT NULL,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_ledger_kind CHECK (kind IN ('topup', 'adjustment', 'charge', 'refund')),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	FOREIGN KEY(order_id) REFERENCES orders (id)
+);
+
+CREATE INDEX ix_ledger_account ON ledger (account_id);
+
+CREATE INDEX ix_ledger_order ON ledger (order_id);
