@@ -45,60 +45,6 @@ DEFAULT_THREADS = 8  # enough in-flight orders per worker for group commits (ben
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-class BufferedStreamHandler(logging.StreamHandler):
-    """Log lines to a stream in blocks: written when FLUSH_SECONDS have passed since the last
-    write, when 64 KB are waiting, at once for ERROR and above, and at exit; a background
-    thread writes out what waits at least every FLUSH_SECONDS. The access log is one line per
-    request, and a write() per line is a system call that hands the GIL to another thread on
-    every request (-15% throughput, bench/README.md); nginx buffers its access log likewise.
-    A crash loses at most the last FLUSH_SECONDS of INFO/WARNING lines."""
-
-    FLUSH_SECONDS = 0.5
-    CAPACITY = 64 * 1024
-
-    def __init__(self, stream=None):
-        super().__init__(stream)
-        self.pending = []
-        self.pending_size = 0
-        self.written_at = time.monotonic()
-        self.flusher_pid = None
-
-    def emit(self, record):  # called with self.lock held (Handler.handle)
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:  # noqa: BLE001 - logging's own convention
-            self.handleError(record)
-            return
-        self.pending.append(line)
-        self.pending_size += len(line)
-        if (record.levelno >= logging.ERROR or self.pending_size >= self.CAPACITY
-                or time.monotonic() - self.written_at >= self.FLUSH_SECONDS):
-            self._write()
-        elif self.flusher_pid != os.getpid():  # threads do not survive a fork: one per process
-            self.flusher_pid = os.getpid()
-            threading.Thread(target=self._flusher, name="serva-log-flush", daemon=True).start()
-
-    def _write(self):
-        self.written_at = time.monotonic()
-        if self.pending:
-            data, self.pending, self.pending_size = "".join(self.pending), [], 0
-            try:
-                self.stream.write(data)
-                self.stream.flush()
-            except Exception:  # noqa: BLE001 - a broken stderr must not break requests
-                pass
-
-    def flush(self):
-        with self.lock:
-            self._write()
-
-    def _flusher(self):
-        while True:
-            time.sleep(self.FLUSH_SECONDS)
-            if self.pending and time.monotonic() - self.written_at >= self.FLUSH_SECONDS:
-                self.flush()
-
-
 class _Formatter(logging.Formatter):
     """logging.Formatter, with the date and time text made once per second, not per line."""
 
@@ -142,8 +88,9 @@ class QueueDepthFilter(logging.Filter):
 
 
 def configure_logging() -> None:
-    """The access log and errors on stderr, one line each, written in blocks."""
-    handler = BufferedStreamHandler()
+    """The access log and errors on stderr, one line each, written out (and flushed) as each
+    request is answered: a partner quoting a request id must find its line after a crash."""
+    handler = logging.StreamHandler()
     handler.setFormatter(_Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("waitress.queue").addFilter(QueueDepthFilter())

@@ -1,4 +1,4 @@
-"""`serva serve --workers 2`: the multi-core production server, for real. A subprocess on a
+"""`serva serve --workers 2`: the multi-core production server (gunicorn), for real. A subprocess on a
 free port against a temp-file database; orders placed from many threads land on both worker
 processes, and the money invariants hold exactly as with one process: no overspend, every
 loser refused for funds, balances and ledgers agree (audit). Every wait is bounded."""
@@ -8,13 +8,16 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from serva import db, services
+from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
@@ -43,11 +46,22 @@ def _children(pid: int) -> list:
         return []
 
 
-def _start(database_url, log_path):
+def _workers(pid: int, count: int, deadline) -> list:
+    """The master's worker processes, once there are `count` of them (gunicorn forks them one
+    after another, and the first may answer before the last exists)."""
+    while time.monotonic() < deadline:
+        workers = _children(pid)
+        if len(workers) == count:
+            return workers
+        time.sleep(0.1)
+    pytest.fail(f"expected {count} workers, found {_children(pid)}")
+
+
+def _start(database_url, log_path, workers=2):
     env = {**os.environ, "SERVA_DATABASE_URL": database_url, "SERVA_SECRET_KEY": "test-secret",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-c", "from serva.cli import main; main()",
-               "serve", "--workers", "2", "--threads", "4", "--port", "0"]
+               "serve", "--workers", str(workers), "--threads", "4", "--port", "0"]
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -93,8 +107,7 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
         deadline = time.monotonic() + 60
         url = _url(process, log_path, deadline)
         wait_until_serving(url, partners[0][1], deadline)
-        workers = _children(process.pid)
-        assert len(workers) == 2, workers
+        workers = _workers(process.pid, 2, deadline)
         before = {pid: _cpu_ticks(pid) for pid in workers}
 
         # Every request on a connection of its own, from 30 threads at once: the kernel spreads
@@ -133,3 +146,101 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
     output = log_path.read_text(errors="replace")
     assert "database is locked" not in output
     assert "Traceback" not in output, output
+
+
+def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp_path):
+    """kill -9 of one gunicorn worker while 8 threads place orders: the master replaces it,
+    the server keeps answering, every order acknowledged to a client is in the database with
+    its charge, an order whose answer was lost with the worker is at most one per failed
+    request, and the audit is clean."""
+    account_id, key = make_partner(app, balance="1000")
+    with app.app_context(), db.write() as conn:
+        svc = str(services.add(conn, name="Followers", category="Test", rate=parse_amount(RATE),
+                               min_quantity=10, max_quantity=100_000))
+    app.extensions["serva.engine"].dispose()
+
+    log_path = tmp_path / "serve.log"
+    process = _start(app.config["DATABASE_URL"], log_path)
+    acknowledged, failed, other = [], [], []
+    stop = threading.Event()
+
+    def place(t):
+        for n in range(300):
+            if stop.is_set():
+                return
+            try:
+                status, text = post(url, action="add", key=key, service=svc, quantity="1000",
+                                    link=f"https://example.com/k/{t}/{n}")
+            except requests.RequestException as error:
+                failed.append(error)
+                continue
+            body = json.loads(text)
+            (acknowledged if status == 200 and "order" in body else other).append(body)
+
+    try:
+        deadline = time.monotonic() + 60
+        url = _url(process, log_path, deadline)
+        wait_until_serving(url, key, deadline)
+        victim, survivor = _workers(process.pid, 2, deadline)
+        clients = [threading.Thread(target=place, args=(t,)) for t in range(8)]
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(1.5)
+        stop.set()
+        for client in clients:
+            client.join(timeout=60)
+        replaced = _workers(process.pid, 2, time.monotonic() + 30)
+        assert victim not in replaced and survivor in replaced
+        status, text = post(url, action="add", key=key, service=svc, quantity="1000",
+                            link="https://example.com/after")
+        assert status == 200 and "order" in json.loads(text), text
+        acknowledged.append(json.loads(text))
+    finally:
+        stop.set()
+        code = _stop(process)
+    assert code == 0, log_path.read_text()
+    assert not other, other[:3]
+    assert len(acknowledged) > 20, "too few orders went through for the test to mean anything"
+
+    charge = parse_amount(RATE)
+    with app.app_context(), db.read() as conn:
+        stored = dict(conn.execute(select(orders.c.id, orders.c.charge)
+                                   .where(orders.c.account_id == account_id)).all())
+        left = conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id)).scalar()
+    for body in acknowledged:
+        order_id = parse_order(body["order"])
+        assert stored.get(order_id) == charge == parse_amount(body["charge"]), body
+    assert len(stored) - len(acknowledged) <= len(failed)
+    assert left == parse_amount("1000") - charge * len(stored)
+    result = runner.invoke(args=["audit"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("ending", ["SIGKILL", "SIGTERM"])
+def test_every_answered_request_has_its_access_log_line(app, tmp_path, ending):
+    """The access-log line (with the request id a partner would quote) is written before the
+    answer leaves: after kill -9 of the whole server right after the last answer, and after a
+    SIGTERM, every answered request id is in the log."""
+    _, key = make_partner(app)
+    app.extensions["serva.engine"].dispose()
+    log_path = tmp_path / "serve.log"
+    process = _start(app.config["DATABASE_URL"], log_path, workers=1)
+    try:
+        deadline = time.monotonic() + 60
+        url = _url(process, log_path, deadline)
+        wait_until_serving(url, key, deadline)
+        answered = together(8, lambda i: [
+            requests.post(f"{url}/api/v1", data={"action": "balance", "key": key},
+                          timeout=30).headers["x-serva-request-id"] for _ in range(25)])
+        if ending == "SIGKILL":
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    finally:
+        _stop(process)
+    logged = set(re.findall(r"rid=([0-9a-f]{32})", log_path.read_text(errors="replace")))
+    answered = [rid for batch in answered for rid in batch]
+    assert len(answered) == 200
+    missing = [rid for rid in answered if rid not in logged]
+    assert not missing, f"{len(missing)} answered requests have no log line"
