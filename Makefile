@@ -1,6 +1,7 @@
 # `make run`: install, prepare the demo database and serve on 127.0.0.1:8000 with waitress.
 # `make test`: install and run the whole test suite (what .ci/run calls).
-# `make serve-workers`: production serving on every core (`serva serve`, one worker per core).
+# `make serve-workers`: production serving on every core (`serva serve`: gunicorn, one worker
+# process per core); `make run` and `make serve` are single-process waitress.
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
 # part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
 PYTHON ?= python3

@@ -134,7 +134,7 @@ def main():
                            {}, HERE),
     }
     probe = f"action=balance&key={open(big['keys']).readline().strip()}".encode()
-    summary = [f"per request, one worker process pinned to one core, {threads} waitress threads, "
+    summary = [f"per request, one gunicorn gthread worker process, {threads} threads, "
                f"wrk pinned to another core, 32 connections, {SECONDS} s each", ""]
     try:
         for server in servers.values():

@@ -5,7 +5,7 @@ What it does (bench/README.md explains the method and the results):
      1,000,000 orders, and the same with 1,000 orders for the history comparison;
   2. copies them into bench/data/run/ and starts, all on 127.0.0.1:
        app      Serva with the README's production command, one worker process:
-                serva serve --workers 1 --threads T   (waitress, pinned to the first core;
+                serva serve --workers 1 --threads T   (gunicorn, one gthread worker;
                 on the 1M-order copy)
        bare     bench/bare.py, one Flask route returning constant JSON, with the same server
                 and settings: python -m serva.serve --workers 1 --threads T bare:app
@@ -142,7 +142,7 @@ class Server:
 # ---------------------------------------------------------------- wrk
 
 def _wrk_core():
-    """Pin wrk to the last core (the servers' single worker is on the first)."""
+    """Pin wrk to the last core (the load generator stays on one core)."""
     try:
         available = sorted(os.sched_getaffinity(0))
         if len(available) > 1:

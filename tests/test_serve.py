@@ -244,3 +244,43 @@ def test_every_answered_request_has_its_access_log_line(app, tmp_path, ending):
     assert len(answered) == 200
     missing = [rid for rid in answered if rid not in logged]
     assert not missing, f"{len(missing)} answered requests have no log line"
+
+
+def test_hup_reloads_the_workers_gracefully(app, tmp_path):
+    """kill -HUP: gunicorn starts new workers (new code, new config) and lets the old ones
+    finish; requests sent throughout are all answered."""
+    _, key = make_partner(app)
+    app.extensions["serva.engine"].dispose()
+    log_path = tmp_path / "serve.log"
+    process = _start(app.config["DATABASE_URL"], log_path)
+    answers = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            answers.append(post(url, action="balance", key=key)[0])
+
+    try:
+        deadline = time.monotonic() + 60
+        url = _url(process, log_path, deadline)
+        wait_until_serving(url, key, deadline)
+        old = set(_workers(process.pid, 2, deadline))
+        pollers = [threading.Thread(target=poll) for _ in range(4)]
+        for poller in pollers:
+            poller.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGHUP)
+        while time.monotonic() < deadline and (set(_children(process.pid)) & old
+                                               or len(_children(process.pid)) != 2):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        stop.set()
+        for poller in pollers:
+            poller.join(timeout=40)
+        new = set(_children(process.pid))
+    finally:
+        stop.set()
+        code = _stop(process)
+    assert code == 0
+    assert len(new) == 2 and not new & old, (old, new)
+    assert answers and set(answers) == {200}, answers
