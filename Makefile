@@ -2,6 +2,8 @@
 # `make test`: install and run the whole test suite (what .ci/run calls).
 # `make serve-workers`: production serving on every core (`serva serve`: gunicorn, one worker
 # process per core); `make run` and `make serve` are single-process waitress.
+# `make fuzz`: the property-based fuzz of the API (tests/test_fuzz.py) with many more examples
+# than `make test` runs (HYPOTHESIS_PROFILE=fuzz; FUZZ_EXAMPLES=N per test to change it).
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
 # part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
 PYTHON ?= python3
@@ -12,7 +14,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test install serve serve-workers bench bench-profile clean
+.PHONY: run test fuzz install serve serve-workers bench bench-profile clean
 
 run: install
 	$(BIN)/serva init-db
@@ -35,6 +37,9 @@ bench-profile: install
 
 test: install
 	$(BIN)/python -m pytest
+
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 install: $(VENV)/.installed
 

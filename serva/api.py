@@ -11,6 +11,7 @@ from .auth import authenticate
 from .errors import ApiError
 from .ids import present_service
 from .money import format_amount
+from .params import BAD_TEXT, BadText, load_json, parse_digits, storable
 
 bp = Blueprint("api", __name__)
 
@@ -38,9 +39,9 @@ def _listify(value):
     if not isinstance(value, dict):
         return value
     value = {k: _listify(v) for k, v in value.items()}
-    if value and all(k.isdigit() for k in value) and \
-            sorted(int(k) for k in value) == list(range(len(value))):
-        return [value[k] for k in sorted(value, key=int)]
+    numbers = {k: parse_digits(k) for k in value}
+    if value and None not in numbers.values() and sorted(numbers.values()) == list(range(len(value))):
+        return [value[k] for k in sorted(value, key=numbers.get)]
     return value
 
 
@@ -66,13 +67,22 @@ def nest(items) -> dict:
     return {key: _listify(value) for key, value in out.items()}
 
 
+def _storable_urlencoded(raw: bytes) -> bool:
+    """A url-encoded string decodes to storable text (serva.params) unless it has a NUL: raw
+    or as %00. Percent-escapes that are not UTF-8 stay escaped (werkzeug.url_quote), so they
+    cannot make a surrogate."""
+    return b"\x00" not in raw and b"%00" not in raw
+
+
 def _urlencoded_items():
     """The pairs of a url-encoded body in the order `request.form.items(multi=True)` gives them
     (grouped by name, names in order of first appearance), parsed exactly as werkzeug parses
     them but without building its form parser, stream wrappers and MultiDict per request."""
+    raw = request.get_data(cache=True)
+    if not _storable_urlencoded(raw):
+        raise ApiError("invalid_request", detail=BAD_TEXT)
     try:
-        pairs = parse_qsl(request.get_data(cache=True).decode(), keep_blank_values=True,
-                          errors="werkzeug.url_quote")
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, errors="werkzeug.url_quote")
     except ValueError:  # say so, rather than read it as an empty form ("API key is required")
         raise ApiError("invalid_request", detail="the form body is not valid UTF-8") from None
     grouped = {}
@@ -82,8 +92,14 @@ def _urlencoded_items():
 
 
 def read_params():
-    """All parameters merged (body over query) and the key(s) the body carried."""
-    params = nest(request.args.items(multi=True)) if request.query_string else {}
+    """All parameters merged (body over query) and the key(s) the body carried. Every text
+    in them is storable (serva.params): anything else is `invalid_request` here, once."""
+    params = {}
+    query = request.query_string
+    if query:
+        if not _storable_urlencoded(query):
+            raise ApiError("invalid_request", detail=BAD_TEXT)
+        params = nest(request.args.items(multi=True))
     mimetype = request.mimetype
     if mimetype == _URLENCODED:
         items = _urlencoded_items()
@@ -91,14 +107,20 @@ def read_params():
         return params, [value for name, value in items if name == "key"]
     if mimetype in _FORM_TYPES:
         form = request.form
-        params.update(nest(form.items(multi=True)))
+        # A part without a name (no `name=` in its Content-Disposition) is werkzeug's None key.
+        items = [(name, value) for name, value in form.items(multi=True) if name is not None]
+        if not all(storable(name) and storable(value) for name, value in items):
+            raise ApiError("invalid_request", detail=BAD_TEXT)
+        params.update(nest(items))
         return params, form.getlist("key")
     raw = request.get_data(cache=True)
     if not raw.strip():
         return params, []
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
+        body = load_json(raw)
+    except BadText:
+        raise ApiError("invalid_request", detail=BAD_TEXT) from None
+    except ValueError:
         raise ApiError("invalid_request", detail="the body is neither a form nor JSON") from None
     if not isinstance(body, dict):
         raise ApiError("invalid_request", detail="a JSON body must be an object")

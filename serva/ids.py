@@ -1,13 +1,12 @@
 """How order and service ids look to partners: strings by default ("ORD-100023", "1234"),
 JSON integers when the INTEGER_IDS compatibility setting is on (CONTRACT.md)."""
-import re
-
 from flask import current_app
+
+from .params import parse_digits
 
 ORDER_PREFIX = "ORD-"
 ORDER_NUMBER_BASE = 100_000  # order number = row id + base, so numbers start at 100001
 MAX_ID = 2**31 - 1  # ids are INTEGER columns; a larger number cannot be ours (PostgreSQL refuses it)
-_ORDER_RE = re.compile(r"^\s*(?:ORD-)?(\d{1,18})\s*$", re.IGNORECASE)
 
 
 def _integer_ids() -> bool:
@@ -28,26 +27,19 @@ def present_service(service_id: int):
 
 
 def parse_order(value):
-    """'ORD-100023', '100023' or 100023 -> row id; None when it cannot be one of ours."""
-    if isinstance(value, bool):
+    """'ORD-100023' (any case), '100023' or 100023 -> row id; None when it cannot be one of ours."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value[:4].upper() == ORDER_PREFIX:
+            value = value[4:]
+    number = parse_digits(value)
+    if number is None:
         return None
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    match = _ORDER_RE.match(value)
-    if not match:
-        return None
-    order_id = int(match.group(1)) - ORDER_NUMBER_BASE
+    order_id = number - ORDER_NUMBER_BASE
     return order_id if 0 < order_id <= MAX_ID else None
 
 
 def parse_service(value):
     """'1234' or 1234 -> 1234; None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 18:
-        value = int(value.strip())
-    if isinstance(value, int):
-        return value if 0 < value <= MAX_ID else None
-    return None
+    number = parse_digits(value)
+    return number if number is not None and 0 < number <= MAX_ID else None

@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from . import coupons, db, keys, ledger, services
 from .errors import ApiError
-from .ids import (MAX_ID, ORDER_NUMBER_BASE, ORDER_PREFIX, parse_order, parse_service,
-                  present_order)
+from .ids import parse_order, parse_service, present_order
 from .money import MAX_AMOUNT, div_half_up, format_amount
+from .params import BadText, load_json, parse_digits
 from .schema import (ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards,
                      service_rates, services as services_table)
 
@@ -100,7 +100,9 @@ def parse_inputs(raw) -> dict:
         if not raw.strip():
             return {}
         try:
-            raw = json.loads(raw)
+            raw = load_json(raw)
+        except BadText as error:
+            raise ApiError("invalid_fields", detail=str(error)) from None
         except ValueError:
             raise ApiError("invalid_fields", detail="not a JSON object or list") from None
     if isinstance(raw, list):
@@ -116,13 +118,10 @@ def parse_inputs(raw) -> dict:
 
 
 def _quantity(value) -> int:
-    if isinstance(value, bool):
+    quantity = parse_digits(value, max_digits=12)
+    if quantity is None:
         raise ApiError("invalid_quantity")
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 12:
-        return int(value.strip())
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ApiError("invalid_quantity")
+    return quantity
 
 
 def _check_bounds(quantity: int, service) -> None:
@@ -420,19 +419,6 @@ def _status_lookup_statement(n: int):
     return statement
 
 
-_ORDER_PREFIX = ORDER_PREFIX.lower()
-
-
-def _order_id(token):
-    """parse_order, with a shortcut for the plain forms ("ORD-100023", "100023")."""
-    if isinstance(token, str):
-        digits = token[4:] if token[:4].lower() == _ORDER_PREFIX else token
-        if digits.isdecimal() and len(digits) <= 18 and digits.isascii():
-            order_id = int(digits) - ORDER_NUMBER_BASE
-            return order_id if 0 < order_id <= MAX_ID else None
-    return parse_order(token)
-
-
 def _requested(params):
     """(tokens, {token: order id}) of a batch, or (None, {token: id}) of a single order; None
     when the request is malformed (status_action then reports why). Kept for the request in
@@ -446,11 +432,11 @@ def _requested(params):
         if batch not in (None, "", []):
             tokens = _batch_ids(batch)
             if len(tokens) <= MAX_BATCH:
-                requested = tokens, {token: _order_id(token) for token in tokens}
+                requested = tokens, {token: parse_order(token) for token in tokens}
         else:
             single = params.get("order")
             if single not in (None, ""):
-                requested = None, {single: _order_id(single)}
+                requested = None, {single: parse_order(single)}
     except (ApiError, TypeError):
         requested = None
     g.serva_status = (params, requested)

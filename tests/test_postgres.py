@@ -252,3 +252,20 @@ def test_huge_ids_and_counts_are_clean_errors(pg_app):
                                                    "--start-count", str(2**31 - 1)])
     assert result.exit_code == 0, result.output
     assert call(action="status", order=order)["start_count"] == 2**31 - 1
+
+
+def test_nul_characters_are_clean_errors_on_postgres(pg_app):
+    """PostgreSQL refuses NUL in text (SQLite stores it): a NUL in any parameter is the
+    request's error before the database sees it, never a 500."""
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+    for params in ({"coupon": "X\x00"}, {"idempotency_key": "k\x00"}, {"link": "https://e.com/\x00"}):
+        for send in ({"data": {"key": key, "action": "add", "service": svc, "quantity": "100",
+                               "link": "https://example.com", **params}},
+                     {"json": {"key": key, "action": "add", "service": svc, "quantity": 100,
+                               "link": "https://example.com", **params}}):
+            response = client.post("/api/v1", **send)
+            assert response.status_code == 200, (params, response.get_data())
+            assert response.get_json()["code"] == "invalid_request"
+    assert order_count(pg_app) == 0

@@ -1,0 +1,195 @@
+"""Hostile parameters (issue 11, item 1): unicode digits, lone surrogates and NUL characters
+are clean errors of the request, never a 500 — and never a number. Each reproducer of the
+issue is here; tests/test_fuzz.py explores the rest of the request surface."""
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from serva.params import load_json, parse_digits, storable
+from serva.schema import idempotency_keys, ledger, orders
+
+from test_transport import assert_api_error, assert_json
+
+FOLLOWERS, GAME = "1234", "7788"
+LINK = "https://example.com/post/1"
+JSON = "application/json"
+UNICODE_DIGITS = ["²", "١٠٠", "１００", "٣", "߁", "𝟙𝟘𝟘", "१००"]
+
+
+def count(app, table):
+    with app.app_context():
+        from serva import db
+        with db.read() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar()
+
+
+def raw_json(client, body: str):
+    """POST a JSON text as is (json= would refuse to encode a lone surrogate)."""
+    return client.post("/api/v1", data=body.encode("utf-8", "surrogatepass"), content_type=JSON)
+
+
+# ---------------------------------------------------------------- the one number reader
+
+@pytest.mark.parametrize("text, number", [("0", 0), ("100", 100), (" 42\n", 42), (7, 7),
+                                          ("9" * 18, 10**18 - 1)])
+def test_parse_digits_reads_ascii_digits_and_json_integers(text, number):
+    assert parse_digits(text) == number
+
+
+@pytest.mark.parametrize("text", [*UNICODE_DIGITS, "", " ", "+1", "-1", "1.0", "1e3", "0x10",
+                                  "1_000", "9" * 19, True, False, None, 1.0, [1], {"1": 1}])
+def test_parse_digits_refuses_everything_else(text):
+    assert parse_digits(text) is None
+
+
+def test_storable_text():
+    assert storable("plain") and storable("ünïcödé ✓ 😀")
+    assert not storable("\ud800") and not storable("a\udfffb") and not storable("a\x00b")
+
+
+def test_load_json_refuses_unstorable_text_anywhere():
+    assert load_json('{"a": ["\\ud83d\\ude00"]}') == {"a": ["😀"]}  # a surrogate pair is fine
+    for text in ('"\\ud800"', '{"\\udc00": 1}', '[[[{"a": "x\\u0000"}]]]',
+                 b'{"a": "\xed\xa0\x80"}'):  # UTF-8 bytes of a surrogate: json lets them through
+        with pytest.raises(ValueError):
+            load_json(text)
+
+
+# ---------------------------------------------------------------- the issue's reproducers
+
+def test_unicode_digit_service_without_a_key_is_not_a_500(client):
+    assert_api_error(client.post("/api/v1", data={"action": "add", "service": "²"}), "missing_key")
+
+
+@pytest.mark.parametrize("service", ["²", "１２３４", "١٢٣٤"])
+def test_unicode_digit_service_is_incorrect_service(client, partner, catalog, service):
+    assert_api_error(client.post("/api/v1", data={
+        "action": "add", "key": partner[1], "service": service, "link": LINK, "quantity": "100"}),
+        "service_unavailable")
+
+
+def test_unicode_digit_php_array_key_is_not_a_500(client, partner):
+    response = client.post("/api/v1", data={"action": "balance", "key": partner[1], "fields[²]": "x"})
+    assert assert_json(response) == {"balance": "100", "currency": "USD"}
+
+
+def test_unicode_digit_php_array_keys_stay_an_object(client, partner, catalog):
+    # fields[0], fields[²]: not a list (² is not 1); the object's names are then unknown fields
+    body = assert_api_error(client.post("/api/v1", data={
+        "action": "add", "key": partner[1], "service": GAME, "quantity": "100",
+        "fields[0]": "1", "fields[²]": "2"}), "invalid_fields")
+    assert "unknown field" in body["error"]
+
+
+@pytest.mark.parametrize("quantity", UNICODE_DIGITS)
+def test_unicode_digit_quantity_is_incorrect_quantity(app, client, partner, catalog, quantity):
+    assert_api_error(client.post("/api/v1", data={
+        "action": "add", "key": partner[1], "service": FOLLOWERS, "link": LINK,
+        "quantity": quantity}), "invalid_quantity")
+    assert count(app, orders) == 0
+
+
+@pytest.mark.parametrize("token", ["ORD-١٠٠٠٠١", "١٠٠٠٠١", "ORD-１０００００１", "ORD-10000¹"])
+def test_unicode_digit_order_ids_are_not_ids(client, partner, catalog, api, token):
+    assert api("add", service=FOLLOWERS, link=LINK, quantity="100")["order"] == "ORD-100001"
+    assert_api_error(client.post("/api/v1", data={"action": "status", "key": partner[1],
+                                                   "order": token}), "order_not_found")
+    batch = assert_json(client.post("/api/v1", data={
+        "action": "status", "key": partner[1], "orders": f"ORD-100001,{token}"}))
+    assert batch[token] == {"error": "Incorrect order ID"}
+    assert batch["ORD-100001"]["status"] == "Pending"
+
+
+SURROGATE_ADDS = {
+    "link": {"service": FOLLOWERS, "quantity": 100, "link": "https://example.com/\ud800"},
+    "coupon": {"service": FOLLOWERS, "quantity": 100, "link": LINK, "coupon": "\ud800"},
+    "coupon_code": {"service": FOLLOWERS, "quantity": 100, "link": LINK, "coupon_code": "X\udfff"},
+    "idempotency_key": {"service": FOLLOWERS, "quantity": 100, "link": LINK,
+                        "idempotency_key": "\ud800"},
+    "manual field value": {"service": GAME, "quantity": 100,
+                           "fields": {"player_id": "\ud800", "server_id": "1"}},
+    "manual field name": {"service": GAME, "quantity": 100, "fields": {"\ud800": "1"}},
+    "fields as a list": {"service": GAME, "quantity": 100,
+                         "inputs": [{"name": "player_id", "value": "1\ud800"},
+                                    {"name": "server_id", "value": "1"}]},
+    "service": {"service": "\ud800", "quantity": 100, "link": LINK},
+    "quantity": {"service": FOLLOWERS, "quantity": "\ud800", "link": LINK},
+    "an unused parameter": {"service": FOLLOWERS, "quantity": 100, "link": LINK, "x\ud800": "y"},
+    "a NUL in a field": {"service": GAME, "quantity": 100,
+                         "fields": {"player_id": "1\x00", "server_id": "1"}},
+    "a NUL in the idempotency key": {"service": FOLLOWERS, "quantity": 100, "link": LINK,
+                                     "idempotency_key": "a\x00b"},
+}
+
+
+@pytest.mark.parametrize("case", SURROGATE_ADDS)
+def test_unstorable_text_in_a_json_add_is_invalid_request(app, client, partner, catalog, case):
+    body = json.dumps({"action": "add", "key": partner[1], **SURROGATE_ADDS[case]})
+    error = assert_api_error(raw_json(client, body), "invalid_request")
+    assert "not valid Unicode" in error["error"]
+    assert count(app, orders) == 0 and count(app, idempotency_keys) == 0
+    assert count(app, ledger) == 1  # the top-up only
+
+
+@pytest.mark.parametrize("body", [
+    '{"action": "\\ud800", "key": "%s"}', '{"action": "balance", "key": "%s\\ud800"}',
+    '{"action": "status", "key": "%s", "order": "ORD-10000\\udc01"}',
+    '{"action": "status", "key": "%s", "orders": ["1\\ud800", "ORD-100001"]}',
+    '{"action": "balance", "key": "%s", "nested": {"a": [{"\\udbff": 1}]}}',
+])
+def test_unstorable_text_anywhere_in_a_json_body_is_invalid_request(client, partner, body):
+    assert_api_error(raw_json(client, body % partner[1]), "invalid_request")
+
+
+def test_a_surrogate_in_json_text_inside_a_form_field_is_invalid_fields(app, client, partner, catalog):
+    fields = '{"player_id": "\\ud800", "server_id": "1"}'  # JSON text, as a form value
+    body = assert_api_error(client.post("/api/v1", data={
+        "action": "add", "key": partner[1], "service": GAME, "quantity": "100", "fields": fields}),
+        "invalid_fields")
+    assert "not valid Unicode" in body["error"]
+    assert count(app, orders) == 0
+
+
+@pytest.mark.parametrize("where", ["form", "query", "multipart"])
+def test_a_nul_in_a_form_or_query_is_invalid_request(app, client, partner, catalog, where):
+    params = {"action": "add", "key": partner[1], "service": GAME, "quantity": "100",
+              "fields[player_id]": "1\x00", "fields[server_id]": "1"}
+    if where == "query":
+        response = client.post("/api/v1", query_string=params)
+    else:
+        response = client.post("/api/v1", data=params,
+                               content_type="multipart/form-data" if where == "multipart" else None)
+    assert_api_error(response, "invalid_request")
+    assert count(app, orders) == 0
+
+
+@pytest.mark.parametrize("where", ["form", "query"])
+def test_percent_encoded_surrogates_in_a_form_are_kept_as_text(client, partner, catalog, where):
+    # %ED%A0%80 is the UTF-8 form of a surrogate: not valid UTF-8, so it stays escaped text
+    params = {"action": "add", "key": partner[1], "service": GAME, "quantity": "100",
+              "fields[player_id]": "1", "fields[server_id]": "1"}
+    query = "&".join(f"{k}={v}" for k, v in params.items()) + "&coupon=%ED%A0%80"
+    if where == "query":
+        response = client.post("/api/v1?" + query)
+    else:
+        response = client.post("/api/v1", data=query,
+                               content_type="application/x-www-form-urlencoded")
+    assert_api_error(response, "invalid_coupon")
+
+
+def test_valid_unicode_still_places_an_order(app, client, partner, catalog):
+    response = client.post("/api/v1", json={
+        "action": "add", "key": partner[1], "service": GAME, "quantity": 100,
+        "fields": {"player_id": "игрок 😀", "server_id": "١"}})
+    assert assert_json(response)["order"] == "ORD-100001"
+    assert count(app, orders) == 1
+
+
+
+def test_a_multipart_part_without_a_name_is_ignored(client, partner):
+    body = (b'--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b\r\nContent-Disposition: '
+            b'form-data; name="action"\r\n\r\nbalance\r\n--b\r\nContent-Disposition: form-data; '
+            b'name="key"\r\n\r\n' + partner[1].encode() + b"\r\n--b--\r\n")
+    response = client.post("/api/v1", data=body, content_type="multipart/form-data; boundary=b")
+    assert assert_json(response) == {"balance": "100", "currency": "USD"}
