@@ -57,7 +57,8 @@ def test_sign_in_create_copy_reload_revoke(app, live_server, browser):
     page.click("button:has-text('Create key')")
     raw = page.text_content("#raw-key")
     assert raw.startswith("sk_")
-    assert page.url == f"{live_server}/profile/api/"  # replaceState: a reload is a GET
+    # replaceState runs once the page's script has loaded: a reload is then a GET.
+    page.wait_for_url(f"{live_server}/profile/api/")
     page.click("button[data-copy='raw-key']")
     page.wait_for_function("document.querySelector(\"button[data-copy='raw-key']\")"
                            ".textContent === 'Copied'")
