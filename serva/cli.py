@@ -595,6 +595,8 @@ def init_app(app):
         app.cli.add_command(command)
     from .serve import serve_command  # `serva serve --workers N`: every core (serva/serve.py)
     app.cli.add_command(serve_command)
+    from .backup import backup_command
+    app.cli.add_command(backup_command)
 
 
 def main():

@@ -269,3 +269,11 @@ def test_nul_characters_are_clean_errors_on_postgres(pg_app):
             assert response.status_code == 200, (params, response.get_data())
             assert response.get_json()["code"] == "invalid_request"
     assert order_count(pg_app) == 0
+
+
+def test_backup_points_to_pg_dump_on_postgres(pg_app, tmp_path):
+    result = pg_app.test_cli_runner().invoke(args=["backup", str(tmp_path / "copy.sqlite")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: serva backup copies SQLite databases; for postgresql use pg_dump (README, Backups)"]
+    assert not (tmp_path / "copy.sqlite").exists()
