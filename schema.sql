@@ -44,8 +44,10 @@ CREATE TABLE services (
 	min_quantity INTEGER DEFAULT '1' NOT NULL,
 	max_quantity INTEGER DEFAULT '1' NOT NULL,
 	fields_json TEXT DEFAULT '[]' NOT NULL,
-	refill BOOLEAN DEFAULT false NOT NULL,
+	refill_days INTEGER DEFAULT '0' NOT NULL,
 	cancel BOOLEAN DEFAULT false NOT NULL,
+	dripfeed BOOLEAN DEFAULT false NOT NULL,
+	fixed_quantity INTEGER,
 	active BOOLEAN DEFAULT true NOT NULL,
 	created_at BIGINT NOT NULL,
 	PRIMARY KEY (id),
@@ -137,6 +139,11 @@ CREATE TABLE orders (
 	start_count INTEGER,
 	remains INTEGER,
 	coupon_id INTEGER,
+	runs INTEGER,
+	interval_minutes INTEGER,
+	runs_done INTEGER,
+	cancel_requested_at BIGINT,
+	completed_at BIGINT,
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL,
 	PRIMARY KEY (id),
@@ -184,3 +191,23 @@ CREATE TABLE ledger (
 CREATE INDEX ix_ledger_account ON ledger (account_id);
 
 CREATE INDEX ix_ledger_order ON ledger (order_id);
+
+CREATE TABLE refills (
+	id INTEGER NOT NULL,
+	order_id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	status VARCHAR(16) DEFAULT 'Pending' NOT NULL,
+	provider_refill_id VARCHAR(64),
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_refills_status CHECK (status IN ('Pending', 'In progress', 'Completed', 'Rejected')),
+	FOREIGN KEY(order_id) REFERENCES orders (id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_refills_account ON refills (account_id, id);
+
+CREATE INDEX ix_refills_status ON refills (status, id);
+
+CREATE UNIQUE INDEX uq_refills_one_pending ON refills (order_id) WHERE status IN ('Pending', 'In progress');

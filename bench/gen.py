@@ -91,7 +91,7 @@ def _services(count: int, rng: random.Random, stamp: int):
             rate = rng.randrange(10_000, 5 * MICRO)  # 0.01 .. 5 USD per 1000
             link_ids.append(sid)
         rows.append((sid, f"{category} service #{sid} - real, fast start", category, typ, kind,
-                     rate, low, high, json.dumps(fields), sid % 3 == 0, sid % 4 == 0,
+                     rate, low, high, json.dumps(fields), 30 if sid % 3 == 0 else 0, sid % 4 == 0,
                      sid % 50 != 49, stamp))
     return rows, link_ids
 
@@ -122,7 +122,7 @@ def build(accounts: int = 10_000, services: int = 500, orders: int = 1_000_000,
     con.execute("BEGIN")
     service_rows, link_ids = _services(services, rng, EPOCH)
     con.executemany("INSERT INTO services (id, name, category, type, kind, rate, min_quantity, "
-                    "max_quantity, fields_json, refill, cancel, active, created_at) "
+                    "max_quantity, fields_json, refill_days, cancel, active, created_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", service_rows)
     rates = {row[0]: row[5] for row in service_rows}
     active_link_ids = [sid for sid in link_ids if service_rows[sid - 1][11]]

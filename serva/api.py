@@ -133,18 +133,8 @@ def balance(account, params):
 
 
 def service_entry(row, discount_bp: int) -> dict:
-    return {
-        "service": present_service(row.id),
-        "name": row.name,
-        "category": row.category,
-        "type": row.type,
-        "rate": format_amount(services.effective_rate(row.rate, row.custom_rate, discount_bp)),
-        "min": row.min_quantity,
-        "max": row.max_quantity,
-        "fields": services.field_specs(row),
-        "refill": bool(row.refill),
-        "cancel": bool(row.cancel),
-    }
+    rate = services.effective_rate(row.rate, row.custom_rate, discount_bp)
+    return services.entry(row, rate, present_service(row.id))
 
 
 def catalog(account, params):

@@ -20,9 +20,8 @@ from flask import current_app
 from sqlalchemy import bindparam, func, select
 
 from . import db, keys
-from .money import format_amount
 from .schema import accounts, serva_meta, service_rates, services as services_table
-from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate
+from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate, entry as services_entry
 
 MAX_DISCOUNTS = 64  # distinct discount levels kept rendered (each ~100 KB for 500 services)
 _EXTENSION = "serva.catalog"
@@ -55,19 +54,9 @@ def lookup(params):
 
 
 def render_entry(row, rate: int, integer_ids: bool) -> str:
-    """One service as the `services` action shows it (what api.service_entry builds)."""
-    return json.dumps({
-        "service": row.id if integer_ids else str(row.id),
-        "name": row.name,
-        "category": row.category,
-        "type": row.type,
-        "rate": format_amount(rate),
-        "min": row.min_quantity,
-        "max": row.max_quantity,
-        "fields": json.loads(row.fields_json or "[]"),
-        "refill": bool(row.refill),
-        "cancel": bool(row.cancel),
-    }, separators=(",", ":"))
+    """One service as the `services` action shows it (services.entry), as JSON."""
+    return json.dumps(services_entry(row, rate, row.id if integer_ids else str(row.id)),
+                      separators=(",", ":"))
 
 
 class _Rendered:

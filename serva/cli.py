@@ -276,8 +276,14 @@ def service_options(required):
             click.option("--field", "field_options", multiple=True,
                          help="Manual field NAME[:LABEL[:optional]] (repeatable)."),
             click.option("--lines-field", help="The bulk input counted by lines (e.g. comments)."),
-            click.option("--refill/--no-refill", default=None),
-            click.option("--cancel/--no-cancel", default=None),
+            click.option("--refill-days", type=click.IntRange(0, services_repo.MAX_REFILL_DAYS),
+                         help="Refill window in days after completion (0: no refill)."),
+            click.option("--cancel/--no-cancel", default=None, help="Partners may ask to cancel."),
+            click.option("--dripfeed/--no-dripfeed", default=None,
+                         help="Orders may be split into runs (runs, interval)."),
+            click.option("--fixed-quantity", type=click.IntRange(min=0),
+                         help="Every order is this quantity; partners need not send one "
+                              "(0: the partner chooses)."),
         ]):
             command = option(command)
         return command
@@ -285,14 +291,17 @@ def service_options(required):
 
 
 def _service_values(name, category, type_, kind, rate, min_quantity, max_quantity,
-                    field_options, lines_field, refill, cancel):
+                    field_options, lines_field, refill_days, cancel, dripfeed, fixed_quantity):
     values = {"name": name, "category": category, "type": type_, "kind": kind,
               "rate": amount_arg(rate, positive=False) if rate is not None else None,
               "min_quantity": min_quantity, "max_quantity": max_quantity,
-              "refill": refill, "cancel": cancel}
+              "refill_days": refill_days, "cancel": cancel, "dripfeed": dripfeed}
     if field_options or lines_field:
         values["fields_json"] = json.dumps(_field_specs(field_options, lines_field))
-    return {k: v for k, v in values.items() if v is not None}
+    values = {k: v for k, v in values.items() if v is not None}
+    if fixed_quantity is not None:
+        values["fixed_quantity"] = fixed_quantity or None
+    return values
 
 
 @service_cli.command("add")
@@ -354,9 +363,21 @@ def service_list():
         rows = services_repo.list_all(conn)
     for row in rows:
         fields = ",".join(spec["name"] for spec in services_repo.field_specs(row))
-        click.echo(f"{row.id}\t{'active' if row.active else 'disabled'}\t{row.kind}\t"
-                   f"{format_amount(row.rate)}\t{row.min_quantity}-{row.max_quantity}\t"
-                   f"{row.category}\t{row.name}" + (f"\tfields={fields}" if fields else ""))
+        quantity = (f"fixed {row.fixed_quantity}" if row.fixed_quantity is not None
+                    else f"{row.min_quantity}-{row.max_quantity}")
+        options = [f"refill {row.refill_days}d" if row.refill_days else "",
+                   "cancel" if row.cancel else "", "dripfeed" if row.dripfeed else "",
+                   f"fields={fields}" if fields else ""]
+        click.echo("\t".join([str(row.id), "active" if row.active else "disabled", row.kind,
+                              format_amount(row.rate), quantity, row.category, row.name,
+                              *filter(None, options)]))
+
+
+def _refill_days(entry) -> int:
+    """`refill_days` when the entry has it, else the `services` shape's boolean `refill`."""
+    if entry.get("refill_days") is not None:
+        return int(entry["refill_days"])
+    return services_repo.DEFAULT_REFILL_DAYS if entry.get("refill") is True else 0
 
 
 def _imported(entry) -> dict:
@@ -383,8 +404,9 @@ def _imported(entry) -> dict:
                 "category": str(entry.get("category") or ""), "type": type_, "kind": kind,
                 "rate": parse_amount(str(entry["rate"])),
                 "min_quantity": int(entry.get("min") or 1), "max_quantity": int(entry.get("max") or 1),
-                "fields_json": json.dumps(fields), "refill": bool(entry.get("refill", False)),
-                "cancel": bool(entry.get("cancel", False)), "active": True}
+                "fields_json": json.dumps(fields), "refill_days": _refill_days(entry),
+                "cancel": bool(entry.get("cancel", False)),
+                "dripfeed": bool(entry.get("dripfeed", False)), "active": True}
     except KeyError as error:
         raise services_repo.ServiceError(f"entry {entry.get('service')!r}: missing {error}") from None
     except (ValueError, TypeError) as error:
@@ -486,8 +508,10 @@ def _order_id(text):
 @click.option("--account", "email", help="Only this account's orders.")
 @click.option("--status", type=click.Choice(orders_repo.ORDER_STATUSES))
 @click.option("--service", "service_id", type=int)
+@click.option("--cancel-requested", is_flag=True,
+              help="Only active orders whose partner asked to cancel (answer with set-status).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-def order_list(email, status, service_id, limit):
+def order_list(email, status, service_id, cancel_requested, limit):
     """Newest orders first."""
     query = (select(orders, accounts.c.email).join(accounts, accounts.c.id == orders.c.account_id)
              .order_by(orders.c.id.desc()).limit(limit))
@@ -498,9 +522,18 @@ def order_list(email, status, service_id, limit):
             query = query.where(orders.c.status == status)
         if service_id is not None:
             query = query.where(orders.c.service_id == service_id)
+        if cancel_requested:
+            query = query.where(orders.c.cancel_requested_at.is_not(None),
+                                orders.c.status.in_(orders_repo.ACTIVE_STATUSES))
         for row in conn.execute(query):
+            extra = ""
+            if row.runs is not None:
+                extra += f"\truns {row.runs_done}/{row.runs} every {row.interval_minutes} min"
+            if row.cancel_requested_at is not None:
+                extra += f"\tcancel requested {show_time(row.cancel_requested_at)}"
             click.echo(f"{present_order(row.id)}\t{row.status}\t{row.email}\tservice {row.service_id}\t"
-                       f"qty {row.quantity}\t{format_amount(row.charge - row.refunded)}\t{row.target}")
+                       f"qty {row.quantity}\t{format_amount(row.charge - row.refunded)}\t{row.target}"
+                       + extra)
 
 
 @order_cli.command("show")
@@ -523,7 +556,12 @@ def order_show(order):
                          ("status", row.status), ("start_count", row.start_count),
                          ("remains", row.remains), ("charge", format_amount(row.charge)),
                          ("refunded", format_amount(row.refunded)),
-                         ("created", show_time(row.created_at)), ("updated", show_time(row.updated_at))]:
+                         *([("runs", f"{row.runs_done}/{row.runs} done, every "
+                                     f"{row.interval_minutes} min")] if row.runs is not None else []),
+                         *([("cancel", f"requested {show_time(row.cancel_requested_at)}")]
+                           if row.cancel_requested_at is not None else []),
+                         ("created", show_time(row.created_at)), ("updated", show_time(row.updated_at)),
+                         ("completed", show_time(row.completed_at))]:
         click.echo(f"{label + ':':12} {value}")
     for entry in entries:
         click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)}")
@@ -534,12 +572,13 @@ def order_show(order):
 @click.argument("status", type=click.Choice(orders_repo.ORDER_STATUSES))
 @click.option("--start-count", type=click.IntRange(min=0, max=2**31 - 1))
 @click.option("--remains", type=click.IntRange(min=0))
-def order_set_status(order, status, start_count, remains):
+@click.option("--runs-done", type=click.IntRange(min=0), help="Drip-feed runs delivered so far.")
+def order_set_status(order, status, start_count, remains, runs_done):
     """Move an order to STATUS; Partial and Canceled refund through the ledger, once."""
     order_id = _order_id(order)
     try:
         with db.write() as conn:
-            refund = orders_repo.set_status(conn, order_id, status, start_count, remains)
+            refund = orders_repo.set_status(conn, order_id, status, start_count, remains, runs_done)
     except orders_repo.OrderError as error:
         fail(str(error))
     click.echo(f"{present_order(order_id)}: {status}"

@@ -14,15 +14,18 @@ DEMO_COUPON = "DEMO10"
 
 CATALOG = [
     {"id": 1234, "name": "Instagram Followers", "category": "Instagram", "kind": "default",
-     "rate": 890_000, "min_quantity": 100, "max_quantity": 100_000, "refill": True},
+     "rate": 890_000, "min_quantity": 100, "max_quantity": 100_000, "refill_days": 30,
+     "cancel": True, "dripfeed": True},
     {"id": 1235, "name": "YouTube Launch Package", "category": "YouTube", "kind": "package",
      "type": "Package", "rate": 15 * MICRO},
     {"id": 1236, "name": "Instagram Custom Comments", "category": "Instagram", "kind": "lines",
      "rate": 12 * MICRO, "min_quantity": 1, "max_quantity": 1000,
      "fields_json": json.dumps([{"name": "comments", "label": "Comments (one per line)",
                                  "required": True, "lines": True}])},
+    # A top-up pack: the quantity is the service's, so an order needs only the fields (the
+    # public page's JSON example, verbatim).
     {"id": 7788, "name": "Mobile Legends Diamonds Top-up", "category": "Game Top-up",
-     "kind": "fields", "type": "Manual", "rate": 20 * MICRO, "min_quantity": 10, "max_quantity": 10_000,
+     "kind": "fields", "type": "Manual", "rate": 20 * MICRO, "fixed_quantity": 10,
      "fields_json": json.dumps([{"name": "player_id", "label": "Player ID", "required": True},
                                 {"name": "server_id", "label": "Server ID", "required": True}])},
 ]
@@ -45,8 +48,9 @@ def seed():
         for entry in CATALOG:
             if entry["id"] not in existing:
                 services.add(conn, **entry)
-            else:
-                services.update_service(conn, entry["id"], active=True)
+            else:  # back to the demo's definition (an older demo's 7788 was not a pack)
+                services.update_service(conn, entry["id"], active=True,
+                                        **{k: v for k, v in entry.items() if k != "id"})
         if coupons.get(conn, DEMO_COUPON) is None:
             coupons.create(conn, DEMO_COUPON, "percent", 1000)
     summary = (f"demo balance topped up to {format_amount(DEMO_BALANCE)}; catalog: "

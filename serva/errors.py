@@ -24,10 +24,15 @@ MESSAGES = {
     "order_not_found": "Incorrect order ID",
     "too_many_orders": "Too many orders in one request (max {max})",
     "busy": "Service temporarily unavailable, retry after {seconds} s",
+    "dripfeed_not_available": "Drip-feed is not available for this service",
+    "invalid_runs": "Incorrect runs",
+    "invalid_interval": "Incorrect interval",
 }
 
 # Quantity errors share the public code `invalid_quantity`; the message says which bound.
-PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "invalid_quantity"}
+# Likewise drip-feed's range errors share `dripfeed_not_available`.
+PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "invalid_quantity",
+               "invalid_runs": "dripfeed_not_available", "invalid_interval": "dripfeed_not_available"}
 
 
 class ApiError(Exception):

@@ -17,11 +17,11 @@ from sqlalchemy.exc import IntegrityError
 
 from . import coupons, db, keys, ledger, services
 from .errors import ApiError
-from .ids import parse_order, parse_service, present_order
+from .ids import MAX_ID, parse_order, parse_service, present_order
 from .money import MAX_AMOUNT, div_half_up, format_amount
 from .params import BadText, load_json, parse_digits
-from .schema import (ORDER_STATUSES, accounts, idempotency_keys, orders, purchase_guards,
-                     service_rates, services as services_table)
+from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, idempotency_keys,
+                     orders, purchase_guards, service_rates, services as services_table)
 
 MAX_BATCH = 100
 MAX_LINK_LENGTH = 2048
@@ -31,6 +31,8 @@ REFUNDED_STATUSES = ("Partial", "Canceled")
 LINK_PARAMS = ("link", "target", "target_link")
 FIELD_PARAMS = ("fields", "inputs", "custom_fields")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MIN_RUNS, MAX_RUNS = 2, 1000  # drip-feed (CONTRACT.md: add)
+MIN_INTERVAL, MAX_INTERVAL = 1, 1440  # minutes between runs
 
 
 @dataclass
@@ -39,15 +41,18 @@ class OrderRequest:
     rate: int
     target: str
     target_key: str
-    quantity: int
+    quantity: int  # the total: per-run quantity x runs
     inputs: dict
     coupon_code: str | None
+    runs: int | None = None  # drip-feed: None for an ordinary order
+    interval: int | None = None
 
     def fingerprint(self) -> str:
         """What makes two requests 'the same' for an idempotency key."""
-        canonical = json.dumps([self.service.id, self.target_key, self.quantity, self.inputs,
-                                self.coupon_code], sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        parts = [self.service.id, self.target_key, self.quantity, self.inputs, self.coupon_code]
+        if self.runs is not None:  # ordinary orders keep the fingerprint they always had
+            parts += [self.runs, self.interval]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- input
@@ -124,6 +129,31 @@ def _quantity(value) -> int:
     return quantity
 
 
+def _bounded(value, low: int, high: int, error: str) -> int:
+    """A whole number low..high given as text or a JSON integer, else ApiError(error)."""
+    number = parse_digits(value, max_digits=12)
+    if number is None or not low <= number <= high:
+        raise ApiError(error)
+    return number
+
+
+def parse_dripfeed(params, service):
+    """(runs, interval) of a drip-feed `add`, or (None, None) for an ordinary order. `runs`
+    above 1 on a service without drip-feed is refused, never dropped."""
+    raw_runs = params.get("runs")
+    if raw_runs in (None, ""):
+        return None, None
+    if parse_digits(raw_runs) == 1:
+        return None, None  # one run is an ordinary order
+    if not service.dripfeed:
+        raise ApiError("dripfeed_not_available")
+    runs = _bounded(raw_runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
+    raw_interval = params.get("interval")
+    if raw_interval in (None, ""):
+        raise ApiError("missing_parameter", name="interval")
+    return runs, _bounded(raw_interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
+
+
 def _check_bounds(quantity: int, service) -> None:
     if quantity < service.min_quantity:
         raise ApiError("quantity_below_min", min=service.min_quantity)
@@ -188,7 +218,11 @@ def parse_add(account, params) -> OrderRequest:
     raw_quantity = params.get("quantity")
     if raw_quantity == "":
         raw_quantity = None
-    if lines_spec is not None:
+    if service.fixed_quantity is not None:  # a pack: the service says how many
+        quantity = service.fixed_quantity
+        if raw_quantity is not None and _quantity(raw_quantity) != quantity:
+            raise ApiError("invalid_quantity")
+    elif lines_spec is not None:
         quantity = sum(1 for line in inputs.get(lines_spec["name"], "").splitlines() if line.strip())
         if raw_quantity is not None and _quantity(raw_quantity) != quantity:
             raise ApiError("invalid_quantity")
@@ -201,6 +235,11 @@ def parse_add(account, params) -> OrderRequest:
             raise ApiError("missing_parameter", name="quantity")
         quantity = _quantity(raw_quantity)
     _check_bounds(quantity, service)
+    runs, interval = parse_dripfeed(params, service)
+    if runs is not None:
+        quantity *= runs  # orders keep the total; each run delivers quantity / runs
+        if quantity > MAX_ID:
+            raise ApiError("invalid_quantity")
 
     coupon_code = _first(params, ("coupon", "coupon_code"))
     if coupon_code is not None and not isinstance(coupon_code, str):
@@ -209,12 +248,12 @@ def parse_add(account, params) -> OrderRequest:
         service=service, quantity=quantity, inputs=inputs, target=target,
         target_key=_target_key(service.id, target_source),
         rate=services.effective_rate(service.rate, service.custom_rate, account.discount_bp),
-        coupon_code=coupon_code.strip() if coupon_code else None)
+        coupon_code=coupon_code.strip() if coupon_code else None, runs=runs, interval=interval)
 
 
 # `add` reads the service with the key: one statement (see keys.resolve_select).
 _SERVICE_FIELDS = ("id", "name", "category", "type", "kind", "rate", "min_quantity",
-                   "max_quantity", "fields_json", "refill", "cancel", "custom_rate")
+                   "max_quantity", "fields_json", "dripfeed", "fixed_quantity", "custom_rate")
 _SERVICE_ROW_COLUMNS = tuple(f"svc_{name}" for name in _SERVICE_FIELDS)
 ServiceRow = namedtuple("ServiceRow", _SERVICE_FIELDS)
 
@@ -242,9 +281,10 @@ def add_lookup(params):
     return _ADD_LOOKUP, {"service_id": service_id}
 
 
-def billable_units(service, quantity: int) -> int:
-    """A package's rate is its price; every other rate is per 1000 units."""
-    return 1000 if service.kind == "package" else quantity
+def billable_units(service, quantity: int, runs: int | None = None) -> int:
+    """A package's rate is its price (per run); every other rate is per 1000 units of the
+    total quantity."""
+    return 1000 * (runs or 1) if service.kind == "package" else quantity
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -280,7 +320,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
                 return replay
         _guard(fast, account_id, req, stamp + config["GUARD_WINDOW_SECONDS"], stamp)
         coupon = None
-        units = billable_units(req.service, req.quantity)
+        units = billable_units(req.service, req.quantity, req.runs)
         if req.coupon_code:
             base, _ = coupons.price(req.rate, units, None)
             coupon = coupons.applicable(conn, req.coupon_code, account_id, req.service, base, stamp)
@@ -293,7 +333,9 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
                 "target_key": req.target_key, "quantity": req.quantity,
                 "inputs_json": json.dumps(req.inputs) if req.inputs else None,
                 "charge": charge, "remains": req.quantity,
-                "coupon_id": coupon.id if coupon else None, "stamp": stamp})
+                "coupon_id": coupon.id if coupon else None, "runs": req.runs,
+                "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
+                "stamp": stamp})
         except (IntegrityError, conn.dialect.dbapi.IntegrityError):
             # The partial unique index: an active order for this service and target exists.
             # Raising rolls back the guard row written above, so nothing is left behind.
@@ -320,6 +362,8 @@ _INSERT_ORDER = (insert(orders).values(
     target=bindparam("target"), target_key=bindparam("target_key"),
     quantity=bindparam("quantity"), inputs_json=bindparam("inputs_json"),
     charge=bindparam("charge"), remains=bindparam("remains"), coupon_id=bindparam("coupon_id"),
+    runs=bindparam("runs"), interval_minutes=bindparam("interval_minutes"),
+    runs_done=bindparam("runs_done"),
     status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
     .returning(orders.c.id))
 _INSERT_ORDER_FAST = db.Statement(_INSERT_ORDER)
@@ -374,7 +418,7 @@ def _remember(conn, account_id, key, fingerprint, response, expires_at):
 # ---------------------------------------------------------------- status
 
 _STATUS_COLUMNS = (orders.c.id, orders.c.charge, orders.c.refunded, orders.c.status,
-                   orders.c.start_count, orders.c.remains)
+                   orders.c.start_count, orders.c.remains, orders.c.runs, orders.c.runs_done)
 _BATCH = (select(*_STATUS_COLUMNS)
           .where(orders.c.account_id == bindparam("account_id"),
                  orders.c.id.in_(bindparam("ids", expanding=True))))
@@ -465,9 +509,13 @@ def _found(account, order_ids) -> dict:
 
 
 def status_entry(row, currency=None) -> dict:
-    return {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
-            "status": row.status, "remains": row.remains,
-            "currency": currency or current_app.config["CURRENCY"]}
+    entry = {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
+             "status": row.status, "remains": row.remains,
+             "currency": currency or current_app.config["CURRENCY"]}
+    if row.runs is not None:  # a drip-feed order
+        entry["runs"] = row.runs
+        entry["runs_done"] = row.runs_done
+    return entry
 
 
 def _find(account_id, order_ids):
@@ -524,9 +572,11 @@ class OrderError(ValueError):
     pass
 
 
-def set_status(conn, order_id: int, status: str, start_count=None, remains=None) -> int:
+def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
+               runs_done=None) -> int:
     """Move an order to `status`; a Partial or Canceled order refunds through the ledger exactly
-    once (the UPDATE only matches an order not refunded yet). Returns the refund."""
+    once (the UPDATE only matches an order not refunded yet). Returns the refund. Becoming
+    final stamps `completed_at` (a refill's window counts from it)."""
     if status not in ORDER_STATUSES:
         raise OrderError(f"status must be one of: {', '.join(ORDER_STATUSES)}")
     order = conn.execute(select(orders).where(orders.c.id == order_id)).first()
@@ -544,12 +594,25 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None)
         remains = 0
     if remains is not None and not 0 <= remains <= order.quantity:
         raise OrderError("remains must be between 0 and the order's quantity")
+    if runs_done is not None and order.runs is None:
+        raise OrderError(f"order {present_order(order_id)} is not a drip-feed order")
+    if runs_done is not None and not 0 <= runs_done <= order.runs:
+        raise OrderError(f"runs done must be between 0 and the order's {order.runs} runs")
+    if status == "Completed" and runs_done is None and order.runs is not None:
+        runs_done = order.runs
     refund = 0
     if status == "Partial":
         refund = div_half_up(order.charge * remains, order.quantity)
     elif status == "Canceled":
         refund = order.charge
-    values = {"status": status, "refunded": refund, "updated_at": db.now()}
+    stamp = db.now()
+    values = {"status": status, "refunded": refund, "updated_at": stamp}
+    if status not in FINAL_STATUSES:
+        values["completed_at"] = None
+    elif status != order.status:
+        values["completed_at"] = stamp
+    if runs_done is not None:
+        values["runs_done"] = runs_done
     if start_count is not None:
         values["start_count"] = start_count
     if remains is not None:

@@ -13,7 +13,10 @@ from sqlalchemy import (
 )
 
 ACTIVE_STATUSES = ("Pending", "In progress", "Processing")
-ORDER_STATUSES = ACTIVE_STATUSES + ("Completed", "Partial", "Canceled")
+FINAL_STATUSES = ("Completed", "Partial", "Canceled")
+ORDER_STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
+PENDING_REFILL_STATUSES = ("Pending", "In progress")
+REFILL_STATUSES = PENDING_REFILL_STATUSES + ("Completed", "Rejected")
 SERVICE_KINDS = ("default", "package", "lines", "fields")
 API_ACCESS_STATES = ("none", "requested", "approved")
 
@@ -75,8 +78,10 @@ services = Table(
     Column("min_quantity", Integer, nullable=False, server_default="1"),
     Column("max_quantity", Integer, nullable=False, server_default="1"),
     Column("fields_json", Text, nullable=False, server_default="[]"),
-    Column("refill", Boolean, nullable=False, server_default=text("false")),
+    Column("refill_days", Integer, nullable=False, server_default="0"),  # 0: no refill
     Column("cancel", Boolean, nullable=False, server_default=text("false")),
+    Column("dripfeed", Boolean, nullable=False, server_default=text("false")),
+    Column("fixed_quantity", Integer),  # set: the quantity is not the partner's to choose
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", BigInteger, nullable=False),
     CheckConstraint("rate >= 0", name="ck_services_rate"),
@@ -129,6 +134,11 @@ orders = Table(
     Column("start_count", Integer),
     Column("remains", Integer),
     Column("coupon_id", Integer, ForeignKey("coupons.id")),
+    Column("runs", Integer),  # drip-feed: `quantity` is the total, delivered in `runs` runs
+    Column("interval_minutes", Integer),  # between drip-feed runs
+    Column("runs_done", Integer),
+    Column("cancel_requested_at", BigInteger),  # the partner asked to cancel (CONTRACT: cancel)
+    Column("completed_at", BigInteger),  # when it became Completed/Partial/Canceled (refill window)
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
@@ -136,6 +146,24 @@ orders = Table(
     Index("ix_orders_account", "account_id", "id"),
     Index("uq_orders_one_active_per_target", "account_id", "service_id", "target_key",
           unique=True, **_partial(_in("status", ACTIVE_STATUSES))),
+)
+
+# One refill request per row; at most one still Pending/In progress per order (the partial
+# unique index), so two concurrent refill requests cannot both be accepted.
+refills = Table(
+    "refills", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("status", String(16), nullable=False, server_default="Pending"),
+    Column("provider_refill_id", String(64)),  # the provider's id, when a provider does it
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    CheckConstraint(_in("status", REFILL_STATUSES), name="ck_refills_status"),
+    Index("ix_refills_account", "account_id", "id"),
+    Index("ix_refills_status", "status", "id"),
+    Index("uq_refills_one_pending", "order_id", unique=True,
+          **_partial(_in("status", PENDING_REFILL_STATUSES))),
 )
 
 ledger = Table(

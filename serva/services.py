@@ -9,7 +9,7 @@ from sqlalchemy import and_, bindparam, insert, select, text, update
 
 from .db import now, upsert
 from .ids import MAX_ID
-from .money import discounted
+from .money import discounted, format_amount
 from .schema import SERVICE_KINDS, serva_meta, service_rates, services
 
 # A serva_meta row replaced by every change of the services table made here, in the changing
@@ -19,6 +19,11 @@ CATALOG_VERSION_KEY = "catalog_version"
 # The bulk input of the ecosystem's "Custom Comments" services (`comments`, one per line).
 COMMENTS_FIELD = {"name": "comments", "label": "Comments (one per line)", "required": True,
                   "lines": True}
+
+# `service import` and the old boolean `refill` flag: a refill service without a window of its
+# own gets this many days (the common refill guarantee of the ecosystem's services).
+DEFAULT_REFILL_DAYS = 30
+MAX_REFILL_DAYS = 3650
 
 DEFAULT_TYPE = {"default": "Default", "package": "Package", "lines": "Custom Comments",
                 "fields": "Manual"}
@@ -36,7 +41,8 @@ def effective_rate(list_rate: int, custom_rate: int | None, discount_bp: int) ->
 
 _COLUMNS = (services.c.id, services.c.name, services.c.category, services.c.type,
             services.c.kind, services.c.rate, services.c.min_quantity, services.c.max_quantity,
-            services.c.fields_json, services.c.refill, services.c.cancel)
+            services.c.fields_json, services.c.refill_days, services.c.cancel,
+            services.c.dripfeed, services.c.fixed_quantity)
 
 _CATALOG = (select(*_COLUMNS, service_rates.c.rate.label("custom_rate"))
             .select_from(services.outerjoin(service_rates, and_(
@@ -55,6 +61,23 @@ def catalog(conn, account_id: int):
 
 def field_specs(row) -> list:
     return json.loads(row.fields_json or "[]")
+
+
+def entry(row, rate: int, service_id) -> dict:
+    """One service as the `services` action shows it; `service_id` already presented."""
+    return {
+        "service": service_id,
+        "name": row.name,
+        "category": row.category,
+        "type": row.type,
+        "rate": format_amount(rate),
+        "min": row.min_quantity,
+        "max": row.max_quantity,
+        "fields": field_specs(row),
+        "refill": row.refill_days > 0,
+        "cancel": bool(row.cancel),
+        "dripfeed": bool(row.dripfeed),
+    }
 
 
 def validate_fields(specs) -> list:
@@ -95,6 +118,17 @@ def check_definition(values: dict) -> dict:
         raise ServiceError("a service needs a name")
     if values.get("rate") is not None and values["rate"] < 0:
         raise ServiceError("a rate cannot be negative")
+    days = values.get("refill_days")
+    if days is not None and (isinstance(days, bool) or not 0 <= days <= MAX_REFILL_DAYS):
+        raise ServiceError(f"refill days must be between 0 (no refill) and {MAX_REFILL_DAYS}")
+    fixed = values.get("fixed_quantity")
+    if fixed is not None:
+        if isinstance(fixed, bool) or not 1 <= fixed <= MAX_ID:
+            raise ServiceError("a fixed quantity must be at least 1")
+        if kind in ("package", "lines"):
+            raise ServiceError(f"a '{kind}' service cannot have a fixed quantity "
+                               f"(a package is one unit; lines count the input)")
+        values["min_quantity"] = values["max_quantity"] = fixed
     if kind == "package":
         values["min_quantity"] = values["max_quantity"] = 1
     low, high = values.get("min_quantity"), values.get("max_quantity")
@@ -132,7 +166,8 @@ def update_service(conn, service_id: int, **values) -> None:
     if current is None:
         raise ServiceError(f"no service with id {service_id}")
     merged = {"kind": current.kind, "fields_json": current.fields_json,
-              "min_quantity": current.min_quantity, "max_quantity": current.max_quantity, **values}
+              "min_quantity": current.min_quantity, "max_quantity": current.max_quantity,
+              "fixed_quantity": current.fixed_quantity, **values}
     conn.execute(update(services).where(services.c.id == service_id)
                  .values(**check_definition(merged)))
     bump_catalog_version(conn)

@@ -10,7 +10,7 @@ from serva.money import parse_amount
 from conftest import make_partner
 
 SERVICE_KEYS = {"service", "name", "category", "type", "rate", "min", "max", "fields", "refill",
-                "cancel"}
+                "cancel", "dripfeed"}
 
 
 def add_service(app, **values):
@@ -104,11 +104,11 @@ def test_an_empty_catalog_is_an_empty_list(api):
 
 
 def test_services_entry_shape(app, api):
-    add_service(app, id=1234, rate="0.89", refill=True)
+    add_service(app, id=1234, rate="0.89", refill_days=30)
     assert api("services") == [{
         "service": "1234", "name": "Instagram Followers", "category": "Instagram",
         "type": "Default", "rate": "0.89", "min": 100, "max": 100000, "fields": [],
-        "refill": True, "cancel": False,
+        "refill": True, "cancel": False, "dripfeed": False,
     }]
 
 
@@ -119,6 +119,7 @@ def test_services_entry_types(app, api):
     assert isinstance(entry["service"], str) and isinstance(entry["rate"], str)
     assert type(entry["min"]) is int and type(entry["max"]) is int
     assert type(entry["refill"]) is bool and type(entry["cancel"]) is bool
+    assert type(entry["dripfeed"]) is bool
     assert isinstance(entry["fields"], list)
 
 

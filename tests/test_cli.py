@@ -380,11 +380,14 @@ def test_keys_are_stored_hashed_by_the_cli(app, runner, partner):
 
 def test_service_add_default(app, runner, client, partner):
     out = ok(runner, "service", "add", "--id", "1234", "--name", "Instagram Followers",
-             "--category", "Instagram", "--rate", "0.89", "--min", "100", "--max", "100000", "--refill")
+             "--category", "Instagram", "--rate", "0.89", "--min", "100", "--max", "100000",
+             "--refill-days", "30")
     assert "1234" in out
     assert api(client, partner[1], "services") == [{
         "service": "1234", "name": "Instagram Followers", "category": "Instagram", "type": "Default",
-        "rate": "0.89", "min": 100, "max": 100000, "fields": [], "refill": True, "cancel": False}]
+        "rate": "0.89", "min": 100, "max": 100000, "fields": [], "refill": True, "cancel": False,
+        "dripfeed": False}]
+    assert service_row(app, 1234).refill_days == 30
 
 
 def test_service_add_without_id_takes_the_next_one(app, runner):
@@ -498,7 +501,8 @@ def test_service_list_shows_every_service(app, runner):
 
 SERVICES_FILE = [
     {"service": "1234", "name": "Instagram Followers", "category": "Instagram", "type": "Default",
-     "rate": "0.89", "min": 100, "max": 100000, "fields": [], "refill": True, "cancel": False},
+     "rate": "0.89", "min": 100, "max": 100000, "fields": [], "refill": True, "cancel": False,
+     "dripfeed": True},
     {"service": "7788", "name": "Diamonds", "category": "Game Top-up", "type": "Manual", "rate": "20",
      "min": 10, "max": 10000, "fields": [{"name": "player_id", "label": "Player ID", "required": True}],
      "refill": False, "cancel": False},
@@ -518,6 +522,8 @@ def test_service_import_adds_services_in_the_services_shape(app, runner, client,
     assert "3 added" in out
     catalog = {e["service"]: e for e in api(client, partner[1], "services")}
     assert catalog["1234"] == SERVICES_FILE[0]
+    assert service_row(app, 1234).refill_days == 30  # `refill: true` gets the default window
+    assert service_row(app, 7788).refill_days == 0
     assert catalog["7788"]["fields"] == SERVICES_FILE[1]["fields"]
     assert service_row(app, 7788).kind == "fields"
     assert service_row(app, 1236).kind == "lines"

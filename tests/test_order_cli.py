@@ -110,7 +110,8 @@ def test_order_show(runner, placed):
     assert fields == {"order": "ORD-100001", "account": "partner@example.com", "service": "1234",
                       "target": LINK, "inputs": "-", "quantity": "1000", "status": "Partial",
                       "start_count": "77", "remains": "250", "charge": "0.89", "refunded": "0.2225",
-                      "created": fields["created"], "updated": fields["updated"]}
+                      "created": fields["created"], "updated": fields["updated"],
+                      "completed": fields["updated"]}
     assert [e.split(" ", 2)[2] for e in entries] == ["charge -0.89", "refund 0.2225"]
     fields, _ = show(runner, "100003")
     assert fields["inputs"] == '{"player_id": "42", "server_id": "7"}'

@@ -301,8 +301,30 @@ BAD_ADDS = [
     ({"service": GAME, "quantity": "10", "fields": '[{"value": "1"}]'}, "invalid_fields", None),
     ({"service": GAME, "quantity": "10", "fields": '{"player_id": {"x": 1}, "server_id": "2"}'},
      "invalid_fields", None),
+    # 7788 is a pack of 10: any other quantity is wrong, not a bound to report
     ({"service": GAME, "quantity": "5", "fields[player_id]": "1", "fields[server_id]": "2"},
-     "invalid_quantity", "Quantity less than minimal 10"),
+     "invalid_quantity", "Incorrect quantity"),
+    ({"service": GAME, "quantity": "11", "fields[player_id]": "1", "fields[server_id]": "2"},
+     "invalid_quantity", "Incorrect quantity"),
+    # drip-feed: never silently dropped, ranges checked (1234 has drip-feed, 1235/7788 not)
+    ({"service": PACKAGE, "link": LINK, "runs": "3", "interval": "10"}, "dripfeed_not_available",
+     "Drip-feed is not available for this service"),
+    ({"service": GAME, "fields[player_id]": "1", "fields[server_id]": "2", "runs": "2",
+      "interval": "5"}, "dripfeed_not_available", "Drip-feed is not available for this service"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "1001", "interval": "5"},
+     "dripfeed_not_available", "Incorrect runs"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "0", "interval": "5"},
+     "dripfeed_not_available", "Incorrect runs"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "2.5", "interval": "5"},
+     "dripfeed_not_available", "Incorrect runs"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3"}, "missing_parameter",
+     "Missing required parameter: interval"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3", "interval": "0"},
+     "dripfeed_not_available", "Incorrect interval"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3", "interval": "1441"},
+     "dripfeed_not_available", "Incorrect interval"),
+    ({"service": FOLLOWERS, "link": LINK, "quantity": "99", "runs": "3", "interval": "5"},
+     "invalid_quantity", "Quantity less than minimal 100"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "1000", "coupon": "NOPE"}, "invalid_coupon",
      "Invalid coupon"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "1000", "coupon_code": "NOPE"}, "invalid_coupon",
@@ -469,9 +491,12 @@ def test_active_order_exists(app, api, catalog):
         assert "order" in api("add", service=FOLLOWERS, link=LINK, quantity="1000")
 
 
-def test_active_order_exists_for_manual_fields(client, partner, catalog):
-    assert "order" in _json(client, partner[1], {"fields": GAME_INPUTS})
-    body = post_json(client, partner[1], "add", service=int(GAME), quantity=20, fields=GAME_INPUTS)
+def test_active_order_exists_for_manual_fields(app, client, partner):
+    svc = add_service(app, name="Gems", kind="fields", rate=1_000_000, min_quantity=1,
+                      max_quantity=100, fields_json=json.dumps([{"name": "player_id"}]))
+    assert "order" in post_json(client, partner[1], "add", service=svc, quantity=10,
+                                fields={"player_id": "1"})
+    body = post_json(client, partner[1], "add", service=svc, quantity=20, fields={"player_id": "1"})
     assert_error(body, "active_order_exists")
 
 

@@ -92,7 +92,7 @@ def test_js_snippet_services(tmp_path, live_server, demo_key):
     followers = next(entry for entry in data if entry["service"] == "1234")
     assert followers == {"service": "1234", "name": "Instagram Followers", "category": "Instagram",
                          "type": "Default", "rate": "0.89", "min": 100, "max": 100000, "fields": [],
-                         "refill": True, "cancel": False}
+                         "refill": True, "cancel": True, "dripfeed": True}
     diamonds = next(entry for entry in data if entry["service"] == "7788")
     assert {f["name"] for f in diamonds["fields"]} == {"player_id", "server_id"}
 
@@ -197,10 +197,9 @@ def test_php_balance_and_services(live_server, demo_key):
 
 def test_php_nested_fields_as_http_build_query_sends_them(live_server, demo_key):
     body = php_post(live_server, {"action": "add", "key": demo_key, "service": "7788",
-                                  "fields": {"player_id": "123456789", "server_id": "55"},
-                                  "quantity": 100})
+                                  "fields": {"player_id": "123456789", "server_id": "55"}})
     assert "error" not in body, body
-    assert (body["charge"], body["balance"]) == ("2", "98")
+    assert (body["charge"], body["balance"]) == ("0.2", "99.8")
 
 
 def test_php_fields_as_a_list_of_name_value_pairs(live_server, demo_key):
@@ -213,12 +212,13 @@ def test_php_fields_as_a_list_of_name_value_pairs(live_server, demo_key):
 
 
 def test_the_pages_json_example(live_server, demo_key):
+    """Verbatim: 7788 is a pack, so the example needs no quantity."""
     response = requests.post(live_server + "/api/v1", timeout=30, json={
         "action": "add", "key": demo_key, "service": "7788",
-        "fields": {"player_id": "123456789", "server_id": "55"}, "quantity": 100})
+        "fields": {"player_id": "123456789", "server_id": "55"}})
     body = response.json()
     assert "error" not in body, body
-    assert body["charge"] == "2"
+    assert body["charge"] == "0.2"
 
 
 # ---------------------------------------------------------------- the README's curl lines
@@ -248,7 +248,7 @@ def test_readme_curl_add_and_status(live_server, demo_key):
     first = _curl(url, "-d", "action=add", "-d", "service=1234", "-d", "link=https://example.com/post/1",
                   "-d", "quantity=1000", "-d", f"key={demo_key}")
     second = _curl(url, "-d", "action=add", "-d", "service=7788", "-d", "fields[player_id]=123456789",
-                   "-d", "fields[server_id]=55", "-d", "quantity=100", "-d", f"key={demo_key}")
+                   "-d", "fields[server_id]=55", "-d", f"key={demo_key}")
     assert "error" not in first and "error" not in second, (first, second)
     status = _curl(url, "-d", "action=status", "-d", f"orders={first['order']},{second['order']}",
                    "-d", f"key={demo_key}")
