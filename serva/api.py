@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import catalog as catalog_cache, db, orders, services
+from . import catalog as catalog_cache, db, orders, refills, services
 from .auth import authenticate
 from .errors import ApiError
 from .ids import present_service
@@ -157,6 +157,9 @@ ACTIONS = {
     "services": cached_catalog,
     "add": orders.add_action,
     "status": orders.status_action,
+    "refill": refills.refill_action,
+    "refill_status": refills.refill_status_action,
+    "cancel": refills.cancel_action,
 }
 
 # What an action reads comes with the key lookup, in the same statement: params ->

@@ -14,8 +14,9 @@ from sqlalchemy import delete, select
 from . import accounts as accounts_repo
 from . import audit as audit_checks
 from . import coupons as coupons_repo
-from . import db, keys, ledger, orders as orders_repo, services as services_repo
-from .ids import parse_order, present_order
+from . import db, keys, ledger, orders as orders_repo, refills as refills_repo
+from . import services as services_repo
+from .ids import parse_order, parse_refill, present_order, present_refill
 from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
 from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
 
@@ -40,6 +41,8 @@ service_cli = AppGroup("service", help="The service catalog.", callback=require_
 coupon_cli = AppGroup("coupon", help="Coupons for the add action.", callback=require_schema)
 order_cli = AppGroup("order", help="Orders: list, inspect, move through statuses.",
                      callback=require_schema)
+refill_cli = AppGroup("refill", help="Partners' refill requests: list and answer them.",
+                      callback=require_schema)
 
 
 def amount_arg(text: str, positive=True) -> int:
@@ -585,6 +588,36 @@ def order_set_status(order, status, start_count, remains, runs_done):
                + (f", refunded {format_amount(refund)}" if refund else ""))
 
 
+# ---------------------------------------------------------------- refills
+
+@refill_cli.command("list")
+@click.option("--status", type=click.Choice(refills_repo.REFILL_STATUSES))
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def refill_list(status, limit):
+    """Newest refill requests first (answer them with set-status)."""
+    with db.read() as conn:
+        rows = refills_repo.list_refills(conn, status, limit)
+    for row in rows:
+        click.echo(f"{present_refill(row.id)}\t{row.status}\t{present_order(row.order_id)}\t{row.email}\t"
+                   f"service {row.service_id}\trequested {show_time(row.created_at)}\t{row.target}")
+
+
+@refill_cli.command("set-status")
+@click.argument("refill")
+@click.argument("status", type=click.Choice(refills_repo.REFILL_STATUSES))
+def refill_set_status(refill, status):
+    """Move a refill to STATUS (Completed and Rejected are final)."""
+    refill_id = parse_refill(refill)
+    if refill_id is None:
+        fail(f"not a refill id: {refill}")
+    try:
+        with db.write() as conn:
+            refills_repo.set_refill_status(conn, refill_id, status)
+    except refills_repo.RefillError as error:
+        fail(str(error))
+    click.echo(f"{present_refill(refill_id)}: {status}")
+
+
 # ---------------------------------------------------------------- checks and upkeep
 
 @click.command("audit")
@@ -630,7 +663,8 @@ def demo_command():
 
 def init_app(app):
     for command in (db.init_db_command, db.schema_sql_command, demo_command, audit_command,
-                    prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli):
+                    prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli,
+                    refill_cli):
         app.cli.add_command(command)
     from .serve import serve_command  # `serva serve --workers N`: every core (serva/serve.py)
     app.cli.add_command(serve_command)

@@ -27,6 +27,9 @@ MESSAGES = {
     "dripfeed_not_available": "Drip-feed is not available for this service",
     "invalid_runs": "Incorrect runs",
     "invalid_interval": "Incorrect interval",
+    "refill_not_available": "Refill is not available for this order: {reason}",
+    "refill_not_found": "Refill not found",
+    "cancel_not_available": "Cancel is not available for this order",
 }
 
 # Quantity errors share the public code `invalid_quantity`; the message says which bound.

@@ -7,6 +7,8 @@ from .params import parse_digits
 ORDER_PREFIX = "ORD-"
 ORDER_NUMBER_BASE = 100_000  # order number = row id + base, so numbers start at 100001
 MAX_ID = 2**31 - 1  # ids are INTEGER columns; a larger number cannot be ours (PostgreSQL refuses it)
+REFILL_PREFIX = "REF-"
+REFILL_NUMBER_BASE = 5_000  # refill number = row id + base, so numbers start at 5001
 
 
 def _integer_ids() -> bool:
@@ -26,17 +28,49 @@ def present_service(service_id: int):
     return service_id if _integer_ids() else str(service_id)
 
 
-def parse_order(value):
-    """'ORD-100023' (any case), '100023' or 100023 -> row id; None when it cannot be one of ours."""
+def numeric_ids(account) -> bool:
+    """Whether this account's ids are JSON integers (the deployment default for now)."""
+    chosen = getattr(account, "id_format", None)
+    return _integer_ids() if chosen is None else chosen == "numeric"
+
+
+def format_order_id(order_id: int, numeric: bool):
+    number = order_number(order_id)
+    return number if numeric else f"{ORDER_PREFIX}{number}"
+
+
+def format_refill_id(refill_id: int, numeric: bool):
+    """A refill id as the API returns it: "REF-5001", or 5001 in the numeric format."""
+    number = refill_id + REFILL_NUMBER_BASE
+    return number if numeric else f"{REFILL_PREFIX}{number}"
+
+
+def present_refill(refill_id: int) -> str:
+    """A refill as people read it (CLI): always "REF-5001"."""
+    return format_refill_id(refill_id, numeric=False)
+
+
+def _parse_number(value, prefix: str, base: int):
+    """'<prefix>N' (any case), 'N' or N -> N - base when that can be a row id; else None."""
     if isinstance(value, str):
         value = value.strip()
-        if value[:4].upper() == ORDER_PREFIX:
-            value = value[4:]
+        if value[:len(prefix)].upper() == prefix:
+            value = value[len(prefix):]
     number = parse_digits(value)
     if number is None:
         return None
-    order_id = number - ORDER_NUMBER_BASE
-    return order_id if 0 < order_id <= MAX_ID else None
+    row_id = number - base
+    return row_id if 0 < row_id <= MAX_ID else None
+
+
+def parse_order(value):
+    """'ORD-100023' (any case), '100023' or 100023 -> row id; None when it cannot be one of ours."""
+    return _parse_number(value, ORDER_PREFIX, ORDER_NUMBER_BASE)
+
+
+def parse_refill(value):
+    """'REF-5001' (any case), '5001' or 5001 -> row id; None when it cannot be one of ours."""
+    return _parse_number(value, REFILL_PREFIX, REFILL_NUMBER_BASE)
 
 
 def parse_service(value):

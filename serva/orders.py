@@ -474,7 +474,7 @@ def _requested(params):
     requested = None
     try:
         if batch not in (None, "", []):
-            tokens = _batch_ids(batch)
+            tokens = batch_ids(batch)
             if len(tokens) <= MAX_BATCH:
                 requested = tokens, {token: parse_order(token) for token in tokens}
         else:
@@ -530,13 +530,14 @@ def _find(account_id, order_ids):
     return {row.id: row for row in rows}
 
 
-def _batch_ids(value) -> list:
+def batch_ids(value, name="orders") -> list:
+    """The ids of a batch parameter (`orders=a,b,c`, or a JSON list), as sent, in order."""
     if isinstance(value, list):
         tokens = [str(v).strip() for v in value if not isinstance(v, (dict, list))]
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         tokens = [t.strip() for t in str(value).split(",")]
     else:
-        raise ApiError("invalid_request", detail="orders must be a comma-separated list")
+        raise ApiError("invalid_request", detail=f"{name} must be a comma-separated list")
     return [t for t in tokens if t]
 
 
@@ -547,7 +548,7 @@ def status_action(account, params):
         if requested is not None and requested[0] is not None:
             parsed = requested[1]
         else:
-            tokens = _batch_ids(batch)
+            tokens = batch_ids(batch)
             if len(tokens) > MAX_BATCH:
                 raise ApiError("too_many_orders", max=MAX_BATCH)
             parsed = {token: parse_order(token) for token in tokens}

@@ -1,0 +1,179 @@
+"""After an order: the partner's `refill`, `refill_status` and `cancel` (CONTRACT.md), and the
+operator's answers to them.
+
+A refill is a row of its own (`refills`); the database allows one Pending/In progress refill
+per order (a partial unique index), so two refill requests racing for one order cannot both be
+accepted. A cancel is a request stamped on the order (`cancel_requested_at`) by one conditional
+UPDATE that only matches an active order of a service with cancel; the money comes back only
+when the outcome arrives (`orders.set_status` with Canceled or Partial, which refunds once).
+Another account's order or refill is "not found", exactly like one that does not exist."""
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import db
+from .errors import ApiError
+from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
+from .orders import MAX_BATCH, batch_ids
+from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
+                     refills, services)
+
+REFILLABLE_STATUSES = ("Completed", "Partial")
+DAY = 86_400
+
+
+class RefillError(ValueError):
+    """An operator's refill change that cannot be applied."""
+
+
+def _requested(params, single: str, batch: str):
+    """(ids as sent, is_batch) of a single-or-list action (`order` / `orders=a,b`)."""
+    value = params.get(batch)
+    if value not in (None, "", []):
+        tokens = batch_ids(value, batch)
+        if len(tokens) > MAX_BATCH:
+            raise ApiError("too_many_orders", max=MAX_BATCH)
+        return tokens, True
+    value = params.get(single)
+    if value in (None, ""):
+        raise ApiError("missing_parameter", name=single)
+    return [value], False
+
+
+def _each(tokens, work):
+    """work(token) for every token: its result, or the ApiError it raised (per-id errors)."""
+    outcomes = []
+    for token in tokens:
+        try:
+            outcomes.append(work(token))
+        except ApiError as error:
+            outcomes.append(error)
+    return outcomes
+
+
+def _answer(tokens, is_batch, outcomes, id_name, value_name, present):
+    """The contract's shapes: {value_name: v} for one id (its error raised), or a list of
+    {id_name: id as sent, value_name: v or {"error": message}} in the order sent."""
+    if not is_batch:
+        if isinstance(outcomes[0], ApiError):
+            raise outcomes[0]
+        return {value_name: present(outcomes[0])}
+    return [{id_name: token, value_name: {"error": outcome.message}
+             if isinstance(outcome, ApiError) else present(outcome)}
+            for token, outcome in zip(tokens, outcomes)]
+
+
+# ---------------------------------------------------------------- refill
+
+_REFILL_CHECK = (select(orders.c.status, orders.c.completed_at, services.c.refill_days)
+                 .join(services, services.c.id == orders.c.service_id))
+
+
+def _refill(conn, account_id: int, order_id, stamp: int) -> int:
+    """Create a Pending refill of the account's order, or raise why not."""
+    if order_id is None:
+        raise ApiError("order_not_found")
+    query = _REFILL_CHECK.where(orders.c.id == order_id, orders.c.account_id == account_id)
+    if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serializes writers
+        query = query.with_for_update(of=orders)
+    order = conn.execute(query).first()
+    if order is None:
+        raise ApiError("order_not_found")
+    if order.refill_days <= 0:
+        raise ApiError("refill_not_available", reason="the service has no refill")
+    if order.status not in REFILLABLE_STATUSES:
+        raise ApiError("refill_not_available", reason="the order is not completed")
+    if order.completed_at is None or stamp > order.completed_at + order.refill_days * DAY:
+        raise ApiError("refill_not_available", reason="the refill window is over")
+    try:
+        with conn.begin_nested():  # the unique index refuses a second pending refill
+            return conn.execute(insert(refills).values(
+                order_id=order_id, account_id=account_id, status="Pending", created_at=stamp,
+                updated_at=stamp).returning(refills.c.id)).scalar_one()
+    except IntegrityError:
+        raise ApiError("refill_not_available", reason="a refill is already pending") from None
+
+
+def refill_action(account, params):
+    tokens, is_batch = _requested(params, "order", "orders")
+    stamp = db.now()
+    with db.write() as conn:
+        outcomes = _each(tokens, lambda t: _refill(conn, account.account_id, parse_order(t), stamp))
+    numeric = numeric_ids(account)
+    return _answer(tokens, is_batch, outcomes, "order", "refill",
+                   lambda refill_id: format_refill_id(refill_id, numeric))
+
+
+def refill_status_action(account, params):
+    tokens, is_batch = _requested(params, "refill", "refills")
+    wanted = {token: parse_refill(token) for token in tokens}
+    ids = sorted({i for i in wanted.values() if i is not None})
+    found = {}
+    if ids:
+        with db.read() as conn:
+            found = dict(conn.execute(select(refills.c.id, refills.c.status).where(
+                refills.c.account_id == account.account_id, refills.c.id.in_(ids))).all())
+
+    def status(token):
+        refill_id = wanted[token]
+        if refill_id not in found:
+            raise ApiError("refill_not_found")
+        return found[refill_id]
+    return _answer(tokens, is_batch, _each(tokens, status), "refill", "status", lambda s: s)
+
+
+# ---------------------------------------------------------------- cancel
+
+_CANCELABLE = select(services.c.id).where(services.c.cancel.is_(True))
+
+
+def _cancel(conn, account_id: int, order_id, stamp: int) -> int:
+    """Record the account's request to cancel an active order (again: still accepted)."""
+    if order_id is None:
+        raise ApiError("order_not_found")
+    mine = (orders.c.id == order_id, orders.c.account_id == account_id)
+    accepted = conn.execute(
+        update(orders).where(*mine, orders.c.status.in_(ACTIVE_STATUSES),
+                             orders.c.service_id.in_(_CANCELABLE))
+        .values(cancel_requested_at=func.coalesce(orders.c.cancel_requested_at, stamp))).rowcount
+    if accepted:
+        return 1
+    if conn.execute(select(orders.c.id).where(*mine)).first() is None:
+        raise ApiError("order_not_found")
+    raise ApiError("cancel_not_available")
+
+
+def cancel_action(account, params):
+    tokens, is_batch = _requested(params, "order", "orders")
+    stamp = db.now()
+    with db.write() as conn:
+        outcomes = _each(tokens, lambda t: _cancel(conn, account.account_id, parse_order(t), stamp))
+    return _answer(tokens, is_batch, outcomes, "order", "cancel", lambda accepted: accepted)
+
+
+# ---------------------------------------------------------------- operator
+
+def list_refills(conn, status=None, limit=50):
+    """Newest refills first, with their order and account."""
+    query = (select(refills, accounts.c.email, orders.c.service_id, orders.c.target)
+             .join(orders, orders.c.id == refills.c.order_id)
+             .join(accounts, accounts.c.id == refills.c.account_id)
+             .order_by(refills.c.id.desc()).limit(limit))
+    if status is not None:
+        query = query.where(refills.c.status == status)
+    return conn.execute(query).all()
+
+
+def set_refill_status(conn, refill_id: int, status: str) -> None:
+    """Move a refill on; Completed and Rejected are final. One conditional UPDATE decides, so
+    two operators (or an operator and the worker) cannot both move a refill out of Pending."""
+    if status not in REFILL_STATUSES:
+        raise RefillError(f"status must be one of: {', '.join(REFILL_STATUSES)}")
+    changed = conn.execute(update(refills).where(refills.c.id == refill_id,
+                                                 refills.c.status.in_(PENDING_REFILL_STATUSES))
+                           .values(status=status, updated_at=db.now())).rowcount
+    if changed:
+        return
+    current = conn.execute(select(refills.c.status).where(refills.c.id == refill_id)).scalar()
+    if current is None:
+        raise RefillError(f"no refill {present_refill(refill_id)}")
+    raise RefillError(f"refill {present_refill(refill_id)} is {current}; its status is final")
