@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from .money import BASIS_POINTS, MAX_AMOUNT, MICRO, div_half_up, format_amount
 from .schema import services as services_table
-from .services import COMMENTS_FIELD
+from .services import COMMENTS_FIELD, DEFAULT_REFILL_DAYS
 
 MAX_QUANTITY = 2 ** 31 - 1  # the quantity columns are 32-bit
 MAX_TEXT = 255
@@ -33,9 +33,11 @@ TYPES = {
 
 # Flags copied from the provider, as far as the services table has them.
 FLAGS = tuple(name for name in ("refill", "cancel", "dripfeed") if name in services_table.c)
+# A provider says only whether it refills: its refill services get the default window.
+REFILL_DAYS = ("refill_days",) if "refill_days" in services_table.c else ()
 
 # What sync keeps equal to the provider (the name and category stay the operator's).
-SYNCED = ("kind", "type", "fields_json", "min_quantity", "max_quantity") + FLAGS
+SYNCED = ("kind", "type", "fields_json", "min_quantity", "max_quantity") + FLAGS + REFILL_DAYS
 
 Offer = namedtuple("Offer", "provider_service name category kind type fields_json min_quantity "
                             "max_quantity flags rate")
@@ -157,7 +159,9 @@ def offer(entry) -> Offer:
                  category=_text(entry.get("category"), "category", required=False),
                  kind=kind, type=type_, fields_json=json.dumps(fields),
                  min_quantity=low, max_quantity=high,
-                 flags={name: _flag(entry.get(name)) for name in FLAGS},
+                 flags={**{name: _flag(entry.get(name)) for name in FLAGS},
+                        **{name: DEFAULT_REFILL_DAYS if _flag(entry.get("refill")) else 0
+                           for name in REFILL_DAYS}},
                  rate=provider_rate(entry["rate"]))
 
 
@@ -222,7 +226,7 @@ def _differences(row, values) -> dict:
 
 def _describe(row, changed) -> list:
     labels = {"min_quantity": "min", "max_quantity": "max", "provider_rate": "provider rate",
-              "fields_json": "fields"}
+              "fields_json": "fields", "refill_days": "refill days"}
     return [f"{labels.get(c, c)} {_show(c, getattr(row, c))} -> {_show(c, v)}"
             for c, v in changed.items()]
 

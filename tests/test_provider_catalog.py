@@ -90,7 +90,7 @@ def test_default_maps_to_link_and_quantity():
     item = pc.offer(entry(type="Default", refill=True, cancel="1"))
     assert (item.kind, item.type, json.loads(item.fields_json)) == ("default", "Default", [])
     assert (item.min_quantity, item.max_quantity) == (100, 10_000)
-    assert item.flags["refill"] is True and item.flags["cancel"] is True
+    assert item.flags["refill_days"] == 30 and item.flags["cancel"] is True
 
 
 def test_package_maps_to_a_fixed_price_of_one():
@@ -143,7 +143,8 @@ def test_quantities_are_read_from_text_and_clamped():
                                          (False, False), (0, False), ("0", False), (None, False),
                                          ("false", False), (2, False)])
 def test_flags_in_the_ecosystems_forms(value, flag):
-    assert pc.offer(entry(refill=value)).flags["refill"] is flag
+    assert pc.offer(entry(cancel=value)).flags["cancel"] is flag
+    assert pc.offer(entry(refill=value)).flags["refill_days"] == (30 if flag else 0)
 
 
 @pytest.mark.parametrize("reply", [{"error": "Invalid API key"}, {"services": []}, "nope", None])
@@ -197,9 +198,9 @@ def test_sync_follows_rates_limits_and_flags_keeping_the_markup():
     (step,) = pc.plan_sync(reply, linked)
     assert step.action == "update"
     assert step.values == {"min_quantity": 50, "max_quantity": 5000, "provider_rate": 1_100_000,
-                           "refill": True, "rate": 1_320_000}
+                           "refill_days": 30, "rate": 1_320_000}
     assert step.changes == ["min 100 -> 50", "max 10000 -> 5000", "provider rate 0.89 -> 1.1",
-                            "refill no -> yes", "rate 1.068 -> 1.32"]
+                            "refill days 0 -> 30", "rate 1.068 -> 1.32"]
 
 
 def test_sync_leaves_an_unchanged_service_alone():
