@@ -277,3 +277,32 @@ def test_backup_points_to_pg_dump_on_postgres(pg_app, tmp_path):
     assert result.output.strip().splitlines() == [
         "error: serva backup copies SQLite databases; for postgresql use pg_dump (README, Backups)"]
     assert not (tmp_path / "copy.sqlite").exists()
+
+
+def test_concurrent_refills_and_cancels(pg_app, pg_server):
+    """On PostgreSQL writers really overlap: of many simultaneous refills of one order exactly
+    one is accepted (the order row lock and the partial unique index), and cancels racing the
+    operator refund nothing."""
+    account_id, key = make_partner(pg_app, balance="10")
+    svc = add_service(pg_app, refill_days=30, cancel=True)
+    runner = pg_app.test_cli_runner()
+    placed = [json.loads(post(pg_server, action="add", key=key, service=svc,
+                              link=f"https://example.com/{i}", quantity="100")[1])["order"]
+              for i in range(2)]
+    done, active = placed
+    assert runner.invoke(args=["order", "set-status", done, "Completed"]).exit_code == 0
+
+    answers = together(12, lambda i: json.loads(post(pg_server, action="refill", key=key,
+                                                     order=done)[1]))
+    assert sorted(a.get("refill", a.get("code")) for a in answers) == \
+        ["REF-5001"] + ["refill_not_available"] * 11
+
+    def race(i):
+        if i == 0:
+            with pg_app.app_context(), db.write() as conn:
+                orders_repo.set_status(conn, parse_order(active), "Completed")
+            return None
+        return json.loads(post(pg_server, action="cancel", key=key, order=active)[1])
+    answers = [a for a in together(8, race) if a is not None]
+    assert all(a == {"cancel": 1} or a["code"] == "cancel_not_available" for a in answers), answers
+    assert balance(pg_app, account_id) == parse_amount("10") - 2 * parse_amount("0.037")
