@@ -553,6 +553,7 @@ def order_show(order):
             fail(f"no order {order}")
         entries = conn.execute(select(ledger_table).where(ledger_table.c.order_id == order_id)
                                .order_by(ledger_table.c.id)).all()
+        refill_rows = refills_repo.refills_of(conn, order_id)
     for label, value in [("order", present_order(row.id)), ("account", row.email),
                          ("service", row.service_id), ("target", row.target),
                          ("inputs", row.inputs_json or "-"), ("quantity", row.quantity),
@@ -568,6 +569,9 @@ def order_show(order):
         click.echo(f"{label + ':':12} {value}")
     for entry in entries:
         click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)}")
+    for refill in refill_rows:
+        click.echo(f"refill:      {present_refill(refill.id)} {refill.status} requested "
+                   f"{show_time(refill.created_at)}")
 
 
 @order_cli.command("set-status")

@@ -163,6 +163,11 @@ def list_refills(conn, status=None, limit=50):
     return conn.execute(query).all()
 
 
+def refills_of(conn, order_id: int):
+    return conn.execute(select(refills).where(refills.c.order_id == order_id)
+                        .order_by(refills.c.id)).all()
+
+
 def set_refill_status(conn, refill_id: int, status: str) -> None:
     """Move a refill on; Completed and Rejected are final. One conditional UPDATE decides, so
     two operators (or an operator and the worker) cannot both move a refill out of Pending."""

@@ -71,6 +71,9 @@ def test_refill_of_a_completed_order_moves_to_completed(app, api, runner, comple
     assert api("refill_status", refill="REF-5001") == {"status": "Completed"}
     assert cli(runner, "refill", "list", "--status", "Pending") == ""
     assert api("balance")["balance"] == "99.11"  # a refill costs nothing
+    shown = cli(runner, "order", "show", completed).splitlines()
+    assert [line.split()[:3] for line in shown if line.startswith("refill:")] == \
+        [["refill:", "REF-5001", "Completed"]]
 
 
 def test_a_second_refill_while_one_is_pending_is_refused(app, api, runner, completed):
