@@ -1,4 +1,4 @@
--- Serva schema at revision first_release. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision refill_cancel_dripfeed. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -44,12 +44,12 @@ CREATE TABLE services (
 	min_quantity INTEGER DEFAULT '1' NOT NULL,
 	max_quantity INTEGER DEFAULT '1' NOT NULL,
 	fields_json TEXT DEFAULT '[]' NOT NULL,
-	refill_days INTEGER DEFAULT '0' NOT NULL,
 	cancel BOOLEAN DEFAULT false NOT NULL,
-	dripfeed BOOLEAN DEFAULT false NOT NULL,
-	fixed_quantity INTEGER,
 	active BOOLEAN DEFAULT true NOT NULL,
 	created_at BIGINT NOT NULL,
+	refill_days INTEGER DEFAULT '0' NOT NULL,
+	dripfeed BOOLEAN DEFAULT false NOT NULL,
+	fixed_quantity INTEGER,
 	PRIMARY KEY (id),
 	CONSTRAINT ck_services_rate CHECK (rate >= 0),
 	CONSTRAINT ck_services_quantity CHECK (min_quantity >= 1 AND max_quantity >= min_quantity),
@@ -139,13 +139,13 @@ CREATE TABLE orders (
 	start_count INTEGER,
 	remains INTEGER,
 	coupon_id INTEGER,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
 	runs INTEGER,
 	interval_minutes INTEGER,
 	runs_done INTEGER,
 	cancel_requested_at BIGINT,
 	completed_at BIGINT,
-	created_at BIGINT NOT NULL,
-	updated_at BIGINT NOT NULL,
 	PRIMARY KEY (id),
 	CONSTRAINT ck_orders_status CHECK (status IN ('Pending', 'In progress', 'Processing', 'Completed', 'Partial', 'Canceled')),
 	CONSTRAINT ck_orders_money CHECK (charge >= 0 AND refunded >= 0 AND refunded <= charge),

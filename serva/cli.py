@@ -20,6 +20,7 @@ from .ids import parse_order, parse_refill, present_order, present_refill
 from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
 from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
 
+
 def fail(message: str):
     click.echo(f"error: {message}", err=True)
     raise click.exceptions.Exit(2)

@@ -78,12 +78,12 @@ services = Table(
     Column("min_quantity", Integer, nullable=False, server_default="1"),
     Column("max_quantity", Integer, nullable=False, server_default="1"),
     Column("fields_json", Text, nullable=False, server_default="[]"),
-    Column("refill_days", Integer, nullable=False, server_default="0"),  # 0: no refill
     Column("cancel", Boolean, nullable=False, server_default=text("false")),
-    Column("dripfeed", Boolean, nullable=False, server_default=text("false")),
-    Column("fixed_quantity", Integer),  # set: the quantity is not the partner's to choose
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", BigInteger, nullable=False),
+    Column("refill_days", Integer, nullable=False, server_default="0"),  # 0: no refill
+    Column("dripfeed", Boolean, nullable=False, server_default=text("false")),
+    Column("fixed_quantity", Integer),  # set: the quantity is not the partner's to choose
     CheckConstraint("rate >= 0", name="ck_services_rate"),
     CheckConstraint("min_quantity >= 1 AND max_quantity >= min_quantity", name="ck_services_quantity"),
     CheckConstraint(_in("kind", SERVICE_KINDS), name="ck_services_kind"),
@@ -134,13 +134,13 @@ orders = Table(
     Column("start_count", Integer),
     Column("remains", Integer),
     Column("coupon_id", Integer, ForeignKey("coupons.id")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
     Column("runs", Integer),  # drip-feed: `quantity` is the total, delivered in `runs` runs
     Column("interval_minutes", Integer),  # between drip-feed runs
     Column("runs_done", Integer),
     Column("cancel_requested_at", BigInteger),  # the partner asked to cancel (CONTRACT: cancel)
     Column("completed_at", BigInteger),  # when it became Completed/Partial/Canceled (refill window)
-    Column("created_at", BigInteger, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
     CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
     CheckConstraint("charge >= 0 AND refunded >= 0 AND refunded <= charge", name="ck_orders_money"),
     Index("ix_orders_account", "account_id", "id"),

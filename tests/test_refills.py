@@ -306,3 +306,43 @@ def test_the_cancel_setting_from_the_cli(app, api, runner, catalog):
     assert api("cancel", order=order) == {"cancel": 1}
     cli(runner, "service", "update", PACKAGE, "--no-cancel")
     assert api("cancel", order=order)["code"] == "cancel_not_available"
+
+
+# ---------------------------------------------------------------- the schema revision
+
+def test_the_revision_keeps_refill_services_and_dates_final_orders(tmp_path):
+    """refill yes/no -> refill_days (yes: 30 days); an order final before the upgrade counts its
+    refill window from its last update; downgrade gives the yes/no back; no row is lost."""
+    from alembic import command
+    from sqlalchemy import text
+    from serva import migrations
+    from test_migrations import new_app, upgrade_by_revisions
+    engine = new_app(tmp_path / "old.sqlite").extensions["serva.engine"]
+    upgrade_by_revisions(engine, migrations.FIRST_RELEASE)
+    with db.write(engine) as conn:
+        conn.execute(text("INSERT INTO accounts (id, email, created_at) VALUES (1, 'a@example.com', 1)"))
+        conn.execute(text("INSERT INTO services (id, name, rate, refill, created_at) "
+                          "VALUES (1, 'Refilled', 1, true, 1), (2, 'Plain', 1, false, 1)"))
+        conn.execute(text(
+            "INSERT INTO orders (id, account_id, service_id, target, target_key, quantity, charge, "
+            "status, created_at, updated_at) VALUES "
+            "(1, 1, 1, 't', 'k1', 10, 0, 'Completed', 100, 1000), "
+            "(2, 1, 1, 't', 'k2', 10, 0, 'In progress', 100, 2000), "
+            "(3, 1, 2, 't', 'k3', 10, 0, 'Canceled', 100, 3000)"))
+    upgrade_by_revisions(engine)
+
+    def rows(statement):
+        with db.read(engine) as conn:
+            return [tuple(row) for row in conn.execute(text(statement))]
+    assert rows("SELECT id, refill_days, dripfeed, fixed_quantity FROM services ORDER BY id") == \
+        [(1, 30, 0, None), (2, 0, 0, None)]
+    assert rows("SELECT id, completed_at, runs, cancel_requested_at FROM orders ORDER BY id") == \
+        [(1, 1000, None, None), (2, None, None, None), (3, 3000, None, None)]
+    with db.migrating(engine) as conn:
+        command.downgrade(migrations.config(conn), migrations.FIRST_RELEASE)
+    assert rows("SELECT id, refill FROM services ORDER BY id") == [(1, 1), (2, 0)]
+    assert rows("SELECT id, status FROM orders ORDER BY id") == \
+        [(1, "Completed"), (2, "In progress"), (3, "Canceled")]
+    upgrade_by_revisions(engine)
+    assert rows("SELECT id, refill_days FROM services ORDER BY id") == [(1, 30), (2, 0)]
+    engine.dispose()
