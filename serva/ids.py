@@ -34,11 +34,6 @@ def numeric_ids(account) -> bool:
     return _integer_ids() if chosen is None else chosen == "numeric"
 
 
-def format_order_id(order_id: int, numeric: bool):
-    number = order_number(order_id)
-    return number if numeric else f"{ORDER_PREFIX}{number}"
-
-
 def format_refill_id(refill_id: int, numeric: bool):
     """A refill id as the API returns it: "REF-5001", or 5001 in the numeric format."""
     number = refill_id + REFILL_NUMBER_BASE

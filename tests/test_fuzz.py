@@ -70,6 +70,9 @@ def world(tmp_path_factory):
         assert "order" in client.post("/api/v1", data={
             "action": "add", "key": keys_by_state["valid"], "service": "1234",
             "link": f"https://example.com/seed/{n}", "quantity": "100"}).get_json()
+    from serva import orders as orders_repo
+    with app.app_context(), db.write() as conn:  # one completed, for refill to accept
+        orders_repo.set_status(conn, 3, "Completed")
     yield app, keys_by_state
     app.extensions["serva.engine"].dispose()
 
@@ -147,12 +150,16 @@ def add_params(draw):
     bad_quantity = st.one_of(numbers, numeric_text)
     if service == "1234":
         params["quantity"] = draw(maybe(bad_quantity, str(draw(st.integers(100, 2000)))))
-    elif service == "7788":
-        params["quantity"] = draw(maybe(bad_quantity, draw(st.integers(10, 100)), odds=2))
+    elif service == "7788":  # a pack of 10: quantity optional
+        if draw(st.booleans()):
+            params["quantity"] = draw(maybe(bad_quantity, 10, odds=2))
     elif draw(st.booleans()):  # optional for a package (1) and for lines (their count)
         params["quantity"] = draw(maybe(bad_quantity, "1" if service == "1235" else 3, odds=2))
     if draw(st.booleans()):
         params[draw(st.sampled_from(["coupon", "coupon_code"]))] = draw(maybe(scalars, COUPON))
+    if draw(st.integers(0, 3)) == 0:  # drip-feed (1234 has it)
+        params["runs"] = draw(maybe(st.one_of(numbers, numeric_text), str(draw(st.integers(2, 5)))))
+        params["interval"] = draw(maybe(st.one_of(numbers, numeric_text), "10"))
     if draw(st.integers(0, 3)) == 0:
         params["idempotency_key"] = draw(maybe(odd_text, f"idem-{draw(fresh)}"))
     if draw(st.integers(0, 3)) == 0:
@@ -169,6 +176,25 @@ def status_params(draw):
         batch = draw(st.lists(order_ids, max_size=6))
         params["orders"] = draw(st.sampled_from([
             ",".join(map(str, batch)), batch, " , ".join(map(str, batch)) + ","]))
+    if draw(st.integers(0, 3)) == 0:
+        params.update(draw(st.dictionaries(names, values, max_size=2)))
+    return params
+
+
+@st.composite
+def after_params(draw):
+    """refill, refill_status and cancel: one id or a list, of orders or refills that exist, do
+    not, or are not ids at all."""
+    action = draw(st.sampled_from(["refill", "cancel", "refill_status", " Refill ", "CANCEL"]))
+    single, batch = (("refill", "refills") if action == "refill_status" else ("order", "orders"))
+    ids = st.one_of(order_ids, st.integers(5001, 5010).map(lambda n: f"REF-{n}"),
+                    st.integers(5001, 5010))
+    params = {"action": action}
+    if draw(st.booleans()):
+        params[single] = draw(ids)
+    else:
+        chosen = draw(st.lists(ids, max_size=6))
+        params[batch] = draw(st.sampled_from([",".join(map(str, chosen)), chosen]))
     if draw(st.integers(0, 3)) == 0:
         params.update(draw(st.dictionaries(names, values, max_size=2)))
     return params
@@ -360,3 +386,8 @@ def test_fuzz_add(world):
 def test_fuzz_status(world):
     seen = fuzz(world, requests(status_params(), deep=True))
     assert seen["ok status"] >= 10, seen
+
+
+def test_fuzz_refill_and_cancel(world):
+    seen = fuzz(world, requests(after_params(), deep=True))
+    assert seen["ok refill"] and seen["ok cancel"] and seen["ok refill_status"], seen
