@@ -12,6 +12,9 @@ What it does (bench/README.md explains the method and the results):
        small    Serva like `app`, on the 1,000-order copy
        workers  serva serve --workers N --threads T (one worker per core), own 1M-order copy
        normal   Serva like `app` with SERVA_SQLITE_SYNCHRONOUS=NORMAL, on the app's copy
+       nolimits Serva like `app` with the rate limits off, on the app's copy (every other
+                server runs with limits far above the load: BENCH_LIMITS), for the limiter's
+                cost on `balance`
      wrk runs pinned to the last core, so that on 2 cores the load generator and the
      single-process server do not take turns on one core.
   3. warms each up, then runs ROUNDS rounds of comparisons; a comparison drives two
@@ -55,6 +58,11 @@ ADD_P99_MS = 100
 HISTORY_TARGET = 0.9
 MULTICORE_TARGET = 1.6
 RSS_TARGET_MIB = 100
+LIMITER_COST_TARGET_PCT = 5
+# The servers run with the rate limits on, far above what wrk sends (one key can see thousands
+# of requests a second here), so the limiter's work is measured and never answers 429.
+BENCH_LIMITS = {"SERVA_RATE_LIMIT_PER_KEY": "1000000/second",
+                "SERVA_RATE_LIMIT_INVALID_KEYS": "1000000/minute"}
 LABELS = {"balance": "balance", "services": "services", "add": "add",
           "status": "status (1 id)", "status100": "status (100 ids)"}
 
@@ -306,6 +314,12 @@ def markdown(results) -> str:
         lines.append(f"| reference: one raw sqlite3 query per request (bench/reference.py) / bare | "
                      f"{ref['ratio']:.2f} ({ref['rps']:.0f} / {ref['bare_rps']:.0f} req/s) | "
                      f"information | |")
+    r = results.get("rate_limits")
+    if r:
+        lines.append(f"| balance with rate limits ({r['limits']}) / limits off | "
+                     f"{r['ratio']:.3f} ({r['rps']:.0f} / {r['off_rps']:.0f} req/s: limiter cost "
+                     f"{r['cost_pct']:.1f} %) | ≤ {LIMITER_COST_TARGET_PCT} % | "
+                     f"{'yes' if r['cost_pct'] <= LIMITER_COST_TARGET_PCT else 'NO'} |")
     n = results.get("sync_normal")
     if n:
         lines.append(f"| add with SERVA_SQLITE_SYNCHRONOUS=NORMAL (not the default) / FULL | "
@@ -340,6 +354,8 @@ def main():
     parser.add_argument("--no-multicore", action="store_true", help="skip serva serve --workers")
     parser.add_argument("--no-sync-compare", action="store_true",
                         help="skip add with synchronous=NORMAL")
+    parser.add_argument("--no-limit-compare", action="store_true",
+                        help="skip balance with the rate limits off")
     parser.add_argument("--reference", action="store_true",
                         help="also measure bench/reference.py (one raw sqlite3 query per request)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "latest.json"))
@@ -367,7 +383,8 @@ def main():
     before = {name: order_count(path) for name, path in copies.items()}
 
     def app_env(db, **extra):
-        return {"SERVA_DATABASE_URL": f"sqlite:///{db}", "SERVA_SECRET_KEY": "bench", **extra}
+        return {"SERVA_DATABASE_URL": f"sqlite:///{db}", "SERVA_SECRET_KEY": "bench",
+                **BENCH_LIMITS, **extra}
 
     serva = [os.path.join(BIN, "serva"), "serve", "--port", "{port}", "--threads", str(args.threads)]
     single = [*serva, "--workers", "1"]
@@ -393,6 +410,11 @@ def main():
                                    app_env(copies["app"], SERVA_SQLITE_SYNCHRONOUS="NORMAL"), ROOT)
         comparisons.append(Comparison("sync-normal", ("normal", "add", big), ("app", "add", big),
                                       "sync"))
+    if not args.no_limit_compare:
+        servers["nolimits"] = Server("nolimits", single, app_env(
+            copies["app"], SERVA_RATE_LIMIT_PER_KEY="", SERVA_RATE_LIMIT_INVALID_KEYS=""), ROOT)
+        comparisons.append(Comparison("rate-limits", ("app", "balance", big),
+                                      ("nolimits", "balance", big), "limits"))
     if args.reference:
         servers["reference"] = Server(
             "reference", [os.path.join(BIN, "python"), "-m", "serva.serve", "--port", "{port}",
@@ -481,6 +503,11 @@ def main():
                 **summary["a"], "ratio": summary["ratio"], "ratios": summary["ratios"],
                 "bare_rps": summary["b"]["rps"],
                 "note": "bench/reference.py: one raw sqlite3 SELECT per request, nothing else"}
+        elif comparison.kind == "limits":
+            results["rate_limits"] = {
+                **summary["a"], "off_rps": summary["b"]["rps"], "ratio": summary["ratio"],
+                "ratios": summary["ratios"], "cost_pct": (1 - summary["ratio"]) * 100,
+                "limits": BENCH_LIMITS["SERVA_RATE_LIMIT_PER_KEY"]}
         elif comparison.kind == "sync":
             results["sync_normal"] = {
                 **summary["a"], "full_rps": summary["b"]["rps"], "full_p99_ms": summary["b"]["p99_ms"],

@@ -61,11 +61,15 @@ def default_config(app) -> dict:
         "LOGIN_MAX_FAILURES": int(env.get("SERVA_LOGIN_MAX_FAILURES", 5)),
         "LOGIN_FAILURE_WINDOW_SECONDS": int(env.get("SERVA_LOGIN_FAILURE_WINDOW_SECONDS", 900)),
         "TRUSTED_PROXIES": int(env.get("SERVA_TRUSTED_PROXIES", 0)),
+        "RATELIMIT_STORAGE_URI": env.get("SERVA_RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_KEY_PREFIX": env.get("SERVA_RATELIMIT_KEY_PREFIX", "serva"),
+        "RATE_LIMIT_PER_KEY": env.get("SERVA_RATE_LIMIT_PER_KEY", "100/second"),
+        "RATE_LIMIT_INVALID_KEYS": env.get("SERVA_RATE_LIMIT_INVALID_KEYS", "30/minute"),
     }
 
 
 def create_app(test_config=None):
-    from . import api, cli, db
+    from . import api, cli, db, ratelimit
     app = Flask(__name__, instance_relative_config=True)
     app.session_interface = _SessionInterface(api.API_PATHS)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -81,11 +85,13 @@ def create_app(test_config=None):
 
     if app.config["TRUSTED_PROXIES"]:
         # Behind N reverse proxies, take the client's address and scheme from their
-        # X-Forwarded-* headers (sign-in throttling counts failures per client address).
+        # X-Forwarded-* headers (sign-in throttling and the API's failed-key limit count per
+        # client address).
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
+    ratelimit.init_app(app)
     cli.init_app(app)
     app.register_blueprint(api.bp)
     _register_dashboard(app)
@@ -137,7 +143,7 @@ def request_id() -> str:
 
 def _request_ids_and_errors(app):
     from . import db
-    from .api import json_response
+    from .api import error_response, json_response
     from .errors import ApiError
 
     def busy(error):
@@ -145,10 +151,7 @@ def _request_ids_and_errors(app):
         bound, full, read-only); the transaction did not commit, so nothing was charged."""
         app.logger.warning("database unavailable, answered 503: %s rid=%s",
                            getattr(error, "orig", None) or error, request_id())
-        seconds = db.retry_after(db.get_engine())
-        response = json_response(ApiError("busy", seconds=seconds).body(), 503)
-        response.headers["Retry-After"] = str(seconds)
-        return response
+        return error_response(ApiError("busy", seconds=db.retry_after(db.get_engine())))
 
     @app.before_request
     def start_clock():

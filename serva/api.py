@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import catalog as catalog_cache, db, orders, refills, services
+from . import catalog as catalog_cache, db, orders, ratelimit, refills, services
 from .auth import authenticate
 from .errors import ApiError
 from .ids import present_service
@@ -32,6 +32,14 @@ MAX_NESTING = 4
 def json_response(payload, status=200) -> Response:
     return Response(json.dumps(payload, separators=(",", ":")), status=status,
                     mimetype="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    """An API error as the contract renders it: HTTP 200, or 429/503 with Retry-After."""
+    response = json_response(error.body(), error.status)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _listify(value):
@@ -171,6 +179,10 @@ LOOKUPS = {
 }
 
 
+# Keys that open nothing: counted per client address (SERVA_RATE_LIMIT_INVALID_KEYS).
+FAILED_AUTHENTICATION = frozenset({"invalid_key", "key_revoked"})
+
+
 def endpoint():
     try:
         params, body_keys = read_params()
@@ -178,7 +190,13 @@ def endpoint():
         name = action.strip().lower() if isinstance(action, str) else None
         handler = ACTIONS.get(name)
         lookup = LOOKUPS.get(name)
-        account = authenticate(body_keys, *(lookup(params) or ()) if lookup else ())
+        try:
+            account = authenticate(body_keys, *(lookup(params) or ()) if lookup else ())
+        except ApiError as error:
+            if error.code in FAILED_AUTHENTICATION:
+                ratelimit.count_failed_authentication()
+            raise
+        ratelimit.count_key(account.key_id)
         if handler is None:
             raise ApiError("unknown_action")
         result = handler(account, params)
@@ -186,7 +204,7 @@ def endpoint():
             return Response(result, mimetype="application/json")
         return json_response(result)
     except ApiError as error:
-        return json_response(error.body())
+        return error_response(error)
 
 
 # No automatic OPTIONS (its empty text/html answer would break "every response is JSON": it

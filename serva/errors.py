@@ -23,6 +23,7 @@ MESSAGES = {
     "idempotency_conflict": "Idempotency key was already used with different parameters",
     "order_not_found": "Incorrect order ID",
     "too_many_orders": "Too many orders in one request (max {max})",
+    "rate_limited": "Too many requests, retry after {seconds} s",
     "busy": "Service temporarily unavailable, retry after {seconds} s",
     "dripfeed_not_available": "Drip-feed is not available for this service",
     "invalid_runs": "Incorrect runs",
@@ -32,6 +33,9 @@ MESSAGES = {
     "cancel_not_available": "Cancel is not available for this order",
 }
 
+# Transport-level failures keep real statuses (CONTRACT.md, Transport) and say when to retry.
+HTTP_STATUS = {"rate_limited": 429, "busy": 503}
+
 # Quantity errors share the public code `invalid_quantity`; the message says which bound.
 # Likewise drip-feed's range errors share `dripfeed_not_available`.
 PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "invalid_quantity",
@@ -39,11 +43,14 @@ PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "
 
 
 class ApiError(Exception):
-    """An error of the API: rendered as HTTP 200 {"error", "code"} by the endpoint."""
+    """An error of the API: rendered as {"error", "code"} by the endpoint, with HTTP 200, or the
+    transport-level status and a Retry-After of `seconds`."""
 
     def __init__(self, code: str, **details):
         self.code = PUBLIC_CODE.get(code, code)
         self.message = MESSAGES[code].format(**details)
+        self.status = HTTP_STATUS.get(code, 200)
+        self.retry_after = details.get("seconds") if code in HTTP_STATUS else None
         super().__init__(self.message)
 
     def body(self) -> dict:

@@ -20,6 +20,11 @@ from serva.demo import CATALOG
 from serva.money import parse_amount
 
 
+# Load tests of a real server subprocess send far more than a key's default 100/second: they
+# are about money and concurrency, so they run without rate limits (tests/test_ratelimit.py).
+NO_RATE_LIMITS = {"SERVA_RATE_LIMIT_PER_KEY": "", "SERVA_RATE_LIMIT_INVALID_KEYS": ""}
+
+
 @pytest.fixture
 def app(tmp_path):
     app = create_app({

@@ -24,7 +24,7 @@ from serva.demo import CATALOG
 from serva.schema import api_keys, ledger, orders
 from serva import services
 
-from conftest import make_partner, serving
+from conftest import NO_RATE_LIMITS, make_partner, serving
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ def test_a_read_only_database_answers_503_and_reads_still_work(busy_app):
 
 
 def _env(app):
-    return {**os.environ, "SERVA_DATABASE_URL": app.config["DATABASE_URL"],
+    return {**os.environ, **NO_RATE_LIMITS, "SERVA_DATABASE_URL": app.config["DATABASE_URL"],
             "SERVA_SECRET_KEY": "t",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 

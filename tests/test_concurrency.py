@@ -19,7 +19,7 @@ from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, coupon_redemptions, ledger, orders
 
-from conftest import make_partner, post, together, wait_until_serving
+from conftest import NO_RATE_LIMITS, make_partner, post, together, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +177,8 @@ def _start_server(database_url, log_path):
     waitress = Path(sys.executable).with_name("waitress-serve")
     command = [str(waitress)] if waitress.exists() else [sys.executable, "-m", "waitress"]
     command += [f"--listen=127.0.0.1:{port}", "--threads=8", "--call", "serva:create_app"]
-    env = {**os.environ, "SERVA_DATABASE_URL": database_url, "SERVA_SECRET_KEY": "test-secret",
+    env = {**os.environ, **NO_RATE_LIMITS, "SERVA_DATABASE_URL": database_url,
+           "SERVA_SECRET_KEY": "test-secret",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log = open(log_path, "wb")
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

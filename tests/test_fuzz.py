@@ -51,7 +51,8 @@ def world(tmp_path_factory):
     catalog, a coupon, and partners in each state a key can be in."""
     path = tmp_path_factory.mktemp("fuzz") / "serva.sqlite"
     app = create_app({"TESTING": True, "SECRET_KEY": "fuzz", "DATABASE_URL": f"sqlite:///{path}",
-                      "SQLITE_SYNCHRONOUS": "OFF"})
+                      "SQLITE_SYNCHRONOUS": "OFF",  # and no rate limits: thousands of requests
+                      "RATE_LIMIT_PER_KEY": "", "RATE_LIMIT_INVALID_KEYS": ""})
     db.init_schema(app.extensions["serva.engine"])
     with app.app_context(), db.write() as conn:
         for entry in CATALOG:

@@ -21,7 +21,7 @@ from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
-from conftest import make_partner, post, together, wait_until_serving
+from conftest import NO_RATE_LIMITS, make_partner, post, together, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,8 @@ def _workers(pid: int, count: int, deadline) -> list:
 
 
 def _start(database_url, log_path, workers=2):
-    env = {**os.environ, "SERVA_DATABASE_URL": database_url, "SERVA_SECRET_KEY": "test-secret",
+    env = {**os.environ, **NO_RATE_LIMITS, "SERVA_DATABASE_URL": database_url,
+           "SERVA_SECRET_KEY": "test-secret",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-c", "from serva.cli import main; main()",
                "serve", "--workers", str(workers), "--threads", "4", "--port", "0"]

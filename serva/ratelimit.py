@@ -1,0 +1,107 @@
+"""Rate limits of the API (CONTRACT.md: HTTP 429 `rate_limited` with Retry-After).
+
+Two limits, counted where the caller is known, so they cost one counter increment:
+- per key (SERVA_RATE_LIMIT_PER_KEY, default 100/second), right after the key resolved, before
+  the action does any work; counted by the key's row id, never by the key itself;
+- failed authentications per client address (SERVA_RATE_LIMIT_INVALID_KEYS, default
+  30/minute): an unknown, malformed or revoked key. Past the limit such requests get 429
+  instead of an answer, while a valid key from the same address keeps working (partners behind
+  one NAT or proxy are not locked out by a neighbour's broken script).
+
+The counters live in the storage of Flask-Limiter's engine, `limits` (fixed windows):
+`memory://` per process by default, `redis://host:port` via SERVA_RATELIMIT_STORAGE_URI so that
+every process and machine shares them. Flask-Limiter's own request hooks are not installed on
+the app: they evaluate route limits on every request of the app, measured at +25 % CPU per
+`balance` (bench/README.md), for limits the API can only know after reading its parameters."""
+import math
+import threading
+import time
+
+from flask import current_app, request
+from limits import parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from .errors import ApiError
+
+_EXTENSION = "serva.ratelimit"
+
+
+class _MemoryStorage(MemoryStorage):
+    """limits' in-process storage, sweeping expired counters at most once a second. Its own
+    sweep is a 10 ms one-shot timer thread restarted by the next hit, so under traffic it starts
+    a thread a hundred times a second: +12-17 % CPU per `balance`, against +2-3 % with this
+    (bench/README.md, Rate limits). A fixed window's count never depends on the sweep: reading
+    a counter drops it once expired."""
+
+    _next_sweep = 0.0
+
+    def _MemoryStorage__schedule_expiry(self):  # the parent's private __schedule_expiry
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1
+            super()._MemoryStorage__schedule_expiry()
+
+
+def _storage(uri: str):
+    if uri.strip() in ("memory://", "memory"):
+        return _MemoryStorage()
+    return storage_from_string(uri, wrap_exceptions=True)
+
+
+class Limits:
+    """The parsed limits and their storage for one app; the storage is opened on first use."""
+
+    def __init__(self, storage_uri: str, per_key: str, invalid_keys: str, prefix: str):
+        self.storage_uri, self.prefix = storage_uri, prefix
+        self.per_key = parse(per_key) if per_key.strip() else None
+        self.invalid_keys = parse(invalid_keys) if invalid_keys.strip() else None
+        self._strategy = None
+        self._lock = threading.Lock()
+        self._warned_at = 0.0
+
+    @property
+    def strategy(self) -> FixedWindowRateLimiter:
+        if self._strategy is None:
+            with self._lock:
+                if self._strategy is None:
+                    self._strategy = FixedWindowRateLimiter(_storage(self.storage_uri))
+        return self._strategy
+
+    def hit(self, item, scope: str, identity: str) -> None:
+        """Count one request; ApiError `rate_limited` (429, Retry-After) past the limit. An
+        unreachable storage lets requests through (logged at most once a minute): the limits
+        protect the API, they must not take it down with them."""
+        strategy = self.strategy
+        try:
+            if strategy.hit(item, self.prefix, scope, identity):
+                return
+            reset = strategy.get_window_stats(item, self.prefix, scope, identity).reset_time
+        except StorageError:
+            if time.monotonic() - self._warned_at > 60:
+                self._warned_at = time.monotonic()
+                current_app.logger.warning("rate-limit storage unreachable; not limiting",
+                                           exc_info=True)
+            return
+        raise ApiError("rate_limited", seconds=max(1, math.ceil(reset - time.time())))
+
+
+def init_app(app):
+    config = app.config
+    app.extensions[_EXTENSION] = Limits(config["RATELIMIT_STORAGE_URI"], config["RATE_LIMIT_PER_KEY"],
+                                        config["RATE_LIMIT_INVALID_KEYS"], config["RATELIMIT_KEY_PREFIX"])
+
+
+def count_key(key_id: int) -> None:
+    """One request of an authenticated key."""
+    limits = current_app.extensions[_EXTENSION]
+    if limits.per_key is not None:
+        limits.hit(limits.per_key, "key", str(key_id))
+
+
+def count_failed_authentication() -> None:
+    """One request whose key opened nothing, from this client address."""
+    limits = current_app.extensions[_EXTENSION]
+    if limits.invalid_keys is not None:
+        limits.hit(limits.invalid_keys, "address", request.remote_addr or "unknown")
