@@ -122,8 +122,21 @@ def configure_engine(engine, synchronous: str = "FULL", write_wait: float = WRIT
         engine.serva_write_lock = threading.RLock()
         engine.serva_group_commit = GroupCommit(engine)
         writer_places(engine, writers)
+    elif engine.dialect.name == "postgresql":
+        _bounded_lock_waits(engine, write_wait)
     engine.serva_write_wait = write_wait
     return engine
+
+
+def _bounded_lock_waits(engine, write_wait):
+    """PostgreSQL's counterpart of the busy timeout: a statement that waits for a lock (an
+    account row an order locks, say) longer than the bound fails with SQLSTATE 55P03, which
+    `unavailable()` turns into 503 `busy`; the transaction rolls back, nothing is charged."""
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(write_wait * 1000)}")
+        dbapi_connection.commit()  # a SET inside a rolled-back transaction would be undone
 
 
 def writer_places(engine, count: int) -> None:

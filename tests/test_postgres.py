@@ -4,9 +4,11 @@
 Set SERVA_TEST_POSTGRES_URL to point elsewhere (a SQLAlchemy URL without query string)."""
 import json
 import os
+import time
 import uuid
 
 import pytest
+import requests
 from sqlalchemy import create_engine, func, select, text
 
 from serva import create_app, db, orders as orders_repo, services
@@ -41,7 +43,13 @@ def _server_url():
 
 
 @pytest.fixture
-def pg_app(tmp_path):
+def pg_config():
+    """Extra app settings for `pg_app` (a test overrides it with parametrize)."""
+    return {}
+
+
+@pytest.fixture
+def pg_app(tmp_path, pg_config):
     base = _server_url()
     schema_name = f"serva_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(base)
@@ -50,7 +58,8 @@ def pg_app(tmp_path):
     app = None
     try:
         app = create_app({"TESTING": True, "SECRET_KEY": "test-secret",
-                          "DATABASE_URL": f"{base}?options=-csearch_path%3D{schema_name}"})
+                          "DATABASE_URL": f"{base}?options=-csearch_path%3D{schema_name}",
+                          **pg_config})
         db.init_schema(app.extensions["serva.engine"])
         yield app
     finally:
@@ -306,3 +315,34 @@ def test_concurrent_refills_and_cancels(pg_app, pg_server):
     answers = [a for a in together(8, race) if a is not None]
     assert all(a == {"cancel": 1} or a["code"] == "cancel_not_available" for a in answers), answers
     assert balance(pg_app, account_id) == parse_amount("10") - 2 * parse_amount("0.037")
+
+
+@pytest.mark.parametrize("pg_config", [{"WRITE_WAIT_SECONDS": 1}])
+def test_an_order_behind_a_held_row_lock_gets_503_busy(pg_app, pg_server):
+    """Another connection holds the account's row lock (as a long transaction would): the
+    order waits the bound (lock_timeout) and gets 503 `busy` with Retry-After, not a 500 and
+    not an endless wait; `balance` is answered meanwhile; after the release orders work."""
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    holder = create_engine(pg_app.config["DATABASE_URL"])
+    try:
+        with holder.connect() as conn, conn.begin():
+            conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+            started = time.monotonic()
+            response = requests.post(f"{pg_server}/api/v1", timeout=30, data={
+                "key": key, "action": "add", "service": svc, "quantity": "100",
+                "link": "https://example.com/locked"})
+            waited = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json() == {"error": "Service temporarily unavailable, retry after 1 s",
+                                       "code": "busy"}
+            assert response.headers["Retry-After"] == "1"
+            assert 0.9 <= waited < 5
+            status, text = post(pg_server, action="balance", key=key)
+            assert status == 200 and json.loads(text)["balance"] == "100"
+    finally:
+        holder.dispose()
+    assert order_count(pg_app) == 0 and balance(pg_app, account_id) == parse_amount("100")
+    status, text = post(pg_server, action="add", key=key, service=svc, quantity="100",
+                        link="https://example.com/locked")
+    assert status == 200 and "order" in json.loads(text), text
