@@ -47,27 +47,30 @@ PLACE_WAIT_SECONDS = 0.5
 # for disk full, a read-only transaction (a standby), a lock timeout.
 _SQLITE_UNAVAILABLE = {5, 6, 8, 13, 14}
 _PG_UNAVAILABLE = {"53100", "25006", "55P03"}
+_SQLITE_BUSY, _PG_BUSY = {5, 6}, {"55P03"}
 
 
 class Busy(Exception):
     """This process could not get its turn to write within the wait bound."""
 
 
-def unavailable(error) -> bool:
+def unavailable(error, only_busy=False) -> bool:
     """True when `error` means the database cannot be written for now: busy past the wait
     bound, locked, disk full, read-only, cannot be opened. The one place that decides what
-    becomes HTTP 503 `busy` (the app's error handler) and one line in the CLI."""
+    becomes HTTP 503 `busy` (the app's error handler) and one line in the CLI. `only_busy`:
+    only waits that ran out (someone else is writing; it passes by itself)."""
     if isinstance(error, Busy):
         return True
     original = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
     if isinstance(original, sqlite3.Error):
         code = getattr(original, "sqlite_errorcode", None)
         if code is not None:
-            return code & 0xFF in _SQLITE_UNAVAILABLE
+            return code & 0xFF in (_SQLITE_BUSY if only_busy else _SQLITE_UNAVAILABLE)
+        texts = ("locked",) if only_busy else ("locked", "readonly", "disk is full",
+                                               "unable to open")
         return isinstance(original, sqlite3.OperationalError) and any(
-            text in str(original) for text in ("locked", "readonly", "disk is full",
-                                               "unable to open"))
-    return getattr(original, "sqlstate", None) in _PG_UNAVAILABLE
+            text in str(original) for text in texts)
+    return getattr(original, "sqlstate", None) in (_PG_BUSY if only_busy else _PG_UNAVAILABLE)
 
 
 def retry_after(engine) -> int:
@@ -492,11 +495,10 @@ def check_writable(engine) -> None:
     except _ProbeDone:
         pass
     except Exception as error:  # noqa: BLE001 - reported as one line by the caller
-        original = getattr(error, "orig", None) or error
-        if isinstance(error, Busy) or getattr(original, "sqlite_errorcode", 0) & 0xFF in (5, 6):
+        if unavailable(error, only_busy=True):
             return
         raise NotWritable(f"cannot write the database {engine.url.database or engine.url}: "
-                          f"{original}") from None
+                          f"{getattr(error, 'orig', None) or error}") from None
 
 
 class _ProbeDone(Exception):

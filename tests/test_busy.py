@@ -285,3 +285,27 @@ def test_a_busy_database_at_start_is_not_refused(busy_app):
         started = time.monotonic()
         db.check_writable(app.extensions["serva.engine"])
         assert time.monotonic() - started < 3
+
+
+def test_a_database_that_cannot_be_opened_answers_503(tmp_path):
+    """The database's directory moved away under a running server (a lost mount): new
+    connections fail with "unable to open database file", answered 503 `busy`, not 500."""
+    home = tmp_path / "data"
+    home.mkdir()
+    app = make_app(home)
+    _, key = make_partner(app)
+    engine = app.extensions["serva.engine"]
+    try:
+        with serving(app) as url:
+            engine.dispose()
+            home.rename(tmp_path / "moved")
+            try:
+                _, response = order(url, key, 1)
+                assert_busy(response)
+            finally:
+                (tmp_path / "moved").rename(home)
+            engine.dispose()
+            _, response = order(url, key, 2)
+            assert response.status_code == 200 and "order" in response.json(), response.text
+    finally:
+        engine.dispose()
