@@ -626,17 +626,33 @@ def refill_set_status(refill, status):
 # ---------------------------------------------------------------- checks and upkeep
 
 @click.command("audit")
+@click.option("--stale-after", type=click.IntRange(min=0), default=audit_checks.STALE_AFTER_SECONDS,
+              show_default=True, metavar="SECONDS",
+              help="warn about guard/idempotency rows expired longer than this")
 @with_appcontext
-def audit_command():
-    """Check the money invariants; exit 1 naming each violation."""
+def audit_command(stale_after):
+    """Check the money invariants; exit 1 naming each violation.
+
+    \b
+    VIOLATION (exit 1): a balance that is not the sum of its ledger; a negative balance;
+    an order whose charge or refund differs from its ledger rows; coupon uses that differ from
+    its redemptions; a ledger row whose account or order does not exist, a charge or refund
+    row that names no order, a ledger row for another account's order.
+    WARNING (exit 0): purchase-guard or idempotency rows that expired more than --stale-after
+    seconds ago (default a day) and are still there. Expired rows are ignored by the API, so
+    money is safe, but `serva prune` is not running and the tables grow: cron it."""
     require_schema()
     with db.read() as conn:
         problems = list(audit_checks.violations(conn))
+        warnings = list(audit_checks.stale_rows(conn, db.now(), stale_after))
     for problem in problems:
         click.echo(f"VIOLATION {problem}")
+    for warning in warnings:
+        click.echo(f"WARNING {warning}")
     if problems:
         raise click.exceptions.Exit(1)
-    click.echo("audit passed: balances equal their ledgers, orders match their ledger rows")
+    click.echo("audit passed: balances equal their ledgers, orders match their ledger rows"
+               + (f" ({len(warnings)} warning(s) above)" if warnings else ""))
 
 
 @click.command("prune")

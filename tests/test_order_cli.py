@@ -355,3 +355,68 @@ def test_audit_names_a_negative_balance_written_around_the_check(app, runner, pl
     result = cli(runner, "audit")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == ["VIOLATION account other@example.com: negative balance -0.000001"]
+
+
+def write_around_the_foreign_keys(app, *statements):
+    """Statements through a plain sqlite3 connection, as the sqlite3 shell runs them: foreign
+    keys not enforced (Serva's own connections enforce them)."""
+    path = app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    app.extensions["serva.engine"].dispose()
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert raw.execute("PRAGMA foreign_keys").fetchone() == (0,)
+        for statement in statements:
+            raw.execute(statement)
+    finally:
+        raw.close()
+
+
+def ledger_row(account_id, amount, kind, order_id="NULL"):
+    return (f"INSERT INTO ledger (id, account_id, amount, kind, order_id, note, created_at) "
+            f"VALUES (900, {account_id}, {amount}, '{kind}', {order_id}, 'by hand', 0)")
+
+
+@pytest.mark.parametrize("row, message", [
+    (ledger_row(999, 5_000_000, "topup"), "ledger row 900 (topup 5): account id 999 does not exist"),
+    (ledger_row(1, 0, "refund", 999), "ledger row 900 (refund 0): order ORD-100999 does not exist"),
+    (ledger_row(1, 0, "charge"), "ledger row 900 (charge 0): a charge must name its order"),
+    (ledger_row(1, 0, "refund"), "ledger row 900 (refund 0): a refund must name its order"),
+    (ledger_row(1, 0, "refund", 4),
+     "ledger row 900 (refund 0): order ORD-100004 belongs to account id 2, the row to account id 1"),
+])
+def test_audit_names_orphan_ledger_rows(app, runner, placed, row, message):
+    ok(runner, "audit")
+    write_around_the_foreign_keys(app, row)
+    result = cli(runner, "audit")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [f"VIOLATION {message}"]
+
+
+def test_a_topup_or_adjustment_needs_no_order(app, runner, placed):
+    ok(runner, "account", "credit", "partner@example.com", "5", "--note", "bonus")
+    ok(runner, "account", "debit", "partner@example.com", "1", "--note", "fee")
+    assert ok(runner, "audit").startswith("audit passed")
+
+
+@pytest.mark.parametrize("table, columns, what", [
+    ("purchase_guards", "account_id, service_id, target_key, quantity", "purchase-guard rows"),
+    ("idempotency_keys", "account_id, key, request_hash, response_json", "idempotency records"),
+])
+def test_audit_warns_about_expired_rows_that_prune_left(app, runner, placed, table, columns, what):
+    now = db.now()
+    values = {"purchase_guards": "1, 1234, 'k{n}', 1000", "idempotency_keys": "1, 'k{n}', 'h', '{{}}'"}[table]
+    rows = [(n, now - age) for n, age in enumerate([3 * 86400, 2 * 86400, 3600])]
+    write_around_the_foreign_keys(app, *(
+        f"INSERT INTO {table} ({columns}, expires_at) VALUES ({values.format(n=n)}, {expires})"
+        for n, expires in rows))
+    result = cli(runner, "audit")
+    assert result.exit_code == 0, result.stdout  # money is fine: a warning, not a violation
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"WARNING 2 {what} expired more than 86400 s ago and are still "
+                               f"there (the oldest at ")
+    assert "run `serva prune`" in lines[0]
+    assert lines[1] == ("audit passed: balances equal their ledgers, orders match their ledger "
+                        "rows (1 warning(s) above)")
+    assert cli(runner, "audit", "--stale-after", "60").stdout.startswith(f"WARNING 3 {what}")
+    ok(runner, "prune")
+    assert ok(runner, "audit", "--stale-after", "0").startswith("audit passed")
