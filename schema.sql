@@ -1,4 +1,4 @@
--- Serva schema at revision refill_cancel_dripfeed. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision account_id_format. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -11,6 +11,7 @@ CREATE TABLE accounts (
 	balance BIGINT DEFAULT '0' NOT NULL,
 	discount_bp INTEGER DEFAULT '0' NOT NULL,
 	created_at BIGINT NOT NULL,
+	id_format VARCHAR(16) CONSTRAINT ck_accounts_id_format CHECK (id_format IN ('prefixed', 'numeric')),
 	PRIMARY KEY (id),
 	CONSTRAINT ck_accounts_balance_nonneg CHECK (balance >= 0),
 	CONSTRAINT ck_accounts_discount CHECK (discount_bp BETWEEN 0 AND 10000),

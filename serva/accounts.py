@@ -3,7 +3,7 @@ from sqlalchemy import delete, insert, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import now
-from .schema import accounts, service_rates, services
+from .schema import ID_FORMATS, accounts, service_rates, services
 
 
 class AccountError(ValueError):
@@ -79,6 +79,13 @@ def set_banned(conn, account_id: int, banned: bool, reason: str | None = None) -
 
 def set_discount(conn, account_id: int, discount_bp: int) -> None:
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(discount_bp=discount_bp))
+
+
+def set_id_format(conn, account_id: int, id_format: str) -> None:
+    """'prefixed' or 'numeric': how the API shows this account's ids (serva.ids)."""
+    if id_format not in ID_FORMATS:
+        raise AccountError(f"id format must be one of: {', '.join(ID_FORMATS)}")
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(id_format=id_format))
 
 
 def set_custom_rate(conn, account_id: int, service_id: int, rate: int | None) -> None:

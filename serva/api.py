@@ -6,10 +6,9 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import catalog as catalog_cache, db, orders, ratelimit, refills, services
+from . import catalog as catalog_cache, orders, ratelimit, refills
 from .auth import authenticate
 from .errors import ApiError
-from .ids import present_service
 from .money import format_amount
 from .params import BAD_TEXT, BadText, load_json, parse_digits, storable
 
@@ -140,23 +139,12 @@ def balance(account, params):
     return {"balance": format_amount(account.balance), "currency": current_app.config["CURRENCY"]}
 
 
-def service_entry(row, discount_bp: int) -> dict:
-    rate = services.effective_rate(row.rate, row.custom_rate, discount_bp)
-    return services.entry(row, rate, present_service(row.id))
-
-
-def catalog(account, params):
-    with db.read() as conn:
-        rows = services.catalog(conn, account.account_id)
-    return [service_entry(row, account.discount_bp) for row in rows]
-
-
 class Encoded(bytes):
     """A response body that is JSON already (the endpoint sends it as is)."""
 
 
 def cached_catalog(account, params):
-    """`catalog`, served from the rendered catalog cache (serva.catalog): same JSON."""
+    """Every active service at the caller's rate, from the rendered catalog (serva.catalog)."""
     return Encoded(catalog_cache.response_body(account))
 
 

@@ -1,9 +1,10 @@
-"""The `services` action's response, rendered once per catalog version and discount.
+"""The `services` action's response, rendered once per catalog version, discount and id format.
 
 The catalog is the same for every partner except for the rate: the list rate less the
-account's discount, or the account's custom rate for a few services. Rendering 500 services
-for every request cost ~7 ms of Python, so each service's JSON is rendered once per (catalog
-version, discount) and kept; an account's custom rates re-render only their own entries.
+account's discount, or the account's custom rate for a few services (and the service id is a
+string or a number, by the account's id format). Rendering 500 services for every request cost
+~7 ms of Python, so each service's JSON is rendered once per (catalog version, discount, id
+format) and kept; an account's custom rates re-render only their own entries.
 Per request that leaves the version and the account's custom rates, read in the key lookup's
 statement (`lookup`), and a join of ready-made strings.
 
@@ -20,10 +21,11 @@ from flask import current_app
 from sqlalchemy import bindparam, func, select
 
 from . import db, keys
+from .ids import format_service_id, numeric_ids
 from .schema import accounts, serva_meta, service_rates, services as services_table
 from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate, entry as services_entry
 
-MAX_DISCOUNTS = 64  # distinct discount levels kept rendered (each ~100 KB for 500 services)
+MAX_DISCOUNTS = 64  # distinct (discount, id format) pairs kept rendered (each ~100 KB for 500 services)
 _EXTENSION = "serva.catalog"
 
 _VERSION = db.Statement(select(serva_meta.c.value)
@@ -53,10 +55,14 @@ def lookup(params):
     return _LOOKUP, {}
 
 
-def render_entry(row, rate: int, integer_ids: bool) -> str:
-    """One service as the `services` action shows it (services.entry), as JSON."""
-    return json.dumps(services_entry(row, rate, row.id if integer_ids else str(row.id)),
-                      separators=(",", ":"))
+def service_entry(row, rate: int, numeric: bool) -> dict:
+    """One service as the `services` action shows it, at `rate` (the caller's effective rate),
+    its id in the caller's format. The dashboard and the API page show the same entries."""
+    return services_entry(row, rate, format_service_id(row.id, numeric))
+
+
+def render_entry(row, rate: int, numeric: bool) -> str:
+    return json.dumps(service_entry(row, rate, numeric), separators=(",", ":"))
 
 
 class _Rendered:
@@ -66,26 +72,26 @@ class _Rendered:
         self.version = version
         self.rows = rows
         self.position = {row.id: i for i, row in enumerate(rows)}
-        self.by_discount = {}  # discount_bp -> (entries, body)
+        self.by_discount = {}  # (discount_bp, numeric ids) -> (entries, body)
         self.lock = threading.Lock()
 
-    def for_discount(self, discount_bp: int, integer_ids: bool):
-        rendered = self.by_discount.get(discount_bp)
+    def for_discount(self, discount_bp: int, numeric: bool):
+        rendered = self.by_discount.get((discount_bp, numeric))
         if rendered is None:
-            entries = [render_entry(row, effective_rate(row.rate, None, discount_bp), integer_ids)
+            entries = [render_entry(row, effective_rate(row.rate, None, discount_bp), numeric)
                        for row in self.rows]
             rendered = (entries, ("[" + ",".join(entries) + "]").encode())
             with self.lock:
                 if len(self.by_discount) >= MAX_DISCOUNTS:
                     self.by_discount.clear()
-                self.by_discount[discount_bp] = rendered
+                self.by_discount[discount_bp, numeric] = rendered
         return rendered
 
 
 def response_body(account) -> bytes:
     """The `services` JSON for this account: every active service at its effective rate."""
     extensions = current_app.extensions
-    integer_ids = current_app.config["INTEGER_IDS"]
+    numeric = numeric_ids(account)
     if hasattr(account, "catalog_version"):  # read with the key (lookup)
         version, custom = account.catalog_version, account.custom_rates_json
         if isinstance(custom, (str, bytes)):
@@ -103,13 +109,13 @@ def response_body(account) -> bytes:
             if rendered is None or rendered.version != version:
                 rendered = _Rendered(version, conn.all(_ACTIVE))
                 extensions[_EXTENSION] = rendered
-    entries, body = rendered.for_discount(account.discount_bp, integer_ids)
+    entries, body = rendered.for_discount(account.discount_bp, numeric)
     if custom:
         position = rendered.position
         mine = [(position[sid], rate) for sid, rate in custom if sid in position]
         if mine:
             entries = list(entries)
             for i, rate in mine:
-                entries[i] = render_entry(rendered.rows[i], rate, integer_ids)
+                entries[i] = render_entry(rendered.rows[i], rate, numeric)
             body = ("[" + ",".join(entries) + "]").encode()
     return body

@@ -16,7 +16,7 @@ from . import audit as audit_checks
 from . import coupons as coupons_repo
 from . import db, keys, ledger, orders as orders_repo, refills as refills_repo
 from . import services as services_repo
-from .ids import parse_order, parse_refill, present_order, present_refill
+from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
 from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
 from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
 
@@ -114,6 +114,7 @@ def account_show(email):
     click.echo(f"banned:     {'yes: ' + (row.ban_reason or '') if row.banned else 'no'}")
     click.echo(f"balance:    {format_amount(row.balance)} {current_app.config['CURRENCY']}")
     click.echo(f"discount:   {format_percent(row.discount_bp)}%")
+    click.echo(f"id format:  {row.id_format if row.id_format else id_format_name(numeric_ids(row)) + ' (the default; not chosen)'}")
     click.echo(f"key:        {key.prefix + '… created ' + show_time(key.created_at) + ', last used ' + show_time(key.last_used_at) if key else 'none'}")
     for service_id, rate in rates:
         click.echo(f"rate:       service {service_id} at {format_amount(rate)} per 1000")
@@ -203,6 +204,21 @@ def account_discount(email, percent):
     except AmountError as error:
         fail(str(error))
     _set_state(email, lambda c, i: accounts_repo.set_discount(c, i, bp), f"discount {format_percent(bp)}%")
+
+
+@account_cli.command("id-format")
+@click.argument("email")
+@click.argument("id_format", metavar="numeric|prefixed")
+def account_id_format(email, id_format):
+    """How the API shows this account's order, service and refill ids: prefixed ("ORD-100023",
+    "1234") or numeric (100023, 1234, for panel scripts that store ids as numbers)."""
+    with db.write() as conn:
+        row = _account(conn, email)
+        try:
+            accounts_repo.set_id_format(conn, row.id, id_format)
+        except accounts_repo.AccountError as error:
+            fail(str(error))
+    click.echo(f"{row.email}: id format {id_format}")
 
 
 @account_cli.command("rate")

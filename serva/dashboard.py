@@ -16,10 +16,10 @@ from sqlalchemy import delete, insert, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import accounts, api as api_module, db, keys, services
-from .api import service_entry
-from .ids import present_service
+from .catalog import service_entry
+from .ids import format_service_id, numeric_ids
 from .money import format_amount
-from .schema import login_failures
+from .schema import ID_FORMATS, login_failures
 
 bp = Blueprint("dashboard", __name__, url_prefix="/profile")
 login_manager = LoginManager()
@@ -157,7 +157,7 @@ def _examples_context(rows, raw_key=None) -> dict:
     return {
         "endpoint": request.url_root + "api/v1",
         "example_key": raw_key or "YOUR_API_KEY",
-        "sample_service": present_service(sample.id) if sample else "1234",
+        "sample_service": format_service_id(sample.id, numeric=False) if sample else "1234",
         "sample_quantity": sample.min_quantity if sample else 1000,
         "sample_order": SAMPLE_ORDER,
     }
@@ -169,11 +169,15 @@ def _render_api(raw_key=None):
         row = accounts.get_by_id(conn, account_id)
         key = keys.active_key(conn, account_id)
         rows = services.catalog(conn, account_id)
-    catalog = [service_entry(service, row.discount_bp) for service in rows]
+    numeric = numeric_ids(row)
+    catalog = [service_entry(service, services.effective_rate(service.rate, service.custom_rate,
+                                                              row.discount_bp), numeric)
+               for service in rows]
     return render_template(
         "api.html", account=row, key=key, raw_key=raw_key, catalog=catalog,
         balance=format_amount(row.balance), currency=current_app.config["CURRENCY"],
-        confirm_text=CONFIRM_TEXT, **_examples_context(rows, raw_key))
+        confirm_text=CONFIRM_TEXT, numeric_ids=numeric,
+        **_examples_context(rows, raw_key))
 
 
 @bp.route("/api/")
@@ -237,6 +241,20 @@ def create_key():
 @login_required
 def rotate_key():
     return _issue_key(rotate=True)
+
+
+@bp.route("/api/id-format", methods=["POST"])
+@login_required
+def set_id_format():
+    """The partner's id format: how the API shows order, service and refill ids (serva.ids)."""
+    choice = request.form.get("id_format")
+    if choice not in ID_FORMATS:
+        return _refuse("Choose prefixed or numeric ids.")
+    with db.write() as conn:
+        accounts.set_id_format(conn, current_user.id, choice)
+    example = "100023 and 1234" if choice == "numeric" else '"ORD-100023" and "1234"'
+    flash(f"Ids are now {choice}: the API shows {example}.", "info")
+    return redirect(url_for(".api"))
 
 
 @bp.route("/api/key/revoke", methods=["POST"])

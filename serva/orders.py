@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import coupons, db, keys, ledger, services
 from .errors import ApiError
-from .ids import MAX_ID, parse_order, parse_service, present_order
+from .ids import MAX_ID, format_order_id, numeric_ids, parse_order, parse_service, present_order
 from .money import MAX_AMOUNT, div_half_up, format_amount
 from .params import BadText, load_json, parse_digits
 from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, idempotency_keys,
@@ -300,10 +300,11 @@ def _idempotency_key(params):
 
 def add_action(account, params):
     idem_key = _idempotency_key(params)
-    return place(account.account_id, parse_add(account, params), idem_key)
+    return place(account.account_id, parse_add(account, params), idem_key, numeric_ids(account))
 
 
-def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
+def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: bool) -> dict:
+    """Place the order; the response shows its id in the account's format (`numeric`)."""
     config = current_app.config
     stamp = db.now()
     fingerprint = req.fingerprint() if idem_key else None
@@ -316,8 +317,8 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
             conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
         if idem_key is not None:
             replay = _replay(conn, account_id, idem_key, fingerprint, stamp)
-            if replay is not None:
-                return replay
+            if replay is not None:  # the first response, its order id in today's format
+                return {**replay, "order": format_order_id(parse_order(replay["order"]), numeric)}
         _guard(fast, account_id, req, stamp + config["GUARD_WINDOW_SECONDS"], stamp)
         coupon = None
         units = billable_units(req.service, req.quantity, req.runs)
@@ -347,7 +348,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None) -> dict:
                                        f"order {present_order(order_id)}", order_id=order_id)
         except ledger.InsufficientFunds:
             raise ApiError("insufficient_balance") from None
-        response = {"order": present_order(order_id), "charge": format_amount(charge),
+        response = {"order": format_order_id(order_id, numeric), "charge": format_amount(charge),
                     "currency": config["CURRENCY"], "balance": format_amount(balance)}
         if idem_key is not None:
             _remember(conn, account_id, idem_key, fingerprint, response,

@@ -19,6 +19,7 @@ PENDING_REFILL_STATUSES = ("Pending", "In progress")
 REFILL_STATUSES = PENDING_REFILL_STATUSES + ("Completed", "Rejected")
 SERVICE_KINDS = ("default", "package", "lines", "fields")
 API_ACCESS_STATES = ("none", "requested", "approved")
+ID_FORMATS = ("prefixed", "numeric")  # an account's ids in API responses (serva.ids)
 
 metadata = MetaData()
 
@@ -50,6 +51,9 @@ accounts = Table(
     Column("balance", BigInteger, nullable=False, server_default="0"),
     Column("discount_bp", Integer, nullable=False, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
+    # NULL: the partner has not chosen; the deployment default (SERVA_INTEGER_IDS) applies.
+    Column("id_format", String(16),
+           CheckConstraint(_in("id_format", ID_FORMATS), name="ck_accounts_id_format")),
     CheckConstraint("balance >= 0", name="ck_accounts_balance_nonneg"),
     CheckConstraint("discount_bp BETWEEN 0 AND 10000", name="ck_accounts_discount"),
     CheckConstraint(_in("api_access", API_ACCESS_STATES), name="ck_accounts_api_access"),
