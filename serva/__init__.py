@@ -95,6 +95,8 @@ def create_app(test_config=None):
     cli.init_app(app)
     app.register_blueprint(api.bp)
     _register_dashboard(app)
+    from . import page
+    page.init_app(app)
     _request_ids_and_errors(app)
     return app
 

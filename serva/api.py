@@ -6,11 +6,12 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
 
-from . import catalog as catalog_cache, orders, ratelimit, refills
+from . import catalog as catalog_cache, orders, ratelimit, refills, spec
 from .auth import authenticate
 from .errors import ApiError
 from .money import format_amount
 from .params import BAD_TEXT, BadText, load_json, parse_digits, storable
+from .spec import Action, Example
 
 bp = Blueprint("api", __name__)
 
@@ -111,7 +112,7 @@ def read_params():
     if mimetype == _URLENCODED:
         items = _urlencoded_items()
         params.update(nest(items))
-        return params, [value for name, value in items if name == "key"]
+        return params, [value for name, value in items if name == spec.KEY.name]
     if mimetype in _FORM_TYPES:
         form = request.form
         # A part without a name (no `name=` in its Content-Disposition) is werkzeug's None key.
@@ -119,7 +120,7 @@ def read_params():
         if not all(storable(name) and storable(value) for name, value in items):
             raise ApiError("invalid_request", detail=BAD_TEXT)
         params.update(nest(items))
-        return params, form.getlist("key")
+        return params, form.getlist(spec.KEY.name)
     raw = request.get_data(cache=True)
     if not raw.strip():
         return params, []
@@ -132,7 +133,7 @@ def read_params():
     if not isinstance(body, dict):
         raise ApiError("invalid_request", detail="a JSON body must be an object")
     params.update(body)
-    return params, [body["key"]] if "key" in body else []
+    return params, [body[spec.KEY.name]] if spec.KEY.name in body else []
 
 
 def balance(account, params):
@@ -148,22 +149,120 @@ def cached_catalog(account, params):
     return Encoded(catalog_cache.response_body(account))
 
 
-ACTIONS = {
-    "balance": balance,
-    "services": cached_catalog,
-    "add": orders.add_action,
-    "status": orders.status_action,
-    "refill": refills.refill_action,
-    "refill_status": refills.refill_status_action,
-    "cancel": refills.cancel_action,
-}
+# The examples are one session against the demo data (`serva demo`), in this order; the
+# public page (GET /api) shows them and tests/test_api_page.py runs every one as shown.
+_FOLLOWERS = {"service": "1234", "link": "https://example.com/post/1", "quantity": 1000}
+_TOP_UP = {"service": "7788", "fields": {"player_id": "123456789", "server_id": "55"}}
+_DRIP_FEED = {"service": "1234", "link": "https://example.com/post/2", "quantity": 100,
+              "runs": 3, "interval": 60}
 
-# What an action reads comes with the key lookup, in the same statement: params ->
-# (statement, its parameters) or None. Never raises: errors come after authentication.
-LOOKUPS = {
-    "services": catalog_cache.lookup,
-    "add": orders.add_lookup,
-    "status": orders.status_lookup,
+
+def _status(charge, status, remains, start_count=None):
+    return lambda page: {"charge": charge, "start_count": start_count, "status": status,
+                         "remains": remains, "currency": page["currency"]}
+
+
+# The dispatch table: every action, the parameters it reads, what it reads with the key
+# (`lookup`) and its examples. The endpoint dispatches from it, the public page renders it.
+ACTIONS = {
+    "balance": Action(
+        balance, "The balance of the key's account.",
+        examples=(Example({}, lambda page: {"balance": "100", "currency": page["currency"]}),)),
+    "services": Action(
+        cached_catalog,
+        "Every active service: its id, name, category, type, your rate per 1000 units (after "
+        "your discount or custom rate), the quantity bounds, the manual fields it needs, and "
+        "whether refill, cancel and drip-feed work for it.",
+        examples=(Example({}, lambda page: page["services"][:1],
+                          note="The first entry; the list has one per active service."),),
+        lookup=catalog_cache.lookup),
+    "add": Action(
+        orders.add_action,
+        "Places an order: checks everything, then charges the balance and records the order "
+        "in one transaction (all of it happens or none). Returns the order id, the charge and "
+        "the new balance.",
+        params=(spec.SERVICE, spec.LINK, spec.QUANTITY, spec.FIELDS, spec.COMMENTS, spec.RUNS,
+                spec.INTERVAL, spec.COUPON, spec.IDEMPOTENCY_KEY),
+        examples=(
+            Example(_FOLLOWERS, lambda page: {"order": "ORD-100001", "charge": "0.89",
+                                              "currency": page["currency"], "balance": "99.11"},
+                    note="A link service."),
+            Example(_TOP_UP, lambda page: {"order": "ORD-100002", "charge": "0.2",
+                                           "currency": page["currency"], "balance": "98.91"},
+                    note="A top-up pack with manual fields: the service sets the quantity."),
+            Example(_DRIP_FEED, lambda page: {"order": "ORD-100003", "charge": "0.267",
+                                              "currency": page["currency"], "balance": "98.643"},
+                    note="Drip-feed: 3 runs of 100, an hour apart, charged for 300."),
+        ),
+        lookup=orders.add_lookup,
+        extra=("The same account repeating the same service, target and quantity within a few "
+               "minutes gets `duplicate_target`; an active order for the same service and target "
+               "gets `active_order_exists`.",)),
+    "status": Action(
+        orders.status_action,
+        "The status of one order (`order`) or of up to 100 (`orders`): what was charged after "
+        "refunds, the start count, the status and the remains (a drip-feed order adds `runs` "
+        "and `runs_done`). Statuses: Pending, In progress, Processing, Completed, Partial (the "
+        "undelivered part refunded), Canceled (refunded).",
+        params=(spec.ORDER, spec.ORDERS),
+        examples=(
+            Example({"order": "ORD-100001"}, _status("0.89", "In progress", 450, 1200),
+                    note="After the order started: 550 of the 1000 delivered so far.",
+                    setup=(("order", "set-status", "ORD-100001", "In progress",
+                            "--start-count", "1200", "--remains", "450"),)),
+            Example({"orders": "ORD-100001,100003,ORD-999999"},
+                    lambda page: {"ORD-100001": _status("0.89", "In progress", 450, 1200)(page),
+                                  "100003": {**_status("0.267", "Pending", 300)(page),
+                                             "runs": 3, "runs_done": 0},
+                                  "ORD-999999": {"error": ApiError("order_not_found").message}},
+                    note="Several at once, keyed by each id as sent."),
+        ),
+        lookup=orders.status_lookup),
+    "refill": Action(
+        refills.refill_action,
+        "Asks for a refill of one order (`order`) or of up to 100 (`orders`): for a service "
+        "with refill, an order Completed or Partial within the service's refill window, and "
+        "no refill of it still pending. Returns the refill id to follow with `refill_status`.",
+        params=(spec.ORDER, spec.ORDERS),
+        examples=(
+            Example({"order": "ORD-100001"}, {"refill": "REF-5001"},
+                    note="After the order completed.",
+                    setup=(("order", "set-status", "ORD-100001", "Completed"),)),
+            Example({"orders": "ORD-100001,ORD-100002"},
+                    [{"order": "ORD-100001", "refill": "REF-5002"},
+                     {"order": "ORD-100002", "refill": {"error": ApiError(
+                         "refill_not_available", reason="the service has no refill").message}}],
+                    note="A list in the order sent; the first refill was done meanwhile.",
+                    setup=(("refill", "set-status", "REF-5001", "Completed"),)),
+        )),
+    "refill_status": Action(
+        refills.refill_status_action,
+        "The status of one refill (`refill`) or of up to 100 (`refills`): Pending, In progress, "
+        "Completed or Rejected.",
+        params=(spec.REFILL, spec.REFILLS),
+        examples=(
+            Example({"refill": "REF-5001"}, {"status": "Completed"}),
+            Example({"refills": "REF-5001,5002,REF-9999"},
+                    [{"refill": "REF-5001", "status": "Completed"},
+                     {"refill": "5002", "status": "Pending"},
+                     {"refill": "REF-9999", "status": {"error": ApiError("refill_not_found").message}}],
+                    note="A list in the order sent."),
+        )),
+    "cancel": Action(
+        refills.cancel_action,
+        "Asks to cancel one order (`order`) or up to 100 (`orders`) of a service with cancel "
+        "that are still active. `1` means the request was accepted, not that the order is "
+        "canceled: the outcome shows in `status`, and the money comes back with a Canceled or "
+        "Partial outcome.",
+        params=(spec.ORDER, spec.ORDERS),
+        examples=(
+            Example({"order": "ORD-100003"}, {"cancel": 1}),
+            Example({"orders": "ORD-100003,ORD-100002"},
+                    [{"order": "ORD-100003", "cancel": 1},
+                     {"order": "ORD-100002",
+                      "cancel": {"error": ApiError("cancel_not_available").message}}],
+                    note="A list in the order sent."),
+        )),
 }
 
 
@@ -174,10 +273,10 @@ FAILED_AUTHENTICATION = frozenset({"invalid_key", "key_revoked"})
 def endpoint():
     try:
         params, body_keys = read_params()
-        action = params.get("action")
+        action = params.get(spec.ACTION.name)
         name = action.strip().lower() if isinstance(action, str) else None
-        handler = ACTIONS.get(name)
-        lookup = LOOKUPS.get(name)
+        entry = ACTIONS.get(name)
+        lookup = entry.lookup if entry is not None else None
         try:
             account = authenticate(body_keys, *(lookup(params) or ()) if lookup else ())
         except ApiError as error:
@@ -185,9 +284,9 @@ def endpoint():
                 ratelimit.count_failed_authentication()
             raise
         ratelimit.count_key(account.key_id)
-        if handler is None:
+        if entry is None:
             raise ApiError("unknown_action")
-        result = handler(account, params)
+        result = entry.handler(account, params)
         if isinstance(result, Encoded):
             return Response(result, mimetype="application/json")
         return json_response(result)

@@ -19,6 +19,7 @@ from flask import current_app, request
 
 from . import db, keys
 from .errors import ApiError
+from .spec import KEY
 
 TOUCH_FLUSH_SECONDS = 1
 _TOUCHES = "serva.key_touches"
@@ -32,7 +33,7 @@ def _bearer() -> str | None:
 
 def raw_key(body_keys) -> str:
     """The one key this request carries, from any of the four places."""
-    found = [*body_keys, *request.args.getlist("key"), request.headers.get("X-Api-Key"), _bearer()]
+    found = [*body_keys, *request.args.getlist(KEY.name), request.headers.get("X-Api-Key"), _bearer()]
     distinct = {k.strip() if isinstance(k, str) else repr(k) for k in found if k is not None}
     distinct.discard("")
     if not distinct:

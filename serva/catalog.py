@@ -65,6 +65,14 @@ def render_entry(row, rate: int, numeric: bool) -> str:
     return json.dumps(service_entry(row, rate, numeric), separators=(",", ":"))
 
 
+def public_entries() -> list:
+    """The catalog without a caller (the public API page): every active service at its list
+    rate, ids in the prefixed form."""
+    with db.fast_read() as conn:
+        rows = conn.all(_ACTIVE)
+    return [service_entry(row, row.rate, numeric=False) for row in rows]
+
+
 class _Rendered:
     """The active services of one catalog version, and their JSON per discount."""
 

@@ -36,6 +36,42 @@ MESSAGES = {
 # Transport-level failures keep real statuses (CONTRACT.md, Transport) and say when to retry.
 HTTP_STATUS = {"rate_limited": 429, "busy": 503}
 
+# When each public code is answered, for people (the public page's error table).
+WHEN = {
+    "missing_key": "No key in the body, the query string, x-api-key or Authorization: Bearer.",
+    "invalid_key": "The key does not exist or is malformed.",
+    "ambiguous_key": "Different keys in different places of one request.",
+    "key_revoked": "The key exists but was revoked (rotated or revoked in the dashboard).",
+    "api_access_not_approved": "The account is not approved for API use yet.",
+    "account_banned": "The account is banned.",
+    "unknown_action": "The action is missing or not one of the supported actions.",
+    "invalid_request": "The request cannot be read (say, a body that is neither a form nor JSON).",
+    "missing_parameter": "A parameter the action needs is absent.",
+    "service_unavailable": "The service id is unknown or the service is not active.",
+    "invalid_link": "The link is not an absolute http(s) URL.",
+    "invalid_quantity": "The quantity is not a whole number, is outside min..max, or disagrees "
+                        "with the quantity the service sets.",
+    "invalid_fields": "The manual fields are malformed, unknown or missing.",
+    "invalid_coupon": "The coupon is unknown, expired, used up or does not apply.",
+    "insufficient_balance": "The charge is above the balance.",
+    "duplicate_target": "The purchase guard blocked a repeat of the same service, target and "
+                        "quantity within its window.",
+    "active_order_exists": "An order for the same service and target is still active.",
+    "idempotency_conflict": "An idempotency key was reused with a different request.",
+    "order_not_found": "The order does not exist or is another account's.",
+    "too_many_orders": "More than 100 ids in one request.",
+    "dripfeed_not_available": "`runs` above 1 on a service without drip-feed, or `runs` / "
+                              "`interval` out of range.",
+    "refill_not_available": "The service has no refill, the order is not Completed or Partial, "
+                            "its refill window is over, or a refill of it is still pending.",
+    "refill_not_found": "The refill does not exist or is another account's.",
+    "cancel_not_available": "The service has no cancel, or the order is no longer active.",
+    "rate_limited": "HTTP 429: too many requests for this key, or too many failed keys from "
+                    "this address; retry after the Retry-After seconds.",
+    "busy": "HTTP 503: the server could not write in time (busy, or its disk is full or "
+            "read-only). Nothing was charged; retry after the Retry-After seconds.",
+}
+
 # Quantity errors share the public code `invalid_quantity`; the message says which bound.
 # Likewise drip-feed's range errors share `dripfeed_not_available`.
 PUBLIC_CODE = {"quantity_below_min": "invalid_quantity", "quantity_above_max": "invalid_quantity",

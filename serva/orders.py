@@ -22,14 +22,14 @@ from .money import MAX_AMOUNT, div_half_up, format_amount
 from .params import BadText, load_json, parse_digits
 from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, idempotency_keys,
                      orders, purchase_guards, service_rates, services as services_table)
+from .spec import (COUPON, FIELDS, IDEMPOTENCY_KEY, INTERVAL, LINK, ORDER, ORDERS, QUANTITY, RUNS,
+                   SERVICE)
 
 MAX_BATCH = 100
 MAX_LINK_LENGTH = 2048
 MAX_FIELD_LENGTH = 255
 MAX_LINES_LENGTH = 100_000
 REFUNDED_STATUSES = ("Partial", "Canceled")
-LINK_PARAMS = ("link", "target", "target_link")
-FIELD_PARAMS = ("fields", "inputs", "custom_fields")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MIN_RUNS, MAX_RUNS = 2, 1000  # drip-feed (CONTRACT.md: add)
 MIN_INTERVAL, MAX_INTERVAL = 1, 1440  # minutes between runs
@@ -56,14 +56,6 @@ class OrderRequest:
 
 
 # ---------------------------------------------------------------- input
-
-def _first(params, names):
-    for name in names:
-        value = params.get(name)
-        if value not in (None, ""):
-            return value
-    return None
-
 
 def _text(value, what: str, limit: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -140,17 +132,17 @@ def _bounded(value, low: int, high: int, error: str) -> int:
 def parse_dripfeed(params, service):
     """(runs, interval) of a drip-feed `add`, or (None, None) for an ordinary order. `runs`
     above 1 on a service without drip-feed is refused, never dropped."""
-    raw_runs = params.get("runs")
-    if raw_runs in (None, ""):
+    raw_runs = RUNS.get(params)
+    if raw_runs is None:
         return None, None
     if parse_digits(raw_runs) == 1:
         return None, None  # one run is an ordinary order
     if not service.dripfeed:
         raise ApiError("dripfeed_not_available")
     runs = _bounded(raw_runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
-    raw_interval = params.get("interval")
-    if raw_interval in (None, ""):
-        raise ApiError("missing_parameter", name="interval")
+    raw_interval = INTERVAL.get(params)
+    if raw_interval is None:
+        raise ApiError("missing_parameter", name=INTERVAL.name)
     return runs, _bounded(raw_interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
 
 
@@ -167,9 +159,9 @@ def _target_key(service_id: int, target: str) -> str:
 
 def parse_add(account, params) -> OrderRequest:
     """Everything `add` can check without the write lock, in the order a partner fixes things."""
-    raw_service = params.get("service")
-    if raw_service in (None, ""):
-        raise ApiError("missing_parameter", name="service")
+    raw_service = SERVICE.get(params)
+    if raw_service is None:
+        raise ApiError("missing_parameter", name=SERVICE.name)
     service_id = parse_service(raw_service)
     service = None
     if service_id and getattr(account, "svc_lookup", None) == service_id:  # read with the key
@@ -185,7 +177,7 @@ def parse_add(account, params) -> OrderRequest:
     by_name = {spec["name"]: spec for spec in specs}
     lines_spec = next((s for s in specs if s.get("lines")), None)
 
-    given = parse_inputs(_first(params, FIELD_PARAMS))
+    given = parse_inputs(FIELDS.get(params))
     if lines_spec and lines_spec["name"] not in given and params.get(lines_spec["name"]) is not None:
         given[lines_spec["name"]] = params[lines_spec["name"]]  # e.g. the ecosystem's `comments`
     unknown = sorted(set(given) - set(by_name))
@@ -210,14 +202,12 @@ def parse_add(account, params) -> OrderRequest:
                                     if by_name[name].get("lines") else value
                                     for name, value in inputs.items()}, sort_keys=True)
     else:
-        link = _first(params, LINK_PARAMS)
+        link = LINK.get(params)
         if link is None:
-            raise ApiError("missing_parameter", name="link")
+            raise ApiError("missing_parameter", name=LINK.name)
         target = target_source = normalize_link(link)
 
-    raw_quantity = params.get("quantity")
-    if raw_quantity == "":
-        raw_quantity = None
+    raw_quantity = QUANTITY.get(params)
     if service.fixed_quantity is not None:  # a pack: the service says how many
         quantity = service.fixed_quantity
         if raw_quantity is not None and _quantity(raw_quantity) != quantity:
@@ -232,7 +222,7 @@ def parse_add(account, params) -> OrderRequest:
             raise ApiError("invalid_quantity")
     else:
         if raw_quantity is None:
-            raise ApiError("missing_parameter", name="quantity")
+            raise ApiError("missing_parameter", name=QUANTITY.name)
         quantity = _quantity(raw_quantity)
     _check_bounds(quantity, service)
     runs, interval = parse_dripfeed(params, service)
@@ -241,7 +231,7 @@ def parse_add(account, params) -> OrderRequest:
         if quantity > MAX_ID:
             raise ApiError("invalid_quantity")
 
-    coupon_code = _first(params, ("coupon", "coupon_code"))
+    coupon_code = COUPON.get(params)
     if coupon_code is not None and not isinstance(coupon_code, str):
         raise ApiError("invalid_coupon")
     return OrderRequest(
@@ -275,7 +265,7 @@ _ADD_LOOKUP = db.Statement(_add_lookup_select())
 
 def add_lookup(params):
     """What `add` reads with the key: the service (active, with the account's custom rate)."""
-    service_id = parse_service(params.get("service"))
+    service_id = parse_service(params.get(SERVICE.name))
     if not service_id:
         return None
     return _ADD_LOOKUP, {"service_id": service_id}
@@ -290,7 +280,7 @@ def billable_units(service, quantity: int, runs: int | None = None) -> int:
 # ---------------------------------------------------------------- the pipeline
 
 def _idempotency_key(params):
-    value = request.headers.get("Idempotency-Key") or params.get("idempotency_key")
+    value = request.headers.get("Idempotency-Key") or params.get(IDEMPOTENCY_KEY.name)
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 255:
@@ -471,7 +461,7 @@ def _requested(params):
     known = g.get("serva_status")
     if known is not None and known[0] is params:
         return known[1]
-    batch = params.get("orders")
+    batch = params.get(ORDERS.name)
     requested = None
     try:
         if batch not in (None, "", []):
@@ -479,7 +469,7 @@ def _requested(params):
             if len(tokens) <= MAX_BATCH:
                 requested = tokens, {token: parse_order(token) for token in tokens}
         else:
-            single = params.get("order")
+            single = params.get(ORDER.name)
             if single not in (None, ""):
                 requested = None, {single: parse_order(single)}
     except (ApiError, TypeError):
@@ -543,7 +533,7 @@ def batch_ids(value, name="orders") -> list:
 
 
 def status_action(account, params):
-    batch = params.get("orders")
+    batch = params.get(ORDERS.name)
     if batch not in (None, "", []):
         requested = _requested(params)
         if requested is not None and requested[0] is not None:
@@ -558,9 +548,9 @@ def status_action(account, params):
         currency = current_app.config["CURRENCY"]
         return {token: status_entry(found[order_id], currency) if order_id in found
                 else {"error": missing} for token, order_id in parsed.items()}
-    single = params.get("order")
+    single = params.get(ORDER.name)
     if single in (None, ""):
-        raise ApiError("missing_parameter", name="order")
+        raise ApiError("missing_parameter", name=ORDER.name)
     order_id = parse_order(single)
     row = _found(account, [order_id]).get(order_id)
     if row is None:

@@ -16,6 +16,7 @@ from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, prese
 from .orders import MAX_BATCH, batch_ids
 from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
                      refills, services)
+from .spec import ORDER, ORDERS, REFILL, REFILLS
 
 REFILLABLE_STATUSES = ("Completed", "Partial")
 DAY = 86_400
@@ -25,17 +26,18 @@ class RefillError(ValueError):
     """An operator's refill change that cannot be applied."""
 
 
-def _requested(params, single: str, batch: str):
-    """(ids as sent, is_batch) of a single-or-list action (`order` / `orders=a,b`)."""
-    value = params.get(batch)
+def _requested(params, single, batch):
+    """(ids as sent, is_batch) of a single-or-list action (`order` / `orders=a,b`), given as
+    their spec.Param."""
+    value = params.get(batch.name)
     if value not in (None, "", []):
-        tokens = batch_ids(value, batch)
+        tokens = batch_ids(value, batch.name)
         if len(tokens) > MAX_BATCH:
             raise ApiError("too_many_orders", max=MAX_BATCH)
         return tokens, True
-    value = params.get(single)
+    value = params.get(single.name)
     if value in (None, ""):
-        raise ApiError("missing_parameter", name=single)
+        raise ApiError("missing_parameter", name=single.name)
     return [value], False
 
 
@@ -94,7 +96,7 @@ def _refill(conn, account_id: int, order_id, stamp: int) -> int:
 
 
 def refill_action(account, params):
-    tokens, is_batch = _requested(params, "order", "orders")
+    tokens, is_batch = _requested(params, ORDER, ORDERS)
     stamp = db.now()
     with db.write() as conn:
         outcomes = _each(tokens, lambda t: _refill(conn, account.account_id, parse_order(t), stamp))
@@ -104,7 +106,7 @@ def refill_action(account, params):
 
 
 def refill_status_action(account, params):
-    tokens, is_batch = _requested(params, "refill", "refills")
+    tokens, is_batch = _requested(params, REFILL, REFILLS)
     wanted = {token: parse_refill(token) for token in tokens}
     ids = sorted({i for i in wanted.values() if i is not None})
     found = {}
@@ -143,7 +145,7 @@ def _cancel(conn, account_id: int, order_id, stamp: int) -> int:
 
 
 def cancel_action(account, params):
-    tokens, is_batch = _requested(params, "order", "orders")
+    tokens, is_batch = _requested(params, ORDER, ORDERS)
     stamp = db.now()
     with db.write() as conn:
         outcomes = _each(tokens, lambda t: _cancel(conn, account.account_id, parse_order(t), stamp))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from serva import db, services
+from serva import api as api_module, db, services
 
 from test_dashboard import EMAIL, PASSWORD, make_account
 
@@ -84,4 +84,40 @@ def test_sign_in_create_copy_reload_revoke(app, live_server, browser):
     page.wait_for_selector("#no-key")
     assert "The key is revoked" in page.content()
     assert api(live_server, raw) == {"error": "API key has been revoked", "code": "key_revoked"}
+    context.close()
+
+
+def test_the_public_api_page_renders_without_console_errors(app, runner, live_server, browser):
+    """GET /api in headless Chromium: no console error, no script error, no blocked resource
+    (the CSP allows no inline script); a snippet's copy button copies the snippet."""
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems = []
+    page.on("console", lambda message: message.type in ("error", "warning")
+            and problems.append(f"console {message.type}: {message.text}"))
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+    page.on("response", lambda response: response.status >= 400
+            and problems.append(f"HTTP {response.status}: {response.url}"))
+
+    page.goto(f"{live_server}/profile/login")
+    page.click("#api-reference")
+    page.wait_for_url(f"{live_server}/api")
+    page.wait_for_load_state("networkidle")
+    assert page.title() == "API · Serva"
+    assert page.locator(".example").count() == sum(len(a.examples) for a in api_module.ACTIONS.values())
+    assert page.is_visible("#action-add") and page.is_visible("#error-invalid_key")
+    page.click("summary:has-text('PHP')")
+    page.click("button[data-copy='snippet-php']")
+    page.wait_for_function("document.querySelector(\"button[data-copy='snippet-php']\")"
+                           ".textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()").startswith("<?php\n")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "api-page.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert problems == [], problems
     context.close()

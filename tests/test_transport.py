@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from serva import REQUEST_ID_HEADER, api, create_app
+from serva.spec import Action
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -16,7 +17,7 @@ FORM = "application/x-www-form-urlencoded"
 @pytest.fixture
 def echo(monkeypatch):
     """An extra action in the dispatch table that returns the merged parameters it was given."""
-    monkeypatch.setitem(api.ACTIONS, "echo", lambda account, params: params)
+    monkeypatch.setitem(api.ACTIONS, "echo", Action(lambda account, params: params, "echo"))
 
 
 def assert_json(response):
@@ -300,7 +301,7 @@ def test_500_is_json_with_the_request_id_and_no_internals(app):
 def test_500_inside_an_action_is_json_with_the_request_id(client, partner, monkeypatch):
     def broken(account, params):
         raise KeyError("internal-key-name")
-    monkeypatch.setitem(api.ACTIONS, "broken", broken)
+    monkeypatch.setitem(api.ACTIONS, "broken", Action(broken, "broken"))
     response = client.post("/api/v1", data={"action": "broken", "key": partner[1]})
     assert response.status_code == 500
     body = assert_json(response)
@@ -310,7 +311,7 @@ def test_500_inside_an_action_is_json_with_the_request_id(client, partner, monke
 
 
 def test_500_is_logged_with_the_request_id(client, partner, monkeypatch, caplog):
-    monkeypatch.setitem(api.ACTIONS, "broken", lambda account, params: 1 / 0)
+    monkeypatch.setitem(api.ACTIONS, "broken", Action(lambda account, params: 1 / 0, "broken"))
     with caplog.at_level(logging.ERROR):
         response = client.post("/api/v1", data={"action": "broken", "key": partner[1]})
     rid = response.headers[REQUEST_ID_HEADER]
@@ -501,7 +502,7 @@ def test_the_request_id_is_in_the_access_log_line(client, partner, caplog):
 
 
 def test_the_request_id_is_in_the_access_log_for_a_500(client, partner, monkeypatch, caplog):
-    monkeypatch.setitem(api.ACTIONS, "broken", lambda account, params: 1 / 0)
+    monkeypatch.setitem(api.ACTIONS, "broken", Action(lambda account, params: 1 / 0, "broken"))
     caplog.set_level(logging.INFO, logger="serva.access")
     response = client.post("/api/v1", data={"action": "broken", "key": partner[1]})
     rid = response.headers[REQUEST_ID_HEADER]
@@ -511,7 +512,7 @@ def test_the_request_id_is_in_the_access_log_for_a_500(client, partner, monkeypa
 
 def test_the_key_never_appears_in_any_log_record(client, partner, monkeypatch, caplog):
     key = partner[1]
-    monkeypatch.setitem(api.ACTIONS, "broken", lambda account, params: 1 / 0)
+    monkeypatch.setitem(api.ACTIONS, "broken", Action(lambda account, params: 1 / 0, "broken"))
     caplog.set_level(logging.DEBUG)
     client.get(f"/api/v1?action=balance&key={key}")
     client.post(f"/api/v1?key={key}", data={"action": "services"})
