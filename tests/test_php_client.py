@@ -11,6 +11,7 @@ import pytest
 
 from serva import db, services
 from serva.demo import CATALOG
+from serva.schema import orders
 
 from conftest import make_partner
 
@@ -113,3 +114,76 @@ def test_errors_come_back_in_the_error_key(panel, id_format):
         "Quantity less than minimal 100"
     assert panel.status(order_id(424242, id_format))["error"] == "Incorrect order ID"
     assert Panel(panel.php, panel.url, "sk_" + "x" * 43).balance()["error"] == "Invalid API key"
+
+
+# ---------------------------------------------------------------- refill, refill status, cancel
+
+def operator(runner, *args):
+    result = runner.invoke(args=list(args))
+    assert result.exit_code == 0, (args, result.output)
+    return result.output
+
+
+def refill_id(number: int, id_format: str):
+    return number if id_format == "numeric" else f"REF-{number}"
+
+
+def test_refill_refill_status_and_cancel(app, runner, panel, id_format):
+    """refill, multiRefill, refillStatus, multiRefillStatus and cancel as a panel script calls
+    them: with the numeric format the ids the server returns go straight into the int-typed
+    methods; with the prefixed format PHP refuses them (TypeError), as the ecosystem's panels
+    found, and a script passes the number, which the server accepts whatever the format."""
+    followers = panel.order({"service": 1234, "link": LINK, "quantity": 100})  # refill 30 days
+    comments = panel.order({"service": 1236, "link": LINK, "comments": "a\nb"})  # no refill, no cancel
+    operator(runner, "order", "set-status", "ORD-100001", "Completed")
+    operator(runner, "order", "set-status", "ORD-100002", "Completed")
+
+    if id_format == "prefixed":
+        assert "type_error" in panel.call("refill", followers["order"])  # int $orderId
+    refill = panel.refill(100001 if id_format == "prefixed" else followers["order"])
+    assert refill == {"refill": refill_id(5001, id_format)}
+    if id_format == "prefixed":
+        assert "type_error" in panel.call("refillStatus", refill["refill"])  # int $refillId
+    first_refill = 5001 if id_format == "prefixed" else refill["refill"]
+    assert panel.refillStatus(first_refill) == {"status": "Pending"}
+
+    # a second refill while one is pending, one on a service without refill
+    assert panel.refill(100001)["code"] == "refill_not_available"
+    assert panel.refill(100002)["code"] == "refill_not_available"
+    operator(runner, "refill", "set-status", "REF-5001", "Completed")
+    assert panel.refillStatus(first_refill) == {"status": "Completed"}
+
+    # multiRefill: a list in the order sent, keyed by the ids as sent
+    third = panel.order({"service": 1234, "link": LINK + "/3", "quantity": 100})
+    operator(runner, "order", "set-status", "ORD-100003", "Completed")
+    with app.app_context(), db.write() as conn:  # the first order completed 31 days ago
+        conn.execute(orders.update().where(orders.c.id == 1)
+                     .values(completed_at=orders.c.completed_at - 31 * 86400))
+    refills = panel.multiRefill([100003, 100001, 100002, 100999])
+    assert [entry["order"] for entry in refills] == ["100003", "100001", "100002", "100999"]
+    assert refills[0]["refill"] == refill_id(5002, id_format)
+    assert "window" in refills[1]["refill"]["error"]
+    assert refills[2]["refill"]["error"].startswith("Refill is not available for this order")
+    assert refills[3]["refill"] == {"error": "Incorrect order ID"}
+
+    statuses = panel.multiRefillStatus([5001, 5002, 9])
+    assert statuses == [{"refill": "5001", "status": "Completed"},
+                        {"refill": "5002", "status": "Pending"},
+                        {"refill": "9", "status": {"error": "Refill not found"}}]
+
+    # cancel: accepted (1), then the operator's Canceled refunds the whole charge
+    active = panel.order({"service": 1234, "link": LINK + "/4", "quantity": 200})
+    assert panel.balance()["balance"] == "99.62"  # 100 - 0.089 - 0.024 - 0.089 - 0.178
+    answer = panel.cancel([active["order"], comments["order"], third["order"]])
+    assert answer == [{"order": str(active["order"]), "cancel": 1},
+                      {"order": str(comments["order"]),
+                       "cancel": {"error": "Cancel is not available for this order"}},
+                      {"order": str(third["order"]),
+                       "cancel": {"error": "Cancel is not available for this order"}}]
+    assert "ORD-100004" in operator(runner, "order", "list", "--cancel-requested")
+    assert panel.status(active["order"])["status"] == "Pending"  # accepted, not canceled yet
+    operator(runner, "order", "set-status", "ORD-100004", "Canceled")
+    assert panel.status(active["order"]) == {"charge": "0", "start_count": None,
+                                             "status": "Canceled", "remains": 200,
+                                             "currency": "USD"}
+    assert panel.balance()["balance"] == "99.798"  # the 0.178 back, once

@@ -181,8 +181,11 @@ def test_php_snippet_verbatim_when_php_is_installed(tmp_path, live_server, demo_
     php = shutil.which("php")
     if php is None or not _php_has_curl(php):
         pytest.skip("php with the curl extension is not installed (the emulation covers it)")
-    source = PHP_SNIPPET.replace(PUBLIC_URL, live_server + "/api/v1").replace("YOUR_API_KEY", demo_key)
-    result = subprocess.run([php, "-r", source], capture_output=True, text=True, timeout=60)
+    # With the `<?php` the public page left out (issue 10), as the file a user saves and runs.
+    script = tmp_path / "snippet.php"
+    script.write_text("<?php\n" + PHP_SNIPPET.replace(PUBLIC_URL, live_server + "/api/v1")
+                      .replace("YOUR_API_KEY", demo_key))
+    result = subprocess.run([php, str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["charge"] == "0.89" and body["balance"] == "99.11"
