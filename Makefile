@@ -1,4 +1,6 @@
-# `make run`: install, prepare the demo database and serve on 127.0.0.1:8000 with waitress.
+# `make run`: install, prepare the demo database and serve on 127.0.0.1:8000 with waitress,
+# with `serva worker` beside it (stopped with the server) so demo orders reach the simulated
+# provider and complete by themselves.
 # `make test`: install and run the whole test suite (what .ci/run calls).
 # `make serve-workers`: production serving on every core (`serva serve`: gunicorn, one worker
 # process per core); `make run` and `make serve` are single-process waitress.
@@ -6,6 +8,7 @@
 # than `make test` runs (HYPOTHESIS_PROFILE=fuzz; FUZZ_EXAMPLES=N per test to change it).
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
 # part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
+# `make bench-worker`: the fulfilment worker against a provider answering in 50 ms (~1 min).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -14,13 +17,15 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-profile clean
+.PHONY: run test fuzz install serve serve-workers bench bench-profile bench-worker clean
 
 run: install
 	$(BIN)/serva init-db
 	@KEY=$$($(BIN)/serva demo | tee /dev/stderr | tail -n 1); \
 	  echo; echo "Try it:  curl -s http://$(HOST):$(PORT)/api/v1 -d action=balance -d key=$$KEY"; echo
-	$(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
+	@SERVA_SYNC_INTERVAL_SECONDS=$${SERVA_SYNC_INTERVAL_SECONDS:-2} $(BIN)/serva worker & WORKER=$$!; \
+	  trap 'kill -TERM $$WORKER 2>/dev/null; wait $$WORKER' EXIT INT TERM; \
+	  $(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
 
 serve: install
 	$(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
@@ -30,6 +35,9 @@ serve-workers: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+bench-worker: install
+	$(BIN)/python bench/worker.py
 
 bench-profile: install
 	$(BIN)/pip install -q -e '.[bench]'

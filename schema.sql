@@ -1,4 +1,4 @@
--- Serva schema at revision account_id_format. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision fulfilment. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -29,6 +29,23 @@ CREATE TABLE login_failures (
 
 CREATE INDEX ix_login_failures_email ON login_failures (email, created_at);
 
+CREATE TABLE providers (
+	id INTEGER NOT NULL,
+	name VARCHAR(64) NOT NULL,
+	url VARCHAR(2048) NOT NULL,
+	api_key VARCHAR(255) NOT NULL,
+	enabled BOOLEAN DEFAULT true NOT NULL,
+	idempotent BOOLEAN DEFAULT false NOT NULL,
+	balance BIGINT,
+	balance_currency VARCHAR(8),
+	balance_at BIGINT,
+	last_error VARCHAR(255),
+	last_error_at BIGINT,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	UNIQUE (name)
+);
+
 CREATE TABLE serva_meta (
 	"key" VARCHAR(64) NOT NULL,
 	value VARCHAR(255) NOT NULL,
@@ -51,6 +68,10 @@ CREATE TABLE services (
 	refill_days INTEGER DEFAULT '0' NOT NULL,
 	dripfeed BOOLEAN DEFAULT false NOT NULL,
 	fixed_quantity INTEGER,
+	provider_id INTEGER,
+	provider_service VARCHAR(64),
+	provider_rate BIGINT,
+	markup_bp INTEGER,
 	PRIMARY KEY (id),
 	CONSTRAINT ck_services_rate CHECK (rate >= 0),
 	CONSTRAINT ck_services_quantity CHECK (min_quantity >= 1 AND max_quantity >= min_quantity),
@@ -147,6 +168,10 @@ CREATE TABLE orders (
 	runs_done INTEGER,
 	cancel_requested_at BIGINT,
 	completed_at BIGINT,
+	provider_id INTEGER,
+	provider_order VARCHAR(64),
+	next_sync_at BIGINT,
+	attention VARCHAR(255),
 	PRIMARY KEY (id),
 	CONSTRAINT ck_orders_status CHECK (status IN ('Pending', 'In progress', 'Processing', 'Completed', 'Partial', 'Canceled')),
 	CONSTRAINT ck_orders_money CHECK (charge >= 0 AND refunded >= 0 AND refunded <= charge),
@@ -156,6 +181,8 @@ CREATE TABLE orders (
 );
 
 CREATE INDEX ix_orders_account ON orders (account_id, id);
+
+CREATE INDEX ix_orders_sync ON orders (provider_id, next_sync_at) WHERE next_sync_at IS NOT NULL;
 
 CREATE UNIQUE INDEX uq_orders_one_active_per_target ON orders (account_id, service_id, target_key) WHERE status IN ('Pending', 'In progress', 'Processing');
 
@@ -174,6 +201,27 @@ CREATE TABLE coupon_redemptions (
 );
 
 CREATE INDEX ix_coupon_redemptions_account ON coupon_redemptions (coupon_id, account_id);
+
+CREATE TABLE dispatches (
+	id INTEGER NOT NULL,
+	order_id INTEGER NOT NULL,
+	kind VARCHAR(16) DEFAULT 'add' NOT NULL,
+	state VARCHAR(16) DEFAULT 'due' NOT NULL,
+	attempts INTEGER DEFAULT '0' NOT NULL,
+	due_at BIGINT NOT NULL,
+	lease_owner VARCHAR(64),
+	lease_until BIGINT,
+	last_message VARCHAR(255),
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_dispatches_state CHECK (state IN ('due', 'sending', 'done', 'unknown', 'canceled', 'manual')),
+	FOREIGN KEY(order_id) REFERENCES orders (id)
+);
+
+CREATE INDEX ix_dispatches_due ON dispatches (state, due_at);
+
+CREATE UNIQUE INDEX uq_dispatches_one_add_per_order ON dispatches (order_id) WHERE kind = 'add';
 
 CREATE TABLE ledger (
 	id INTEGER NOT NULL,

@@ -65,6 +65,14 @@ def default_config(app) -> dict:
         "RATELIMIT_KEY_PREFIX": env.get("SERVA_RATELIMIT_KEY_PREFIX", "serva"),
         "RATE_LIMIT_PER_KEY": env.get("SERVA_RATE_LIMIT_PER_KEY", "100/second"),
         "RATE_LIMIT_INVALID_KEYS": env.get("SERVA_RATE_LIMIT_INVALID_KEYS", "30/minute"),
+        # Fulfilment (serva/worker.py, serva/provider_client.py)
+        "SYNC_INTERVAL_SECONDS": int(env.get("SERVA_SYNC_INTERVAL_SECONDS", 60)),
+        "DISPATCH_RETRY_SECONDS": int(env.get("SERVA_DISPATCH_RETRY_SECONDS", 30)),
+        "DISPATCH_MAX_ATTEMPTS": int(env.get("SERVA_DISPATCH_MAX_ATTEMPTS", 8)),
+        "DISPATCH_LEASE_SECONDS": int(env.get("SERVA_DISPATCH_LEASE_SECONDS", 120)),
+        "PROVIDER_CONNECT_TIMEOUT": float(env.get("SERVA_PROVIDER_CONNECT_TIMEOUT", 5)),
+        "PROVIDER_READ_TIMEOUT": float(env.get("SERVA_PROVIDER_READ_TIMEOUT", 30)),
+        "WORKER_CONCURRENCY": int(env.get("SERVA_WORKER_CONCURRENCY", 16)),
     }
 
 

@@ -9,16 +9,17 @@ from datetime import datetime, timezone
 import click
 from flask import current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 
 from . import accounts as accounts_repo
 from . import audit as audit_checks
 from . import coupons as coupons_repo
-from . import db, keys, ledger, orders as orders_repo, refills as refills_repo
-from . import services as services_repo
+from . import db, keys, ledger, orders as orders_repo, providers as providers_repo
+from . import refills as refills_repo, services as services_repo, worker
 from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
 from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
-from .schema import accounts, idempotency_keys, login_failures, orders, purchase_guards, services
+from .schema import (accounts, dispatches, idempotency_keys, login_failures, orders, providers,
+                     purchase_guards, services)
 
 
 def fail(message: str):
@@ -44,6 +45,8 @@ order_cli = AppGroup("order", help="Orders: list, inspect, move through statuses
                      callback=require_schema)
 refill_cli = AppGroup("refill", help="Partners' refill requests: list and answer them.",
                       callback=require_schema)
+provider_cli = AppGroup("provider", help="Upstream providers orders are handed over to.",
+                        callback=require_schema)
 
 
 def amount_arg(text: str, positive=True) -> int:
@@ -530,8 +533,12 @@ def _order_id(text):
 @click.option("--service", "service_id", type=int)
 @click.option("--cancel-requested", is_flag=True,
               help="Only active orders whose partner asked to cancel (answer with set-status).")
+@click.option("--provider", "provider_name", help="Only orders fulfilled by this provider.")
+@click.option("--unknown", is_flag=True, help="Only orders whose hand-over outcome is unknown.")
+@click.option("--attention", is_flag=True, help="Only orders flagged for the operator.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-def order_list(email, status, service_id, cancel_requested, limit):
+def order_list(email, status, service_id, cancel_requested, provider_name, unknown, attention,
+               limit):
     """Newest orders first."""
     query = (select(orders, accounts.c.email).join(accounts, accounts.c.id == orders.c.account_id)
              .order_by(orders.c.id.desc()).limit(limit))
@@ -545,6 +552,17 @@ def order_list(email, status, service_id, cancel_requested, limit):
         if cancel_requested:
             query = query.where(orders.c.cancel_requested_at.is_not(None),
                                 orders.c.status.in_(orders_repo.ACTIVE_STATUSES))
+        if provider_name:
+            try:
+                provider = providers_repo.require(conn, provider_name)
+            except providers_repo.ProviderError as error:
+                fail(str(error))
+            query = query.where(orders.c.provider_id == provider.id)
+        if unknown:
+            query = query.where(orders.c.id.in_(select(dispatches.c.order_id)
+                                                .where(dispatches.c.state == "unknown")))
+        if attention:
+            query = query.where(orders.c.attention.is_not(None))
         for row in conn.execute(query):
             extra = ""
             if row.runs is not None:
@@ -554,6 +572,41 @@ def order_list(email, status, service_id, cancel_requested, limit):
             click.echo(f"{present_order(row.id)}\t{row.status}\t{row.email}\tservice {row.service_id}\t"
                        f"qty {row.quantity}\t{format_amount(row.charge - row.refunded)}\t{row.target}"
                        + extra)
+
+
+@order_cli.command("unknown")
+def order_unknown():
+    """Hand-overs whose outcome is unknown (sent, no usable answer): resolve each by hand."""
+    with db.read() as conn:
+        rows = conn.execute(
+            select(orders.c.id, orders.c.quantity, orders.c.target, dispatches.c.attempts,
+                   dispatches.c.last_message, dispatches.c.updated_at,
+                   providers.c.name.label("provider"))
+            .select_from(dispatches.join(orders, orders.c.id == dispatches.c.order_id)
+                         .outerjoin(providers, providers.c.id == orders.c.provider_id))
+            .where(dispatches.c.state == "unknown").order_by(orders.c.id)).all()
+    for row in rows:
+        click.echo(f"{present_order(row.id)}\t{row.provider or '-'}\tqty {row.quantity}\t"
+                   f"{row.target}\tsince {show_time(row.updated_at)}\t{row.last_message or ''}")
+
+
+@order_cli.command("resolve")
+@click.argument("order")
+@click.option("--provider-order", help="It was placed: the provider's order id.")
+@click.option("--resend", is_flag=True, help="It was not placed: hand it over again.")
+@click.option("--cancel", is_flag=True, help="Give up: Canceled, full refund.")
+def order_resolve(order, provider_order, resend, cancel):
+    """Settle a hand-over whose outcome is unknown, after checking at the provider."""
+    if sum((provider_order is not None, resend, cancel)) != 1:
+        fail("give exactly one of --provider-order PID, --resend and --cancel")
+    order_id = _order_id(order)
+    try:
+        with db.write() as conn:
+            done = worker.resolve(conn, order_id, provider_order=provider_order,
+                                      resend=resend, cancel=cancel)
+    except worker.ResolveError as error:
+        fail(str(error))
+    click.echo(f"{present_order(order_id)}: {done}")
 
 
 @order_cli.command("show")
@@ -571,6 +624,13 @@ def order_show(order):
         entries = conn.execute(select(ledger_table).where(ledger_table.c.order_id == order_id)
                                .order_by(ledger_table.c.id)).all()
         refill_rows = refills_repo.refills_of(conn, order_id)
+        handover = conn.execute(
+            select(providers.c.name.label("provider"), dispatches.c.state, dispatches.c.attempts,
+                   dispatches.c.last_message)
+            .select_from(orders.outerjoin(providers, providers.c.id == orders.c.provider_id)
+                         .outerjoin(dispatches, and_(dispatches.c.order_id == orders.c.id,
+                                                     dispatches.c.kind == "add")))
+            .where(orders.c.id == order_id)).first()
     for label, value in [("order", present_order(row.id)), ("account", row.email),
                          ("service", row.service_id), ("target", row.target),
                          ("inputs", row.inputs_json or "-"), ("quantity", row.quantity),
@@ -584,6 +644,15 @@ def order_show(order):
                          ("created", show_time(row.created_at)), ("updated", show_time(row.updated_at)),
                          ("completed", show_time(row.completed_at))]:
         click.echo(f"{label + ':':12} {value}")
+    if row.provider_id is not None or handover.state is not None:
+        for label, value in [("provider", handover.provider if handover else "-"),
+                             ("provider order", row.provider_order or "-"),
+                             ("hand-over", f"{handover.state}, {handover.attempts} attempts"
+                              if handover and handover.state else "-"),
+                             ("last provider message", handover.last_message or "-"
+                              if handover else "-"),
+                             ("attention", row.attention or "-")]:
+            click.echo(f"{label}: {value}")
     for entry in entries:
         click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)}")
     for refill in refill_rows:
@@ -639,6 +708,69 @@ def refill_set_status(refill, status):
     click.echo(f"{present_refill(refill_id)}: {status}")
 
 
+# ---------------------------------------------------------------- providers
+
+def _provider_change(change, *args):
+    try:
+        with db.write() as conn:
+            return change(conn, *args)
+    except providers_repo.ProviderError as error:
+        fail(str(error))
+
+
+@provider_cli.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="The provider's API endpoint (or sim:// for the simulator).")
+@click.option("--key", required=True, help="Your API key at the provider (stored; shown masked).")
+def provider_add(name, url, key):
+    """Add an upstream provider."""
+    _provider_change(providers_repo.add, name, url, key)
+    click.echo(f"provider {name.strip()} added (key {providers_repo.mask_key(key.strip())})")
+
+
+@provider_cli.command("list")
+def provider_list():
+    """Every provider: state, balance it reports, orders waiting / in flight / unknown, last error."""
+    currency = current_app.config["CURRENCY"]
+    with db.read() as conn:
+        rows = providers_repo.list_all(conn)
+        counts = providers_repo.counts(conn)
+    for row in rows:
+        waiting, in_flight, unknown = counts.get(row.id, (0, 0, 0))
+        balance = ("balance ?" if row.balance is None else
+                   f"balance {format_amount(row.balance)} {row.balance_currency or currency} "
+                   f"at {show_time(row.balance_at)}")
+        error = (f"last error {row.last_error} at {show_time(row.last_error_at)}"
+                 if row.last_error else "no error")
+        click.echo(f"{row.name}\t{'enabled' if row.enabled else 'disabled'}\t{row.url}\t"
+                   f"key {providers_repo.mask_key(row.api_key)}\t{balance}\twaiting {waiting}\t"
+                   f"in flight {in_flight}\tunknown {unknown}\t{error}")
+
+
+@provider_cli.command("disable")
+@click.argument("name")
+def provider_disable(name):
+    """Stop handing orders over to a provider (they wait, and are retried)."""
+    _provider_change(providers_repo.set_enabled, name, False)
+    click.echo(f"provider {name} disabled")
+
+
+@provider_cli.command("enable")
+@click.argument("name")
+def provider_enable(name):
+    """Hand orders over to a provider again."""
+    _provider_change(providers_repo.set_enabled, name, True)
+    click.echo(f"provider {name} enabled")
+
+
+@provider_cli.command("retry")
+@click.argument("name")
+def provider_retry(name):
+    """Make the provider's waiting hand-overs due now (e.g. after topping it up)."""
+    count = _provider_change(providers_repo.retry, name)
+    click.echo(f"provider {name}: {count} waiting hand-overs due now")
+
+
 # ---------------------------------------------------------------- checks and upkeep
 
 @click.command("audit")
@@ -685,6 +817,19 @@ def prune_command():
     click.echo(f"pruned {guards} guard rows, {replays} idempotency records, {failures} sign-in failures")
 
 
+@click.command("worker")
+@with_appcontext
+@click.option("--once", is_flag=True, help="One pass (hand-overs and status sync), then exit.")
+def worker_command(once):
+    """Hand orders over to providers and sync their status; runs until SIGTERM."""
+    require_schema()
+    if once:
+        click.echo(worker.run_pass().line())
+        return
+    click.echo("worker running (SIGTERM or Ctrl-C stops it after the calls in flight)")
+    worker.run_forever(echo=click.echo)
+
+
 @click.command("demo")
 @with_appcontext
 def demo_command():
@@ -700,8 +845,9 @@ def demo_command():
 
 def init_app(app):
     for command in (db.init_db_command, db.schema_sql_command, demo_command, audit_command,
+                    worker_command,
                     prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli,
-                    refill_cli):
+                    refill_cli, provider_cli):
         app.cli.add_command(command)
     from .serve import serve_command  # `serva serve --workers N`: every core (serva/serve.py)
     app.cli.add_command(serve_command)

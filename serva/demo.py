@@ -3,7 +3,7 @@ import json
 
 from sqlalchemy import select
 
-from . import accounts, coupons, db, ledger, services
+from . import accounts, coupons, db, ledger, providers, services
 from .money import MICRO, format_amount
 from .schema import services as services_table
 
@@ -11,6 +11,10 @@ DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-password"
 DEMO_BALANCE = 100 * MICRO
 DEMO_COUPON = "DEMO10"
+DEMO_PROVIDER = "simulated"
+# The demo catalog's fulfilment by the built-in simulated provider (serva/simulated.py):
+# local service id -> (the simulator's service id, its rate). Game top-ups stay manual.
+DEMO_LINKS = {1234: ("1", 500_000), 1235: ("2", 9 * MICRO), 1236: ("3", 8 * MICRO)}
 
 CATALOG = [
     {"id": 1234, "name": "Instagram Followers", "category": "Instagram", "kind": "default",
@@ -53,7 +57,16 @@ def seed():
                                         **{k: v for k, v in entry.items() if k != "id"})
         if coupons.get(conn, DEMO_COUPON) is None:
             coupons.create(conn, DEMO_COUPON, "percent", 1000)
+        provider = providers.get(conn, DEMO_PROVIDER)
+        provider_id = provider.id if provider else providers.add(conn, DEMO_PROVIDER, "sim://",
+                                                                 "demo-simulated-key")
+        for service_id, (provider_service, provider_rate) in DEMO_LINKS.items():
+            services.update_service(conn, service_id, provider_id=provider_id,
+                                    provider_service=provider_service, provider_rate=provider_rate)
     summary = (f"demo balance topped up to {format_amount(DEMO_BALANCE)}; catalog: "
                + ", ".join(f"{e['id']} {e['name']}" for e in CATALOG)
-               + f"; coupon {DEMO_COUPON} (10% off)")
+               + f"; coupon {DEMO_COUPON} (10% off); services "
+               + ", ".join(str(i) for i in DEMO_LINKS)
+               + f" fulfilled by the simulated provider ({DEMO_PROVIDER}, sim://) through "
+                 f"`serva worker`")
     return DEMO_EMAIL, DEMO_PASSWORD, summary

@@ -20,8 +20,9 @@ from .errors import ApiError
 from .ids import MAX_ID, format_order_id, numeric_ids, parse_order, parse_service, present_order
 from .money import MAX_AMOUNT, div_half_up, format_amount
 from .params import BadText, load_json, parse_digits
-from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, idempotency_keys,
-                     orders, purchase_guards, service_rates, services as services_table)
+from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, dispatches,
+                     idempotency_keys, orders, purchase_guards, service_rates,
+                     services as services_table)
 from .spec import (COUPON, FIELDS, IDEMPOTENCY_KEY, INTERVAL, LINK, ORDER, ORDERS, QUANTITY, RUNS,
                    SERVICE)
 
@@ -243,7 +244,8 @@ def parse_add(account, params) -> OrderRequest:
 
 # `add` reads the service with the key: one statement (see keys.resolve_select).
 _SERVICE_FIELDS = ("id", "name", "category", "type", "kind", "rate", "min_quantity",
-                   "max_quantity", "fields_json", "dripfeed", "fixed_quantity", "custom_rate")
+                   "max_quantity", "fields_json", "dripfeed", "fixed_quantity",
+                   "provider_id", "custom_rate")
 _SERVICE_ROW_COLUMNS = tuple(f"svc_{name}" for name in _SERVICE_FIELDS)
 ServiceRow = namedtuple("ServiceRow", _SERVICE_FIELDS)
 
@@ -326,11 +328,14 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
                 "charge": charge, "remains": req.quantity,
                 "coupon_id": coupon.id if coupon else None, "runs": req.runs,
                 "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
-                "stamp": stamp})
+                "provider_id": req.service.provider_id, "stamp": stamp})
         except (IntegrityError, conn.dialect.dbapi.IntegrityError):
             # The partial unique index: an active order for this service and target exists.
             # Raising rolls back the guard row written above, so nothing is left behind.
             raise ApiError("active_order_exists") from None
+        if req.service.provider_id is not None:
+            # The outbox: the hand-over commits with the charge, or neither does.
+            fast.execute(_INSERT_DISPATCH_FAST, {"order_id": order_id, "stamp": stamp})
         if coupon is not None:
             coupons.redeem(conn, coupon, account_id, order_id, discount)
         try:
@@ -355,9 +360,13 @@ _INSERT_ORDER = (insert(orders).values(
     charge=bindparam("charge"), remains=bindparam("remains"), coupon_id=bindparam("coupon_id"),
     runs=bindparam("runs"), interval_minutes=bindparam("interval_minutes"),
     runs_done=bindparam("runs_done"),
+    provider_id=bindparam("provider_id"),
     status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
     .returning(orders.c.id))
 _INSERT_ORDER_FAST = db.Statement(_INSERT_ORDER)
+_INSERT_DISPATCH_FAST = db.Statement(insert(dispatches).values(
+    order_id=bindparam("order_id"), kind="add", state="due", attempts=0,
+    due_at=bindparam("stamp"), created_at=bindparam("stamp"), updated_at=bindparam("stamp")))
 _SERVICE_FOR_ACCOUNT = db.Statement(services._ONE_FOR_ACCOUNT)
 
 
@@ -592,34 +601,50 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
         raise OrderError(f"runs done must be between 0 and the order's {order.runs} runs")
     if status == "Completed" and runs_done is None and order.runs is not None:
         runs_done = order.runs
-    refund = 0
+    extra = {} if runs_done is None else {"runs_done": runs_done}
+    if status in FINAL_STATUSES:
+        extra["next_sync_at"] = None  # final: the worker does not poll it again
+    return move(conn, order, status, start_count, remains, **extra)
+
+
+def refund_for(order, status: str, remains) -> int:
+    """What a final status gives back: Partial the undelivered share (half-up, capped at the
+    charge), Canceled everything, anything else nothing."""
     if status == "Partial":
-        refund = div_half_up(order.charge * remains, order.quantity)
-    elif status == "Canceled":
-        refund = order.charge
+        return min(order.charge, div_half_up(order.charge * remains, order.quantity))
+    if status == "Canceled":
+        return order.charge
+    return 0
+
+
+def move(conn, order, status: str, start_count=None, remains=None, **extra) -> int:
+    """The one place an order changes status and is refunded: a conditional UPDATE that only
+    matches an order not refunded yet (Partial/Canceled are final), then the refund as a ledger
+    row in the same transaction, so a refund happens at most once whoever asks (the operator,
+    the worker, two workers at once). Becoming final stamps `completed_at` (a refill's window
+    counts from it). `order` needs id, account_id, status, charge and quantity. Returns the
+    refund; raises OrderError when the order was refunded meanwhile."""
+    refund = refund_for(order, status, remains)
     stamp = db.now()
-    values = {"status": status, "refunded": refund, "updated_at": stamp}
+    values = {"status": status, "refunded": refund, "updated_at": stamp, **extra}
     if status not in FINAL_STATUSES:
         values["completed_at"] = None
     elif status != order.status:
         values["completed_at"] = stamp
-    if runs_done is not None:
-        values["runs_done"] = runs_done
     if start_count is not None:
         values["start_count"] = start_count
     if remains is not None:
         values["remains"] = remains
     try:
         changed = conn.execute(update(orders)
-                               .where(orders.c.id == order_id, orders.c.status.not_in(REFUNDED_STATUSES))
+                               .where(orders.c.id == order.id, orders.c.status.not_in(REFUNDED_STATUSES))
                                .values(**values)).rowcount
     except IntegrityError:  # the partial unique index: one active order per target
         raise OrderError(f"another active order of this account has the same service and target; "
-                         f"order {present_order(order_id)} cannot become {status}") from None
+                         f"order {present_order(order.id)} cannot become {status}") from None
     if not changed:
-        raise OrderError(f"order {present_order(order_id)} changed meanwhile; try again")
+        raise OrderError(f"order {present_order(order.id)} changed meanwhile; try again")
     if refund:
         ledger.post(conn, order.account_id, refund, "refund",
-                    f"{status.lower()} order {present_order(order_id)}", order_id=order_id)
+                    f"{status.lower()} order {present_order(order.id)}", order_id=order.id)
     return refund
-

@@ -18,6 +18,12 @@ ORDER_STATUSES = ACTIVE_STATUSES + FINAL_STATUSES
 PENDING_REFILL_STATUSES = ("Pending", "In progress")
 REFILL_STATUSES = PENDING_REFILL_STATUSES + ("Completed", "Rejected")
 SERVICE_KINDS = ("default", "package", "lines", "fields")
+# A hand-over's life (table `dispatches`): due (waiting for its turn or a retry) -> sending
+# (claimed by a worker under a lease) -> done (the provider took it) | unknown (sent, outcome
+# not known: the operator resolves it) | canceled (refused; the order was refunded) | manual
+# (its service lost its provider link; the operator handles the order).
+DISPATCH_STATES = ("due", "sending", "done", "unknown", "canceled", "manual")
+DISPATCH_KINDS = ("add",)  # refill/cancel forwarding will add theirs
 API_ACCESS_STATES = ("none", "requested", "approved")
 ID_FORMATS = ("prefixed", "numeric")  # an account's ids in API responses (serva.ids)
 
@@ -71,6 +77,26 @@ api_keys = Table(
     Index("uq_api_keys_one_active", "account_id", unique=True, **_partial("revoked_at IS NULL")),
 )
 
+# Upstream providers (panels speaking API v2, Serva included). `api_key` is a secret that must
+# be sent, so it is stored as is: never printed in full (providers.mask_key), never logged.
+providers = Table(
+    "providers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("url", String(2048), nullable=False),
+    Column("api_key", String(255), nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    # Set when the provider's replies show it is a Serva (it honours Idempotency-Key, so a
+    # hand-over whose outcome is unknown can be sent again safely).
+    Column("idempotent", Boolean, nullable=False, server_default=text("false")),
+    Column("balance", BigInteger),
+    Column("balance_currency", String(8)),
+    Column("balance_at", BigInteger),
+    Column("last_error", String(255)),
+    Column("last_error_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 services = Table(
     "services", metadata,
     Column("id", Integer, primary_key=True),
@@ -88,6 +114,14 @@ services = Table(
     Column("refill_days", Integer, nullable=False, server_default="0"),  # 0: no refill
     Column("dripfeed", Boolean, nullable=False, server_default=text("false")),
     Column("fixed_quantity", Integer),  # set: the quantity is not the partner's to choose
+    # Fulfilment: none (manual) or an upstream provider's service, its rate per 1000 as last
+    # seen, and the markup (basis points) the local rate was derived with. No foreign key on
+    # provider_id: SQLite adds none to an existing table without rewriting it, and providers
+    # are never deleted (only disabled).
+    Column("provider_id", Integer),
+    Column("provider_service", String(64)),
+    Column("provider_rate", BigInteger),
+    Column("markup_bp", Integer),
     CheckConstraint("rate >= 0", name="ck_services_rate"),
     CheckConstraint("min_quantity >= 1 AND max_quantity >= min_quantity", name="ck_services_quantity"),
     CheckConstraint(_in("kind", SERVICE_KINDS), name="ck_services_kind"),
@@ -145,11 +179,40 @@ orders = Table(
     Column("runs_done", Integer),
     Column("cancel_requested_at", BigInteger),  # the partner asked to cancel (CONTRACT: cancel)
     Column("completed_at", BigInteger),  # when it became Completed/Partial/Canceled (refill window)
+    # Fulfilment: the provider (set when the order is placed on a provider's service), the
+    # provider's order id once it accepted, when the worker polls it next (NULL: not polled,
+    # e.g. manual, not handed over yet, or final), and a note that needs the operator.
+    Column("provider_id", Integer),  # providers.id (no foreign key: see services)
+    Column("provider_order", String(64)),
+    Column("next_sync_at", BigInteger),
+    Column("attention", String(255)),
     CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
     CheckConstraint("charge >= 0 AND refunded >= 0 AND refunded <= charge", name="ck_orders_money"),
     Index("ix_orders_account", "account_id", "id"),
     Index("uq_orders_one_active_per_target", "account_id", "service_id", "target_key",
           unique=True, **_partial(_in("status", ACTIVE_STATUSES))),
+    Index("ix_orders_sync", "provider_id", "next_sync_at", **_partial("next_sync_at IS NOT NULL")),
+)
+
+# The outbox: an order's hand-over to its provider, written in the transaction that charged
+# it, so no order is ever charged and then forgotten. Workers claim due rows (a lease:
+# `lease_owner` until `lease_until`); the partial unique index makes one hand-over per order.
+dispatches = Table(
+    "dispatches", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="add"),
+    Column("state", String(16), nullable=False, server_default="due"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_at", BigInteger, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_until", BigInteger),
+    Column("last_message", String(255)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    CheckConstraint(_in("state", DISPATCH_STATES), name="ck_dispatches_state"),
+    Index("uq_dispatches_one_add_per_order", "order_id", unique=True, **_partial("kind = 'add'")),
+    Index("ix_dispatches_due", "state", "due_at"),
 )
 
 # One refill request per row; at most one still Pending/In progress per order (the partial

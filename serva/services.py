@@ -42,7 +42,7 @@ def effective_rate(list_rate: int, custom_rate: int | None, discount_bp: int) ->
 _COLUMNS = (services.c.id, services.c.name, services.c.category, services.c.type,
             services.c.kind, services.c.rate, services.c.min_quantity, services.c.max_quantity,
             services.c.fields_json, services.c.refill_days, services.c.cancel,
-            services.c.dripfeed, services.c.fixed_quantity)
+            services.c.dripfeed, services.c.fixed_quantity, services.c.provider_id)
 
 _CATALOG = (select(*_COLUMNS, service_rates.c.rate.label("custom_rate"))
             .select_from(services.outerjoin(service_rates, and_(
