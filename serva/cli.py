@@ -826,8 +826,7 @@ def worker_command(once):
     if once:
         click.echo(worker.run_pass().line())
         return
-    click.echo("worker running (SIGTERM or Ctrl-C stops it after the calls in flight)")
-    worker.run_forever(echo=click.echo)
+    worker.run_forever(echo=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
 
 
 @click.command("demo")

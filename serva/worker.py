@@ -636,6 +636,7 @@ def run_forever(idle_seconds: float = 1.0, echo=print):
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
+    echo("worker running (SIGTERM or Ctrl-C stops it after the calls in flight)")
     while not stop.is_set():
         try:
             report = run_pass(stop)

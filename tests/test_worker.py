@@ -499,3 +499,14 @@ def test_serva_provider_unknown_past_the_limit_stays_unknown(app, api, catalog):
         assert handover(app, ident).state == "unknown" and refunds(app, ident) == []
     finally:
         provider.stop()
+
+
+def test_dripfeed_orders_are_handed_over_per_run(app, api, linked):
+    with app.app_context(), db.write() as conn:
+        conn.execute(update(services).where(services.c.id == 1234).values(dripfeed=True))
+    body = api("add", service="1234", link=LINK, quantity="100", runs="3", interval="10")
+    assert "order" in body, body
+    run(app)
+    sent = linked.adds[0]
+    assert (sent["quantity"], sent["runs"], sent["interval"]) == ("100", "3", "10")
+    assert order(app, body["order"]).quantity == 300

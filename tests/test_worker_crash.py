@@ -70,8 +70,14 @@ def start_worker(database):
     env = {**os.environ, **ENV, "SERVA_DATABASE_URL": database}
     serva = os.path.join(os.path.dirname(sys.executable), "serva")
     return subprocess.Popen([serva, "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def wait_running(process):
+    """Until the worker says it runs (its SIGTERM handler is in place)."""
+    line = process.stdout.readline()
+    assert line.startswith("worker running"), (line, process.stderr.read())
 
 
 def expected_keys(app):
@@ -163,6 +169,8 @@ def test_two_worker_processes_on_one_queue(database):
     processes = []
     try:
         processes = [start_worker(database), start_worker(database)]
+        for process in processes:
+            wait_running(process)
         deadline = time.monotonic() + 60
         while states(app).get("done", 0) < ORDERS and time.monotonic() < deadline:
             assert all(p.poll() is None for p in processes), processes[0].stderr.read()
