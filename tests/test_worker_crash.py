@@ -48,7 +48,8 @@ def prepare(database, provider):
     """A partner with ORDERS orders on a service fulfilled by `provider`."""
     app = create_app({"TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": database,
                       "SYNC_INTERVAL_SECONDS": 0, "DISPATCH_RETRY_SECONDS": 0,
-                      "DISPATCH_LEASE_SECONDS": 1, "PROVIDER_READ_TIMEOUT": 5.0})
+                      "DISPATCH_LEASE_SECONDS": 1, "PROVIDER_READ_TIMEOUT": 5.0,
+                      "RATE_LIMIT_PER_KEY": ""})
     db.init_schema(app.extensions["serva.engine"])
     with app.app_context(), db.write() as conn:
         from serva import services as services_repo
