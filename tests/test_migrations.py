@@ -5,6 +5,7 @@ database; the server and the data commands refuse a database behind or ahead of 
 engine is Flask-SQLAlchemy's, with Serva's settings and no ORM session on the request path."""
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -31,11 +32,12 @@ def new_app(path, **config):
                        **config})
 
 
-def cli_app(path):
-    """The app as the CLI makes it: it opens a database behind or ahead of head (to upgrade
-    it) and leaves the refusal to each data command."""
+def cli_app(where):
+    """The app as the CLI makes it (on a SQLite path or any URL): it opens a database behind
+    or ahead of head (to upgrade it) and leaves the refusal to each data command."""
+    url = where if "://" in str(where) else f"sqlite:///{where}"
     with click.Context(click.Command("serva")):
-        return new_app(path)
+        return create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": url})
 
 
 def upgrade_by_revisions(engine, revision="head"):
@@ -111,9 +113,11 @@ def test_the_first_revision_is_exactly_the_first_release_schema(tmp_path):
     reference = sqlite3.connect(tmp_path / "reference.sqlite")
     reference.executescript((DATA / "first_release_schema.sql").read_text())
     reference.close()
+    shutil.copyfile(DATA / "first_release.sqlite", tmp_path / "made-by-the-release.sqlite")
     built = sqlite_schema(tmp_path / "first.sqlite")
     assert len(built) == 12 + 7  # the first release's 12 tables and 7 named indexes
     assert built == sqlite_schema(tmp_path / "reference.sqlite")
+    assert built == sqlite_schema(tmp_path / "made-by-the-release.sqlite")
 
 
 def test_downgrade_to_base_and_up_again(tmp_path):
@@ -323,14 +327,9 @@ def pg_url():
         admin.dispose()
 
 
-def pg_app(url):
-    with click.Context(click.Command("serva")):
-        return create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": url})
-
-
 @pytest.mark.slow
 def test_postgresql_revisions_match_the_metadata(pg_url):
-    app = pg_app(pg_url)
+    app = cli_app(pg_url)
     engine = app.extensions["serva.engine"]
     try:
         upgrade_by_revisions(engine)
@@ -344,7 +343,7 @@ def test_postgresql_revisions_match_the_metadata(pg_url):
 @pytest.mark.slow
 def test_postgresql_first_release_database_is_adopted(pg_url):
     from sqlalchemy import insert, text
-    app = pg_app(pg_url)
+    app = cli_app(pg_url)
     engine = app.extensions["serva.engine"]
     try:
         upgrade_by_revisions(engine, migrations.FIRST_RELEASE)

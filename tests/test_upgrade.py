@@ -1,0 +1,223 @@
+"""The proof on real data: a database made by the first release's own code (commit 89138a3,
+rebuilt by tests/data/make_first_release_db.py) is upgraded in place by `serva init-db` and
+keeps every row; the keys it printed still authenticate, balances and orders read the same,
+new orders work and `serva audit` passes. The same on PostgreSQL, with the first release's
+schema built there by the first revision and the same rows copied in."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import MetaData, text
+from sqlalchemy.types import Boolean
+
+from serva import create_app, db, migrations
+from serva.auth import flush_key_uses
+from serva.ids import parse_order
+from serva.money import format_amount, parse_amount
+
+from test_migrations import cli_app, pg_url, upgrade_by_revisions  # noqa: F401 - pg_url: fixture
+
+DATA = Path(__file__).resolve().parent / "data"
+FACTS = json.loads((DATA / "first_release.json").read_text())
+DEMO, RESELLER = "demo@example.com", "reseller@example.com"
+
+
+def _plain(value):
+    return int(value) if isinstance(value, bool) else value  # SQLite keeps booleans as 0/1
+
+
+def sqlite_rows(path) -> dict:
+    """{table: (columns, sorted rows)} for every table of a first-release SQLite file."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name != 'alembic_version' ORDER BY name")]
+        found = {}
+        for table in tables:
+            cursor = conn.execute(f'SELECT * FROM "{table}"')
+            columns = tuple(column[0] for column in cursor.description)
+            found[table] = (columns, sorted(cursor.fetchall(), key=repr))
+        return found
+    finally:
+        conn.close()
+
+
+def rows_now(conn, before: dict) -> dict:
+    """The same tables and columns, read back after the upgrade (later revisions may add
+    columns and tables; the first release's must all still hold the same values)."""
+    found = {}
+    for table, (columns, _) in before.items():
+        listed = ", ".join(f'"{column}"' for column in columns)
+        rows = conn.execute(text(f'SELECT {listed} FROM "{table}"')).all()
+        found[table] = (columns, sorted((tuple(_plain(v) for v in row) for row in rows), key=repr))
+    return found
+
+
+def check_the_release_data_serves(app):
+    """Keys, balances and orders as the first release left them; a new order; the audit."""
+    client = app.test_client()
+
+    def api(key, **params):
+        response = client.post("/api/v1", data={"key": key, **params})
+        assert response.status_code == 200
+        return response.get_json()
+
+    for email, key in FACTS["keys"].items():
+        assert api(key, action="balance") == {"balance": FACTS["balances"][email], "currency": "USD"}
+    with db.read(app.extensions["serva.engine"]) as conn:
+        stored = dict(conn.execute(text("SELECT id, status FROM orders")).all())
+    demo_orders = [FACTS["orders"][name] for name in ("completed", "partial", "canceled", "coupon", "fields")]
+    statuses = api(FACTS["keys"][DEMO], action="status", orders=",".join(demo_orders))
+    for order in demo_orders:
+        assert statuses[order]["status"] == stored[parse_order(order)]
+    assert statuses[FACTS["orders"]["partial"]]["status"] == "Partial"
+    assert statuses[FACTS["orders"]["partial"]]["remains"] == 800
+    assert statuses[FACTS["orders"]["canceled"]]["status"] == "Canceled"
+
+    placed = api(FACTS["keys"][DEMO], action="add", service="1234",
+                 link="https://instagram.com/p/after-the-upgrade", quantity="1000")
+    assert placed["order"] == "ORD-100008"  # numbering goes on after the release's seven orders
+    charge = parse_amount(placed["charge"])
+    assert charge == 890_000
+    expected = parse_amount(FACTS["balances"][DEMO]) - charge
+    assert api(FACTS["keys"][DEMO], action="balance")["balance"] == format_amount(expected)
+    again = api(FACTS["keys"][DEMO], action="add", service="1234",  # the guard still works
+                link="https://instagram.com/p/after-the-upgrade", quantity="1000")
+    assert again["code"] in ("duplicate_target", "active_order_exists")
+    audit = app.test_cli_runner().invoke(args=["audit"])
+    assert audit.exit_code == 0, audit.output
+    assert "audit passed" in audit.output
+
+
+def test_the_committed_database_is_a_first_release_database():
+    before = sqlite_rows(DATA / "first_release.sqlite")
+    assert ("schema_version", "1") in before["serva_meta"][1]
+    assert "alembic_version" not in before
+    statuses = {row[before["orders"][0].index("status")] for row in before["orders"][1]}
+    assert {"Completed", "Partial", "Canceled", "Pending", "In progress", "Processing"} <= statuses
+    assert any(row[before["orders"][0].index("coupon_id")] for row in before["orders"][1])
+    assert all(rows for _, rows in before.values()), "every table holds rows"
+
+
+def test_a_first_release_database_upgrades_in_place_with_serva_init_db(tmp_path):
+    path = tmp_path / "serva.sqlite"
+    shutil.copyfile(DATA / "first_release.sqlite", path)
+    before = sqlite_rows(path)
+    url = f"sqlite:///{path}"
+
+    with pytest.raises(db.SchemaMismatch, match="first release.*`serva init-db`"):
+        create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": url})  # a server refuses
+
+    script = Path(sys.executable).parent / "serva"
+    if not script.exists():
+        pytest.skip("the serva console script is not installed next to this Python")
+    env = {**os.environ, "SERVA_DATABASE_URL": url, "SERVA_SECRET_KEY": "t"}
+    env.pop("FLASK_APP", None)
+
+    def serva(*args):
+        return subprocess.run([str(script), *args], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    upgraded = serva("init-db")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith("recognised a database of Serva's first release")
+    assert f"upgraded it to {migrations.head()}" in upgraded.stdout
+    again = serva("init-db")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert serva("audit").returncode == 0
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": url})
+    engine = app.extensions["serva.engine"]
+    try:
+        assert db.schema_revision(engine) == migrations.head()
+        with db.read(engine) as conn:
+            assert rows_now(conn, before) == before
+        check_the_release_data_serves(app)
+    finally:
+        flush_key_uses(app)  # the keys' last-used times, written before the database goes
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_first_release_database_upgrades_on_postgresql(pg_url):
+    """The first release on PostgreSQL: its schema (the first revision's DDL), the committed
+    file's rows copied in, sequences where that release would have left them, no Alembic
+    table and `schema_version` 1; then `serva init-db`."""
+    before = sqlite_rows(DATA / "first_release.sqlite")
+    operator = cli_app(pg_url)
+    engine = operator.extensions["serva.engine"]
+    try:
+        upgrade_by_revisions(engine, migrations.FIRST_RELEASE)
+        with db.write(engine) as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+            tables = MetaData()
+            tables.reflect(conn)
+            for table in tables.sorted_tables:
+                columns, rows = before[table.name]
+                booleans = {c.name for c in table.columns if isinstance(c.type, Boolean)}
+                if rows:
+                    conn.execute(table.insert(), [
+                        {column: (bool(value) if column in booleans and value is not None else value)
+                         for column, value in zip(columns, row)} for row in rows])
+                if "id" in table.c and rows:
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                      f"(SELECT max(id) FROM {table.name}))"))
+        assert "first release" in db.schema_problem(engine)
+
+        result = operator.test_cli_runner().invoke(args=["init-db"])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith("recognised a database of Serva's first release")
+        with db.read(engine) as conn:
+            assert rows_now(conn, before) == before
+    finally:
+        engine.dispose()
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": pg_url})
+    try:
+        check_the_release_data_serves(app)
+    finally:
+        flush_key_uses(app)
+        app.extensions["serva.engine"].dispose()
+
+
+def test_a_batch_migration_rebuilds_a_referenced_table_with_every_row(tmp_path):
+    """What later revisions altering SQLite tables will do (`render_as_batch`): copy the table,
+    drop the old one, rename the copy. `accounts` is referenced by every other table; inside
+    `db.migrating` (foreign keys off, checked before the commit) the rebuild keeps every row.
+    The control: with foreign keys on, the same rebuild fails."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import Column, String
+    from sqlalchemy.exc import IntegrityError
+
+    path = tmp_path / "serva.sqlite"
+    shutil.copyfile(DATA / "first_release.sqlite", path)
+    before = sqlite_rows(path)
+    app = cli_app(path)
+    engine = app.extensions["serva.engine"]
+
+    def rebuild_accounts(conn):
+        operations = Operations(MigrationContext.configure(conn))
+        with operations.batch_alter_table("accounts", recreate="always") as batch:
+            batch.add_column(Column("nickname", String(32), nullable=False, server_default="-"))
+
+    try:
+        db.init_schema(engine)
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            with db.write(engine) as conn:  # foreign keys on, as a normal write has them
+                rebuild_accounts(conn)
+        with db.migrating(engine) as conn:
+            rebuild_accounts(conn)
+        with db.read(engine) as conn:
+            assert rows_now(conn, before) == before
+            assert conn.execute(text("SELECT DISTINCT nickname FROM accounts")).scalars().all() == ["-"]
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+    finally:
+        engine.dispose()
