@@ -29,7 +29,7 @@ from serva.errors import MESSAGES, PUBLIC_CODE
 from conftest import make_partner
 
 COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
-settings.register_profile("ci", max_examples=1000, **COMMON)
+settings.register_profile("ci", max_examples=750, **COMMON)
 settings.register_profile("fuzz", max_examples=int(os.environ.get("FUZZ_EXAMPLES", 20_000)), **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
