@@ -155,7 +155,7 @@ def _errors():
             for code, shown in messages.items()]
 
 
-def _snippets(endpoint, context):
+def _snippets(endpoint):
     makers = {"curl": lambda e, a, p: curl_command(e, a, p, header_key=True),
               "javascript": javascript_snippet, "php": php_snippet, "python": python_snippet}
     titles = {"curl": "curl", "javascript": "JavaScript", "php": "PHP", "python": "Python"}
@@ -180,7 +180,7 @@ def api_page():
     return render_template(
         "public_api.html", endpoint=endpoint, versions=api.API_ENDPOINTS, actions=actions,
         parameters=_parameters(), errors=_errors(), services=context["services"],
-        snippets=_snippets(endpoint, context), currency=context["currency"],
+        snippets=_snippets(endpoint), currency=context["currency"],
         json_example={"action": json_name, "example": f"example-{json_name}-{json_index + 1}",
                       "body": json_body(json_name, api.ACTIONS[json_name].examples[json_index].params)},
         key_env=KEY_ENV)

@@ -7,8 +7,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from serva import create_app, db
-from serva.demo import CATALOG
+from serva import db
 from serva.ids import format_order_id, format_refill_id, format_service_id, parse_order, parse_refill
 from serva.schema import accounts
 
@@ -93,23 +92,15 @@ def test_numeric_and_prefixed_accounts_side_by_side(app, client, runner, two_par
     assert batch["ORD-100002"] == {"error": "Incorrect order ID"}  # not this account's
 
 
-def test_a_prefixed_choice_overrides_an_integer_deployment(tmp_path):
-    app = create_app({"TESTING": True, "SECRET_KEY": "t", "INTEGER_IDS": True,
-                      "DATABASE_URL": f"sqlite:///{tmp_path / 'int.sqlite'}"})
-    db.init_schema(app.extensions["serva.engine"])
-    from serva import services
-    with app.app_context(), db.write() as conn:
-        for entry in CATALOG:
-            services.add(conn, **entry)
+def test_a_prefixed_choice_overrides_an_integer_deployment(app, client, runner, catalog):
+    app.config["INTEGER_IDS"] = True
     _, default = make_partner(app, "default@example.com")
     _, chosen = make_partner(app, "chosen@example.com")
-    runner, client = app.test_cli_runner(), app.test_client()
     set_format(runner, "chosen@example.com", "prefixed")
     assert call(client, default, "services")[0]["service"] == 1234
     assert call(client, chosen, "services")[0]["service"] == "1234"
     assert call(client, chosen, "add", service=1234, link=LINK, quantity=100)["order"] == "ORD-100001"
     assert call(client, default, "add", service=1234, link=LINK, quantity=100)["order"] == 100002
-    app.extensions["serva.engine"].dispose()
 
 
 def test_a_custom_rate_entry_follows_the_format_too(app, client, runner, partner, catalog):
