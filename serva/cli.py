@@ -4,6 +4,7 @@ Every command is scriptable: results on stdout, a one-line `error: …` on stder
 status 2 for arguments that cannot be applied; `audit` exits 1 when an invariant is broken."""
 import json
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 
 import click
@@ -14,10 +15,12 @@ from sqlalchemy import and_, delete, select
 from . import accounts as accounts_repo
 from . import audit as audit_checks
 from . import coupons as coupons_repo
-from . import db, keys, ledger, orders as orders_repo, providers as providers_repo
-from . import refills as refills_repo, services as services_repo, worker
+from . import db, keys, ledger, orders as orders_repo, provider_catalog, provider_client
+from . import providers as providers_repo, refills as refills_repo, services as services_repo
+from . import worker
 from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
-from .money import AmountError, format_amount, format_percent, parse_amount, parse_percent
+from .money import (BASIS_POINTS, AmountError, format_amount, format_percent, parse_amount,
+                    parse_percent)
 from .schema import (accounts, dispatches, idempotency_keys, login_failures, orders, providers,
                      purchase_guards, services)
 
@@ -347,10 +350,14 @@ def service_add(service_id, **options):
 @click.argument("service_id", type=int)
 @service_options(required=False)
 def service_update(service_id, **options):
-    """Change a service (only the options given)."""
+    """Change a service (only the options given). A rate set here drops the service's markup:
+    `provider sync` then keeps it, raising it only if the provider's rate passes it."""
+    values = _service_values(**options)
+    if "rate" in values:
+        values["markup_bp"] = None
     try:
         with db.write() as conn:
-            services_repo.update_service(conn, service_id, **_service_values(**options))
+            services_repo.update_service(conn, service_id, **values)
     except services_repo.ServiceError as error:
         fail(str(error))
     click.echo(f"service {service_id} updated")
@@ -384,6 +391,7 @@ def service_list():
     """Every service, active or not, with its list rate."""
     with db.read() as conn:
         rows = services_repo.list_all(conn)
+        names = {provider.id: provider.name for provider in providers_repo.list_all(conn)}
     for row in rows:
         fields = ",".join(spec["name"] for spec in services_repo.field_specs(row))
         quantity = (f"fixed {row.fixed_quantity}" if row.fixed_quantity is not None
@@ -391,6 +399,11 @@ def service_list():
         options = [f"refill {row.refill_days}d" if row.refill_days else "",
                    "cancel" if row.cancel else "", "dripfeed" if row.dripfeed else "",
                    f"fields={fields}" if fields else ""]
+        if row.provider_id is not None:
+            options.append(f"provider={names.get(row.provider_id, row.provider_id)}:"
+                           f"{row.provider_service} at {format_amount(row.provider_rate or 0)}"
+                           + (f" +{format_percent(row.markup_bp)}%" if row.markup_bp is not None
+                              else ""))
         click.echo("\t".join([str(row.id), "active" if row.active else "disabled", row.kind,
                               format_amount(row.rate), quantity, row.category, row.name,
                               *filter(None, options)]))
@@ -401,6 +414,38 @@ def _refill_days(entry) -> int:
     if entry.get("refill_days") is not None:
         return int(entry["refill_days"])
     return services_repo.DEFAULT_REFILL_DAYS if entry.get("refill") is True else 0
+
+
+@service_cli.command("link")
+@click.argument("service_id", type=int)
+@click.option("--provider", "provider_name", help="The provider that fulfils it.")
+@click.option("--provider-service", help="The provider's service id.")
+@click.option("--manual", is_flag=True, help="Fulfilled by the operator (no provider).")
+def service_link(service_id, provider_name, provider_service, manual):
+    """Fulfil a service through a provider's service (same kind, its rate at least the
+    provider's; it then follows the provider's limits and flags), or by hand with --manual."""
+    if manual == bool(provider_name or provider_service):
+        fail("give --provider NAME --provider-service PID, or --manual")
+    if manual:
+        try:
+            with db.write() as conn:
+                before = provider_catalog.unlink(conn, service_id)
+                was = before.provider_id and providers_repo.get_by_id(conn, before.provider_id)
+        except services_repo.ServiceError as error:
+            fail(str(error))
+        click.echo(f"service {service_id} is fulfilled by hand"
+                   + (f" (was provider {was.name} service {before.provider_service})" if was else ""))
+        return
+    if not (provider_name and provider_service and provider_service.strip()):
+        fail("give both --provider NAME and --provider-service PID")
+    provider = _provider_named(provider_name)
+    reply = _provider_catalog(provider)
+    step = _catalog_change(provider, provider_catalog.link, service_id, provider.id, reply,
+                           provider_service.strip())
+    _say(provider, f"service {service_id} linked to provider {provider.name} "
+                   f"service {step.provider_service}")
+    for change in step.changes:
+        _say(provider, step.local_id, step.provider_service, step.name, change)
 
 
 def _imported(entry) -> dict:
@@ -769,6 +814,89 @@ def provider_retry(name):
     """Make the provider's waiting hand-overs due now (e.g. after topping it up)."""
     count = _provider_change(providers_repo.retry, name)
     click.echo(f"provider {name}: {count} waiting hand-overs due now")
+
+
+MAX_MARKUP_BP = 1000 * BASIS_POINTS // 100  # 1000 %
+
+
+def _provider_named(name):
+    with db.read() as conn:
+        try:
+            return providers_repo.require(conn, name)
+        except providers_repo.ProviderError as error:
+            fail(str(error))
+
+
+def _say(provider, *columns):
+    """One tab-separated line of output about a provider; its key masked if it shows up."""
+    click.echo(providers_repo.redact("\t".join(str(c) for c in columns), provider.api_key))
+
+
+def _provider_catalog(provider):
+    """The provider's `services` reply (its numbers read exactly: Decimal, never float)."""
+    try:
+        return provider_client.call(provider.url, provider.api_key, "services")
+    except provider_client.ProviderError as error:
+        fail(providers_repo.redact(f"provider {provider.name}: {error}", provider.api_key))
+
+
+def _catalog_change(provider, change, *args):
+    """Plan and write in one transaction: all of it, or (on an error) none of it."""
+    try:
+        with db.write() as conn:
+            return change(conn, *args)
+    except (provider_catalog.CatalogError, services_repo.ServiceError) as error:
+        fail(providers_repo.redact(str(error), provider.api_key))
+
+
+@provider_cli.command("import")
+@click.argument("name")
+@click.option("--markup", required=True,
+              help="Percent over the provider's rate (0-1000, two decimals; e.g. 20 or 12.5).")
+@click.option("--category", "categories", multiple=True,
+              help="Only services of this category (repeatable; case-insensitive).")
+def provider_import(name, markup, categories):
+    """Add the provider's services (or update those imported before) at its rate plus the
+    markup; one line each: local id, provider service id, name, rate."""
+    try:
+        markup_bp = parse_percent(markup, maximum_bp=MAX_MARKUP_BP)
+    except AmountError as error:
+        fail(str(error))
+    provider = _provider_named(name)
+    reply = _provider_catalog(provider)
+    steps = _catalog_change(provider, provider_catalog.import_services, provider.id, reply,
+                            markup_bp, categories)
+    done = {"add": "added", "update": "updated", "unchanged": "unchanged"}
+    for step in steps:
+        if step.action == "skip":
+            _say(provider, "skipped", step.provider_service or "-", step.name or "-", step.reason)
+        else:
+            _say(provider, step.local_id, step.provider_service, step.name,
+                 format_amount(step.rate),
+                 done[step.action] + (": " + ", ".join(step.changes) if step.changes else "")
+                 + (f" ({step.reason}: serva service enable {step.local_id})" if step.reason else ""))
+    count = Counter(step.action for step in steps)
+    click.echo(f"provider {provider.name}: {count['add']} added, {count['update']} updated, "
+               f"{count['unchanged']} unchanged, {count['skip']} skipped")
+
+
+@provider_cli.command("sync")
+@click.argument("name")
+def provider_sync(name):
+    """Re-read the provider's catalog: rates (markup kept; never below the provider's),
+    limits and flags follow it, services gone upstream are deactivated; prints each change."""
+    provider = _provider_named(name)
+    reply = _provider_catalog(provider)
+    steps = _catalog_change(provider, provider_catalog.sync_services, provider.id, reply)
+    for step in steps:
+        if step.action == "deactivate":
+            _say(provider, step.local_id, step.provider_service, step.name,
+                 f"deactivated: {step.reason}")
+        for change in step.changes if step.action == "update" else ():
+            _say(provider, step.local_id, step.provider_service, step.name, change)
+    count = Counter(step.action for step in steps)
+    click.echo(f"provider {provider.name}: {len(steps)} linked services, {count['update']} "
+               f"changed, {count['deactivate']} deactivated, {count['unchanged']} unchanged")
 
 
 # ---------------------------------------------------------------- checks and upkeep

@@ -13,9 +13,12 @@ import json
 from collections import namedtuple
 from decimal import Decimal, InvalidOperation
 
-from .money import BASIS_POINTS, MAX_AMOUNT, MICRO, div_half_up, format_amount
+from sqlalchemy import select
+
+from . import services as services_repo
+from .money import BASIS_POINTS, MAX_AMOUNT, MICRO, div_half_up, format_amount, format_percent
 from .schema import services as services_table
-from .services import COMMENTS_FIELD, DEFAULT_REFILL_DAYS
+from .services import COMMENTS_FIELD, DEFAULT_REFILL_DAYS, ServiceError
 
 MAX_QUANTITY = 2 ** 31 - 1  # the quantity columns are 32-bit
 MAX_TEXT = 255
@@ -31,18 +34,18 @@ TYPES = {
     "custom comments": ("lines", "Custom Comments", [COMMENTS_FIELD]),
 }
 
-# Flags copied from the provider, as far as the services table has them.
-FLAGS = tuple(name for name in ("refill", "cancel", "dripfeed") if name in services_table.c)
-# A provider says only whether it refills: its refill services get the default window.
-REFILL_DAYS = ("refill_days",) if "refill_days" in services_table.c else ()
+# Flags copied from the provider. Its `refill` (yes/no) becomes a refill window of
+# DEFAULT_REFILL_DAYS days (`refill_days`; 0 = no refill): the ecosystem does not say how long.
+FLAGS = ("cancel", "dripfeed")
 
 # What sync keeps equal to the provider (the name and category stay the operator's).
-SYNCED = ("kind", "type", "fields_json", "min_quantity", "max_quantity") + FLAGS + REFILL_DAYS
+SYNCED = ("kind", "type", "fields_json", "min_quantity", "max_quantity", "refill_days") + FLAGS
 
 Offer = namedtuple("Offer", "provider_service name category kind type fields_json min_quantity "
                             "max_quantity flags rate")
-Step = namedtuple("Step", "action local_id provider_service name values changes reason")
-# action: "add" (local_id None), "update", "unchanged", "skip" (reason), "deactivate" (reason)
+Step = namedtuple("Step", "action local_id provider_service name rate values changes reason")
+# action: "add" (local_id None until written), "update", "unchanged", "skip" (reason, no
+# rate), "deactivate" (reason). `values`: the columns to write; `changes`: them, for people.
 
 
 class Unusable(ValueError):
@@ -118,10 +121,13 @@ def _flag(value) -> bool:
 
 
 def _text(value, what, required=True):
-    text = "" if value is None else str(value).strip() if isinstance(value, (str, int)) else None
-    if text is None or (required and not text):
+    """A name or category: one line (a provider's tabs and newlines become spaces)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
         raise Unusable(f"no {what}")
-    return text[:MAX_TEXT]
+    text = _plain("" if value is None else str(value))
+    if required and not text:
+        raise Unusable(f"no {what}")
+    return text
 
 
 def provider_service_id(entry) -> str:
@@ -159,9 +165,8 @@ def offer(entry) -> Offer:
                  category=_text(entry.get("category"), "category", required=False),
                  kind=kind, type=type_, fields_json=json.dumps(fields),
                  min_quantity=low, max_quantity=high,
-                 flags={**{name: _flag(entry.get(name)) for name in FLAGS},
-                        **{name: DEFAULT_REFILL_DAYS if _flag(entry.get("refill")) else 0
-                           for name in REFILL_DAYS}},
+                 flags={"refill_days": DEFAULT_REFILL_DAYS if _flag(entry.get("refill")) else 0,
+                        **{name: _flag(entry.get(name)) for name in FLAGS}},
                  rate=provider_rate(entry["rate"]))
 
 
@@ -201,7 +206,7 @@ def listed(reply):
 
 
 def _plain(value) -> str:
-    return value.strip()[:MAX_TEXT] if isinstance(value, str) else ""
+    return " ".join(value.split())[:MAX_TEXT] if isinstance(value, str) else ""
 
 
 # ---------------------------------------------------------------- import and sync
@@ -213,8 +218,12 @@ def _synced_values(item: Offer) -> dict:
 
 
 def _show(column, value):
+    if value is None:
+        return "-"
     if column in ("rate", "provider_rate"):
         return format_amount(value)
+    if column == "markup_bp":
+        return f"{format_percent(value)}%"
     if column in FLAGS or column == "active":
         return "yes" if value else "no"
     return str(value)
@@ -226,7 +235,7 @@ def _differences(row, values) -> dict:
 
 def _describe(row, changed) -> list:
     labels = {"min_quantity": "min", "max_quantity": "max", "provider_rate": "provider rate",
-              "fields_json": "fields", "refill_days": "refill days"}
+              "fields_json": "fields", "refill_days": "refill days", "markup_bp": "markup"}
     return [f"{labels.get(c, c)} {_show(c, getattr(row, c))} -> {_show(c, v)}"
             for c, v in changed.items()]
 
@@ -243,23 +252,24 @@ def plan_import(reply, markup_bp: int, categories, existing) -> list:
         if wanted and category.casefold() not in wanted:
             continue
         if item is None:
-            steps.append(Step("skip", None, provider_service, name, {}, [], reason))
+            steps.append(Step("skip", None, provider_service, name, None, {}, [], reason))
             continue
         try:
             rate = marked_up(item.rate, markup_bp)
         except Unusable as why:
-            steps.append(Step("skip", None, provider_service, item.name, {}, [], str(why)))
+            steps.append(Step("skip", None, provider_service, item.name, None, {}, [], str(why)))
             continue
         values = {"name": item.name, "category": item.category, "rate": rate,
                   "markup_bp": markup_bp, **_synced_values(item)}
         row = existing.get(provider_service)
         if row is None:
-            steps.append(Step("add", None, provider_service, item.name,
+            steps.append(Step("add", None, provider_service, item.name, rate,
                               {**values, "provider_service": provider_service}, [], None))
         else:
             changed = _differences(row, values)
             steps.append(Step("update" if changed else "unchanged", row.id, provider_service,
-                              item.name, changed, _describe(row, changed), None))
+                              item.name, rate, changed, _describe(row, changed),
+                              None if row.active else "disabled here"))
     return steps
 
 
@@ -284,15 +294,105 @@ def plan_sync(reply, linked) -> list:
             except Unusable as why:
                 item, reason = None, str(why)
         if item is None:
-            if row.active:
-                steps.append(Step("deactivate", row.id, row.provider_service, row.name,
-                                  {"active": False}, ["deactivated"], reason))
+            steps.append(Step("deactivate" if row.active else "unchanged", row.id,
+                              row.provider_service, row.name, row.rate,
+                              {"active": False} if row.active else {}, [], reason))
             continue
         changed = _differences(row, {**_synced_values(item), "rate": rate})
         changes = _describe(row, changed)
         if row.markup_bp is None and "rate" in changed:
             changes[list(changed).index("rate")] += " (raised to the provider's rate)"
         steps.append(Step("update" if changed else "unchanged", row.id, row.provider_service,
-                          row.name, changed, changes, None))
+                          row.name, rate, changed, changes, None))
     return steps
 
+
+def plan_link(row, reply, provider_service: str) -> Step:
+    """Linking a local service by hand (no markup): the provider must list the service in a
+    form Serva carries, of the same kind, at a rate not above the local one. The service then
+    follows the provider's limits and flags, as sync keeps it doing."""
+    found = None
+    for entry in listed(reply):
+        if entry.provider_service == provider_service:
+            found = entry
+            break
+    if found is None:
+        raise ServiceError(f"the provider lists no service {provider_service}")
+    if found.offer is None:
+        raise ServiceError(f"provider service {provider_service}: {found.reason}")
+    item = found.offer
+    if item.kind != row.kind:
+        raise ServiceError(f"service {row.id} is of kind {row.kind}; provider service "
+                           f"{provider_service} ({item.type}) needs kind {item.kind}")
+    floor = provider_micro(item.rate)
+    if row.rate < floor:
+        raise ServiceError(f"the rate of service {row.id} ({format_amount(row.rate)}) is below the "
+                           f"provider's ({format_amount(floor)}); raise it first "
+                           f"(serva service update {row.id} --rate …)")
+    synced = _differences(row, _synced_values(item))
+    return Step("update", row.id, provider_service, row.name, row.rate,
+                {**synced, "provider_service": provider_service, "markup_bp": None},
+                _describe(row, synced), None)
+
+
+# ---------------------------------------------------------------- in the database
+
+def linked_services(conn, provider_id: int) -> list:
+    return conn.execute(select(services_table).where(services_table.c.provider_id == provider_id)
+                        .order_by(services_table.c.id)).all()
+
+
+def _write(conn, provider_id, steps) -> list:
+    """Apply the steps (every write bumps the catalog version); the steps with local ids."""
+    done = []
+    for step in steps:
+        if step.action == "add":
+            new_id = services_repo.add(conn, provider_id=provider_id, **step.values)
+            step = step._replace(local_id=new_id)
+        elif step.values:
+            services_repo.update_service(conn, step.local_id, **step.values)
+        done.append(step)
+    return done
+
+
+def import_services(conn, provider_id: int, reply, markup_bp: int, categories=()) -> list:
+    """`provider import`, inside the caller's write transaction."""
+    existing = {}
+    for row in linked_services(conn, provider_id):
+        existing.setdefault(row.provider_service, row)
+    return _write(conn, provider_id, plan_import(reply, markup_bp, categories, existing))
+
+
+def sync_services(conn, provider_id: int, reply) -> list:
+    """`provider sync`, inside the caller's write transaction."""
+    return _write(conn, provider_id, plan_sync(reply, linked_services(conn, provider_id)))
+
+
+def _service(conn, service_id):
+    row = conn.execute(select(services_table).where(services_table.c.id == service_id)).first()
+    if row is None:
+        raise ServiceError(f"no service with id {service_id}")
+    return row
+
+
+def link(conn, service_id: int, provider_id: int, reply, provider_service: str) -> Step:
+    """`service link ID --provider NAME --provider-service PID`."""
+    row = _service(conn, service_id)
+    taken = conn.execute(select(services_table.c.id).where(
+        services_table.c.provider_id == provider_id,
+        services_table.c.provider_service == provider_service,
+        services_table.c.id != service_id)).scalar()
+    if taken is not None:
+        raise ServiceError(f"provider service {provider_service} is linked to service {taken} "
+                           f"already")
+    step = plan_link(row, reply, provider_service)
+    step = step._replace(values={**step.values, "provider_id": provider_id})
+    return _write(conn, provider_id, [step])[0]
+
+
+def unlink(conn, service_id: int):
+    """`service link ID --manual`: the operator fulfils it; the row as it was before."""
+    row = _service(conn, service_id)
+    services_repo.update_service(conn, service_id, provider_id=None, provider_service=None,
+                                 provider_rate=None, markup_bp=None)
+    return row

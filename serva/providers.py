@@ -23,6 +23,13 @@ def mask_key(key: str) -> str:
     return f"{key[:4]}…{key[-4:]}" if len(key) >= 16 else "…" + key[-2:] if len(key) >= 8 else "…"
 
 
+def redact(text: str, key: str) -> str:
+    """Text from or about a provider (its messages, its catalog) with its key masked, in case
+    the provider echoes it back (a key under 8 characters is no real secret; masking it would
+    mangle every word that contains it)."""
+    return text.replace(key, mask_key(key)) if key and len(key) >= 8 else text
+
+
 def check_url(url: str) -> str:
     url = (url or "").strip()
     if url.startswith("sim://"):

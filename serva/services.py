@@ -129,6 +129,10 @@ def check_definition(values: dict) -> dict:
             raise ServiceError(f"a '{kind}' service cannot have a fixed quantity "
                                f"(a package is one unit; lines count the input)")
         values["min_quantity"] = values["max_quantity"] = fixed
+    if values.get("provider_rate") is not None and values.get("rate") is not None \
+            and values["rate"] < values["provider_rate"]:
+        raise ServiceError(f"a rate of {format_amount(values['rate'])} is below what the provider "
+                           f"charges ({format_amount(values['provider_rate'])})")
     if kind == "package":
         values["min_quantity"] = values["max_quantity"] = 1
     low, high = values.get("min_quantity"), values.get("max_quantity")
@@ -168,6 +172,8 @@ def update_service(conn, service_id: int, **values) -> None:
     merged = {"kind": current.kind, "fields_json": current.fields_json,
               "min_quantity": current.min_quantity, "max_quantity": current.max_quantity,
               "fixed_quantity": current.fixed_quantity, **values}
+    if "rate" in values or "provider_rate" in values:  # a price is never below the provider's
+        merged = {"rate": current.rate, "provider_rate": current.provider_rate, **merged}
     conn.execute(update(services).where(services.c.id == service_id)
                  .values(**check_definition(merged)))
     bump_catalog_version(conn)

@@ -5,8 +5,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -160,69 +158,10 @@ def wait_until_serving(url, key, deadline, process=None, describe=lambda: ""):
     pytest.fail(f"server at {url} did not answer:\n{describe()}")
 
 
-class FakeProvider:
-    """An upstream panel over real HTTP on 127.0.0.1 (API v2: form POST `key` + `action`).
-
-    `services` is the catalog it lists: a list (sent as JSON) or raw JSON text, to control how
-    numbers are written. `handlers[action] = fn(params) -> (status, body text)` answers any
-    other action, or overrides one (to misbehave on purpose). Every request's form parameters
-    are kept in `requests`."""
-
-    def __init__(self, key="provider-key-0123456789abcdef"):
-        self.key = key
-        self.services = []
-        self.handlers = {}
-        self.requests = []
-        self.url = None
-
-    def answer(self, params):
-        self.requests.append(params)
-        action = params.get("action")
-        if action in self.handlers:
-            return self.handlers[action](params)
-        if params.get("key") != self.key:
-            return 200, json.dumps({"error": "Invalid API key"})
-        if action == "services":
-            return 200, (self.services if isinstance(self.services, str)
-                         else json.dumps(self.services))
-        return 200, json.dumps({"error": "Incorrect request"})
-
-
-@contextmanager
-def fake_provider_server(provider=None):
-    provider = provider or FakeProvider()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode()
-            params = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-            status, text = provider.answer(params)
-            data = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    provider.url = f"http://127.0.0.1:{server.server_address[1]}/api/v2"
-    try:
-        yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture
 def fake_provider():
-    with fake_provider_server() as provider:
-        yield provider
+    """A provider panel over real HTTP on 127.0.0.1 (tests/faulty_provider.py)."""
+    from faulty_provider import FaultyProvider
+    provider = FaultyProvider().start()
+    yield provider
+    provider.stop()

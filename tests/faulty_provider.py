@@ -44,6 +44,10 @@ class FaultyProvider:
         self.delay = delay
         self.slow_seconds = 1.5
         self.next_id = 5000
+        # The catalog `services` lists: a list (sent as JSON) or raw JSON text, to write numbers
+        # exactly as a test needs them (0.89 as a number, "0.89" as a string, 1.2e-3).
+        self.services = [{"service": 1, "name": "Fake followers", "type": "Default", "rate": "0.4",
+                          "min": 10, "max": 10000, "category": "Fake"}]
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -84,8 +88,7 @@ class FaultyProvider:
                 return 200, {token: self._status(token) for token in params["orders"].split(",")}
             return 200, self._status(params.get("order", ""))
         if action == "services":
-            return 200, [{"service": 1, "name": "Fake followers", "type": "Default", "rate": "0.4",
-                          "min": 10, "max": 10000, "category": "Fake"}]
+            return ("raw", self.services) if isinstance(self.services, str) else (200, self.services)
         return 200, {"error": "Incorrect request"}
 
     def _status(self, token):
@@ -142,7 +145,9 @@ class FaultyProvider:
                 if status == "slow_status":
                     time.sleep(provider.slow_seconds)
                     status, body = 200, {}
-                if status == "500":
+                if status == "raw":
+                    self._send(200, body.encode(), "application/json")
+                elif status == "500":
                     self._send(500, b"<html>Internal Server Error</html>", "text/html")
                 elif status in ("malformed", "malformed_unplaced"):
                     self._send(200, b'{"order": 12', "application/json")

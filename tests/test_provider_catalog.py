@@ -214,7 +214,7 @@ def test_sync_deactivates_services_gone_upstream_or_no_longer_carried():
     reply = [entry(1), entry(2, type="Poll")]
     steps = pc.plan_sync(reply, linked)
     assert [(s.action, s.local_id) for s in steps] == [
-        ("unchanged", 7), ("deactivate", 8), ("deactivate", 9)]
+        ("unchanged", 7), ("deactivate", 8), ("deactivate", 9), ("unchanged", 10)]
     assert "Poll" in steps[1].reason and steps[2].reason == "gone upstream"
     assert steps[1].values == {"active": False}
 
@@ -245,3 +245,13 @@ def test_sync_never_prices_below_the_provider():
 def test_sync_uses_the_first_of_a_repeated_entry():
     (step,) = pc.plan_sync([entry(1), entry(1, rate="5")], [row(id=7)])
     assert step.action == "unchanged"
+
+
+def test_names_from_a_provider_are_one_line():
+    item = pc.offer(entry(name="Likes\t\nfast ", category=" Insta\r\ngram"))
+    assert (item.name, item.category) == ("Likes fast", "Insta gram")
+
+
+def test_import_says_when_an_updated_service_is_disabled_here():
+    (step,) = pc.plan_import([entry(1)], 2000, [], {"1": row(id=7, active=False)})
+    assert (step.action, step.reason) == ("unchanged", "disabled here")
