@@ -7,10 +7,10 @@ accepted. A cancel is a request stamped on the order (`cancel_requested_at`) by 
 UPDATE that only matches an active order of a service with cancel; the money comes back only
 when the outcome arrives (`orders.set_status` with Canceled or Partial, which refunds once).
 Another account's order or refill is "not found", exactly like one that does not exist."""
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import db
+from . import db, forwarding
 from .errors import ApiError
 from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
 from .orders import MAX_BATCH, batch_ids
@@ -66,7 +66,8 @@ def _answer(tokens, is_batch, outcomes, id_name, value_name, present):
 
 # ---------------------------------------------------------------- refill
 
-_REFILL_CHECK = (select(orders.c.status, orders.c.completed_at, services.c.refill_days)
+_REFILL_CHECK = (select(orders.c.status, orders.c.completed_at, orders.c.provider_id,
+                        services.c.refill_days)
                  .join(services, services.c.id == orders.c.service_id))
 
 
@@ -88,11 +89,14 @@ def _refill(conn, account_id: int, order_id, stamp: int) -> int:
         raise ApiError("refill_not_available", reason="the refill window is over")
     try:
         with conn.begin_nested():  # the unique index refuses a second pending refill
-            return conn.execute(insert(refills).values(
+            refill_id = conn.execute(insert(refills).values(
                 order_id=order_id, account_id=account_id, status="Pending", created_at=stamp,
                 updated_at=stamp).returning(refills.c.id)).scalar_one()
     except IntegrityError:
         raise ApiError("refill_not_available", reason="a refill is already pending") from None
+    if order.provider_id is not None:  # the provider does it: the worker hands it over
+        forwarding.enqueue(conn, order_id, "refill", stamp)
+    return refill_id
 
 
 def refill_action(account, params):
@@ -129,18 +133,26 @@ _CANCELABLE = select(services.c.id).where(services.c.cancel.is_(True))
 
 
 def _cancel(conn, account_id: int, order_id, stamp: int) -> int:
-    """Record the account's request to cancel an active order (again: still accepted)."""
+    """Record the account's request to cancel an active order (again: still accepted). A
+    provider order's first request goes to the provider (or, never handed over, is canceled
+    and refunded at once)."""
     if order_id is None:
         raise ApiError("order_not_found")
     mine = (orders.c.id == order_id, orders.c.account_id == account_id)
-    accepted = conn.execute(
-        update(orders).where(*mine, orders.c.status.in_(ACTIVE_STATUSES),
-                             orders.c.service_id.in_(_CANCELABLE))
-        .values(cancel_requested_at=func.coalesce(orders.c.cancel_requested_at, stamp))).rowcount
-    if accepted:
+    cancelable = (orders.c.status.in_(ACTIVE_STATUSES), orders.c.service_id.in_(_CANCELABLE))
+    first = conn.execute(
+        update(orders).where(*mine, *cancelable, orders.c.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=stamp).returning(orders.c.provider_id)).first()
+    if first is not None:
+        if first.provider_id is not None \
+                and not forwarding.cancel_before_handover(conn, order_id, stamp):
+            forwarding.enqueue(conn, order_id, "cancel", stamp)
         return 1
-    if conn.execute(select(orders.c.id).where(*mine)).first() is None:
+    order = conn.execute(select(orders.c.id).where(*mine)).first()
+    if order is None:
         raise ApiError("order_not_found")
+    if conn.execute(select(orders.c.id).where(*mine, *cancelable)).first() is not None:
+        return 1  # asked before, still waiting for the outcome
     raise ApiError("cancel_not_available")
 
 

@@ -23,7 +23,7 @@ SERVICE_KINDS = ("default", "package", "lines", "fields")
 # not known: the operator resolves it) | canceled (refused; the order was refunded) | manual
 # (its service lost its provider link; the operator handles the order).
 DISPATCH_STATES = ("due", "sending", "done", "unknown", "canceled", "manual")
-DISPATCH_KINDS = ("add",)  # refill/cancel forwarding will add theirs
+DISPATCH_KINDS = ("add", "refill", "cancel")  # an order; a refill or cancel request (forwarding)
 API_ACCESS_STATES = ("none", "requested", "approved")
 ID_FORMATS = ("prefixed", "numeric")  # an account's ids in API responses (serva.ids)
 

@@ -5,9 +5,13 @@ trying an integration locally.
 It keeps no state: an order id carries its creation time and quantity, and its status is a
 function of the time since: `Pending`, then `In progress` (remains falling), then final after
 `SIM_SECONDS` (default 6): mostly `Completed`, a set share (by the id's hash) `Partial` or
-`Canceled`. `sim://?seconds=20&partial=10&canceled=5` changes the pace and the shares (%)."""
+`Canceled`. `sim://?seconds=20&partial=10&canceled=5` changes the pace and the shares (%).
+Service 1 also takes drip-feed (`runs`: the id carries the total), `refill` (a refill id that
+carries its own creation time, Completed after the same pace) and `cancel` (remembered in this
+process, where the worker calls it: an active order then reports `Canceled`)."""
 import hashlib
 import secrets
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +19,7 @@ BALANCE = "1000"
 CURRENCY = "USD"
 CATALOG = [
     {"service": "1", "name": "Followers (simulated)", "category": "Simulated", "type": "Default",
-     "rate": "0.5", "min": 10, "max": 100000, "refill": True, "cancel": False, "dripfeed": False},
+     "rate": "0.5", "min": 10, "max": 100000, "refill": True, "cancel": True, "dripfeed": True},
     {"service": "2", "name": "Launch package (simulated)", "category": "Simulated",
      "type": "Package", "rate": "9", "min": 1, "max": 1, "refill": False, "cancel": False,
      "dripfeed": False},
@@ -26,6 +30,8 @@ CATALOG = [
      "rate": "1.2", "min": 10, "max": 10000, "refill": False, "cancel": False, "dripfeed": False},
 ]
 _BY_ID = {entry["service"]: entry for entry in CATALOG}
+_CANCELED = {}  # order id -> when its cancel was accepted (this process)
+_CANCELED_LOCK = threading.Lock()
 
 
 def _options(url):
@@ -48,6 +54,17 @@ def answer(url, key, action, params):
         return [dict(entry) for entry in CATALOG]
     if action == "add":
         return _add(params)
+    if action == "refill":
+        return _refill(url, params)
+    if action == "refill_status":
+        seconds = _options(url)[0]
+        ids = [t.strip() for t in str(params.get("refills") or params.get("refill") or "").split(",")
+               if t.strip()]
+        return [{"refill": token, "status": _refill_status(token, seconds)} for token in ids[:100]]
+    if action == "cancel":
+        ids = [t.strip() for t in str(params.get("orders") or params.get("order") or "").split(",")
+               if t.strip()]
+        return [{"order": token, "cancel": _cancel(token, _options(url))} for token in ids[:100]]
     if action == "status":
         options = _options(url)
         if params.get("orders"):
@@ -74,6 +91,13 @@ def _add(params):
             quantity = int(params.get("quantity"))
         except (TypeError, ValueError):
             return {"error": "Incorrect quantity"}
+    if params.get("runs") not in (None, "", "1"):
+        if not entry["dripfeed"]:
+            return {"error": "Drip-feed is not available for this service"}
+        try:
+            quantity *= int(params["runs"])
+        except ValueError:
+            return {"error": "Incorrect runs"}
     if not str(params.get("link") or "").startswith(("http://", "https://")):
         return {"error": "Incorrect link"}
     if quantity < entry["min"]:
@@ -83,6 +107,34 @@ def _add(params):
     return {"order": f"{int(time.time() * 1000)}-{quantity}-{secrets.token_hex(3)}"}
 
 
+def _refill(url, params):
+    status = _status(str(params.get("order") or ""), _options(url))
+    if "error" in status:
+        return status
+    if status["status"] not in ("Completed", "Partial"):
+        return {"error": "Refill is not available for this order"}
+    return {"refill": f"R{int(time.time() * 1000)}-{secrets.token_hex(3)}"}
+
+
+def _refill_status(token, seconds):
+    try:
+        elapsed = time.time() - int(token[1:].split("-")[0]) / 1000
+    except ValueError:
+        return {"error": "Refill not found"}
+    return "Pending" if elapsed < seconds / 6 else "In progress" if elapsed < seconds else "Completed"
+
+
+def _cancel(token, options):
+    status = _status(token, options)
+    if "error" in status:
+        return status
+    if status["status"] in ("Completed", "Partial", "Canceled"):
+        return {"error": "Cancel is not available for this order"}
+    with _CANCELED_LOCK:
+        _CANCELED.setdefault(token, time.time())
+    return 1
+
+
 def _status(token, options):
     seconds, partial_share, canceled_share = options
     try:
@@ -90,6 +142,9 @@ def _status(token, options):
         created, quantity = int(created_ms) / 1000, int(quantity)
     except ValueError:
         return {"error": "Incorrect order ID"}
+    if token in _CANCELED:
+        return {"charge": "0", "start_count": 100, "status": "Canceled", "remains": quantity,
+                "currency": CURRENCY}
     elapsed = time.time() - created
     share = int(hashlib.sha256(token.encode()).hexdigest(), 16) % 10_000 / 100
     remains = quantity

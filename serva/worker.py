@@ -11,6 +11,8 @@ One pass (`run_pass`):
    automatically unless the provider honours Idempotency-Key);
 4. active provider orders that are due are polled, ≤ 100 per call, several calls in flight,
    and their status, start_count and remains applied; final orders are not polled again.
+5. refill and cancel requests of provider orders go out the same way (serva.forwarding), and
+   the provider's refills are polled after the orders.
 Each hand-over is tried at most once per pass, each order polled at most once per pass, so
 with both intervals at 0 a pass does everything due, once.
 
@@ -35,6 +37,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, select, text, update
 
 from . import db, orders as orders_repo, provider_client as pc, providers as providers_repo
+from . import forwarding
 from .ids import order_number, present_order
 from .money import AmountError, format_amount, parse_amount
 from .schema import ACTIVE_STATUSES, DISPATCH_KINDS, dispatches, orders, providers, services
@@ -358,6 +361,10 @@ def dispatch_pass(owner: str, config: dict, report: Report, stop: threading.Even
                 claimed = claim(owner, db.now(), config["DISPATCH_LEASE_SECONDS"])
                 if not claimed:
                     return
+                if claimed[0].kind != "add":  # a refill or cancel request (serva.forwarding)
+                    outcome, detail, refill_id = forwarding.send(claimed[0], timeouts)
+                    forwarding.record(claimed[0], owner, outcome, detail, refill_id, config)
+                    continue
                 outcome, detail = send(claimed[0], timeouts)
                 local = Report()
                 record(claimed[0], owner, outcome, detail, config, local)
@@ -623,6 +630,8 @@ def run_pass(stop: threading.Event | None = None) -> Report:
     dispatch_pass(owner, config, report, stop)
     if not stop.is_set():
         sync_pass(config, report, stop)
+    if not stop.is_set():
+        forwarding.sync_refills(config, stop)
     return report
 
 

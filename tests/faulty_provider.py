@@ -27,7 +27,10 @@ class FaultyProvider:
       or {"error": "..."} (a refusal; nothing placed).
     `status_of`: provider order id -> the status object to report (or {"error": ...});
     `status_script`: "500"/"malformed"/"slow" for the next status calls.
-    `idempotent`: behave like a Serva (x-serva-request-id header, Idempotency-Key replays)."""
+    `idempotent`: behave like a Serva (x-serva-request-id header, Idempotency-Key replays).
+    Refills and cancels: `refills_asked` / `cancels_asked` (the order ids received);
+    `refill_script` / `cancel_script`: "500", "slow" or {"error": ...} for the next requests;
+    `refill_status_of`: the provider's refill id -> its status (default Pending)."""
 
     def __init__(self, idempotent=False, delay=0.0):
         self.lock = threading.Lock()
@@ -48,6 +51,9 @@ class FaultyProvider:
         # exactly as a test needs them (0.89 as a number, "0.89" as a string, 1.2e-3).
         self.services = [{"service": 1, "name": "Fake followers", "type": "Default", "rate": "0.4",
                           "min": 10, "max": 10000, "category": "Fake"}]
+        self.refills_asked, self.refill_script, self.refill_status_of = [], [], {}
+        self.cancels_asked, self.cancel_script = [], []
+        self.next_refill = 9000
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -87,9 +93,31 @@ class FaultyProvider:
             if "orders" in params:
                 return 200, {token: self._status(token) for token in params["orders"].split(",")}
             return 200, self._status(params.get("order", ""))
+        if action in ("refill", "cancel"):
+            return self._request(action, params)
+        if action == "refill_status":
+            tokens = [t for t in params.get("refills", params.get("refill", "")).split(",") if t]
+            with self.lock:
+                return 200, [{"refill": t, "status": self.refill_status_of.get(t, "Pending")}
+                             for t in tokens]
         if action == "services":
             return ("raw", self.services) if isinstance(self.services, str) else (200, self.services)
         return 200, {"error": "Incorrect request"}
+
+    def _request(self, action, params):
+        with self.lock:
+            asked = self.refills_asked if action == "refill" else self.cancels_asked
+            asked.append(params.get("order") or params.get("orders"))
+            script = self.refill_script if action == "refill" else self.cancel_script
+            mode = script.pop(0) if script else "ok"
+            if isinstance(mode, dict):
+                return 200, mode
+            if mode != "ok":
+                return mode, {}
+            if action == "cancel":
+                return 200, [{"order": params.get("orders"), "cancel": 1}]
+            self.next_refill += 1
+            return 200, {"refill": self.next_refill}
 
     def _status(self, token):
         with self.lock:
