@@ -256,7 +256,10 @@ ACTIONS = {
         "Partial outcome.",
         params=(spec.ORDER, spec.ORDERS),
         examples=(
-            Example({"order": "ORD-100003"}, {"cancel": 1}),
+            Example({"order": "ORD-100003"}, {"cancel": 1},
+                    note="Once the order is with its provider, the cancel goes there too; an "
+                         "order not handed over yet is Canceled and refunded at once.",
+                    setup=(("worker", "--once"),)),
             Example({"orders": "ORD-100003,ORD-100002"},
                     [{"order": "ORD-100003", "cancel": 1},
                      {"order": "ORD-100002",
