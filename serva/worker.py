@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import Integer, and_, bindparam, func, select, text, update
 
 from . import db, orders as orders_repo, provider_client as pc, providers as providers_repo
 from . import forwarding
@@ -405,7 +405,7 @@ _SYNC_DUE = (select(orders.c.id)
              .order_by(orders.c.next_sync_at, orders.c.id).limit(MAX_DUE_PER_PASS))
 _SYNC_COLUMNS = (orders.c.id, orders.c.account_id, orders.c.provider_order, orders.c.quantity,
                  orders.c.charge, orders.c.status, orders.c.created_at, orders.c.start_count,
-                 orders.c.remains)
+                 orders.c.remains, orders.c.runs)
 
 
 def _sync_claim_statement(n):
@@ -422,7 +422,9 @@ _PROGRESS = (update(orders)  # executemany: no expanding IN
              .where(orders.c.id == bindparam("b_id"), _STILL_ACTIVE)
              .values(status=bindparam("b_status"), start_count=bindparam("b_start_count"),
                      remains=bindparam("b_remains"), next_sync_at=bindparam("b_next"),
-                     updated_at=bindparam("b_now")))
+                     updated_at=bindparam("b_now"),
+                     runs_done=func.coalesce(bindparam("b_runs_done", type_=Integer),
+                                             orders.c.runs_done)))
 _RESCHEDULE = (update(orders).where(orders.c.id == bindparam("b_id"))
                .values(next_sync_at=bindparam("b_next")))
 _FLAG = (update(orders).where(orders.c.id == bindparam("b_id"))
@@ -472,11 +474,14 @@ def apply_statuses(rows, reply, config, report: Report):
         if start_count is not None and not 0 <= start_count <= 2**31 - 1:
             start_count = None
         start_count = row.start_count if start_count is None else start_count
+        runs_done = _count(entry.get("runs_done")) if row.runs else None  # drip-feed progress
+        runs_done = None if runs_done is None else min(max(runs_done, 0), row.runs)
         if status in FINAL:
-            finals.append((row, status, start_count, remains))
+            finals.append((row, status, start_count, remains, runs_done))
         else:
             progress.append({"b_id": row.id, "b_status": status, "b_start_count": start_count,
-                             "b_remains": remains, "b_next": next_at, "b_now": now})
+                             "b_remains": remains, "b_next": next_at, "b_now": now,
+                             "b_runs_done": runs_done})
     with writing() as conn:
         if progress:
             conn.execute(_PROGRESS, progress)
@@ -484,13 +489,16 @@ def apply_statuses(rows, reply, config, report: Report):
             conn.execute(_RESCHEDULE, reschedule)
         if flags:
             conn.execute(_FLAG, flags)
-        for row, status, start_count, remains in finals:
+        for row, status, start_count, remains, runs_done in finals:
             if status == "Completed":
                 remains = 0
+                runs_done = row.runs or runs_done
             elif status == "Canceled":
                 remains = row.quantity
+            extra = {} if runs_done is None else {"runs_done": runs_done}
             try:
-                refund = orders_repo.move(conn, row, status, start_count, remains, next_sync_at=None)
+                refund = orders_repo.move(conn, row, status, start_count, remains, next_sync_at=None,
+                                          **extra)
             except orders_repo.OrderError as error:  # refunded meanwhile, or the unique index
                 log.info("%s", error)
                 conn.execute(_RESCHEDULE, {"b_id": row.id, "b_next": None})

@@ -138,6 +138,24 @@ def test_a_cancel_the_provider_refuses_leaves_the_order_running(app, api, linked
     assert order(app, ident).status == "Completed" and refunds(app, ident) == []
 
 
+def test_a_dripfeed_orders_runs_done_come_from_the_provider(app, api, linked):
+    with app.app_context(), db.write() as conn:
+        conn.execute(update(services).where(services.c.id == 1234).values(dripfeed=True))
+    ident = api("add", service="1234", link="https://example.com/d", quantity="100", runs="4",
+                interval="10")["order"]
+    run(app)
+    provider_order = order(app, ident).provider_order
+    linked.status_of[provider_order] = {"status": "In progress", "remains": 200, "runs_done": 2}
+    run(app)
+    assert (api("status", order=ident)["runs_done"], api("status", order=ident)["remains"]) == (2, 200)
+    linked.status_of[provider_order] = {"status": "In progress", "remains": 100, "runs_done": 99}
+    run(app)
+    assert api("status", order=ident)["runs_done"] == 4  # clamped to the order's runs
+    linked.status_of[provider_order] = {"status": "Completed", "remains": 0}
+    run(app)
+    assert api("status", order=ident)["runs_done"] == 4
+
+
 # ---------------------------------------------------------------- two Servas
 
 def test_refill_cancel_and_dripfeed_through_an_upstream_serva(tmp_path):
@@ -170,6 +188,12 @@ def test_refill_cancel_and_dripfeed_through_an_upstream_serva(tmp_path):
             run(reseller)
             upstream_status = call(upstream, upstream_key, action="status", order=theirs(drip["order"]))
             assert (upstream_status["runs"], upstream_status["charge"]) == (3, "0.267")
+            cli(upstream, "order", "set-status", theirs(drip["order"]), "In progress",
+                "--runs-done", "1", "--remains", "200")
+            run(reseller)
+            mine = call(reseller, partner_key, action="status", order=drip["order"])
+            assert (mine["status"], mine["runs"], mine["runs_done"], mine["remains"]) == \
+                ("In progress", 3, 1, 200)
 
             # refill: completed upstream, synced, refilled through the upstream's refill
             first = call(reseller, partner_key, action="add", service="1234",
