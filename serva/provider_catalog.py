@@ -280,6 +280,11 @@ def plan_sync(reply, linked) -> list:
     rate: with a markup, provider rate × (1 + markup) again; linked by hand (no markup), it
     stays unless it is below the provider's rate, and is then raised to it. A service gone
     upstream, or one the provider now lists in a form Serva cannot carry, is deactivated."""
+    if not entries(reply) and any(row.active for row in linked):
+        # A panel that lists nothing is far more often broken (maintenance, a key without
+        # access) than really empty; taking it at its word would switch off the whole catalog.
+        raise CatalogError("the provider lists no services; nothing was changed (disable the "
+                           "services by hand if it really sells nothing now)")
     found = {}
     for entry in listed(reply):  # a repeated id keeps its first entry
         if entry.provider_service is not None:

@@ -179,6 +179,15 @@ def test_sync_follows_the_provider_and_prints_every_change(app, runner, upstream
     assert again == "provider up: 5 linked services, 0 changed, 0 deactivated, 5 unchanged\n"
 
 
+def test_sync_refuses_an_empty_catalog_and_changes_nothing(app, runner, upstream):
+    ok(runner, "provider", "import", "up", "--markup", "20")
+    before = rows(app)
+    upstream.services = "[]"
+    fails(runner, "provider", "sync", "up", match="the provider lists no services; nothing was changed")
+    assert rows(app) == before and all(row.active for row in before.values()
+                                       if row.provider_service in ("101", "102", "103", "104", "107"))
+
+
 def test_sync_never_leaves_a_price_below_the_provider(app, runner, upstream):
     ok(runner, "provider", "import", "up", "--markup", "20", "--category", "TikTok")
     ok(runner, "service", "add", "--name", "Mine", "--rate", "1", "--min", "100", "--max", "1000")
