@@ -106,7 +106,7 @@ class _Touches:
             with db.write_soon(self.engine, wait) as conn:
                 keys.touch_keys(conn, batch, self.interval)
             self.attempts = 0
-        except Exception:  # noqa: BLE001 - logged, retried by the next timer
+        except Exception as error:  # noqa: BLE001 - logged, retried by the next timer
             self.attempts += 1
             with self.lock:
                 keep = self.attempts < self.MAX_ATTEMPTS
@@ -120,8 +120,10 @@ class _Touches:
                 self.logger.warning("dropped the last-used times of %d key(s): the database "
                                     "could not be written for a minute", len(batch))
             elif self.attempts == 1:
-                self.logger.warning("could not record key use yet (retrying every %ds)",
-                                    TOUCH_FLUSH_SECONDS, exc_info=True)
+                # A busy database is expected here: one line; anything else with its traceback.
+                self.logger.warning("could not record key use yet (retrying every %ds): %s",
+                                    TOUCH_FLUSH_SECONDS, getattr(error, "orig", None) or error,
+                                    exc_info=not db.unavailable(error))
 
 
 def _touches() -> _Touches:

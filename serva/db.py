@@ -42,6 +42,10 @@ WRITE_WAIT_SECONDS = 5  # the default of SERVA_WRITE_WAIT_SECONDS
 # because it waits on a request thread; a place frees within milliseconds unless the
 # database is stuck, and then the thread is better spent answering reads.
 PLACE_WAIT_SECONDS = 0.5
+# A BEGIN IMMEDIATE that has waited this long means another process holds the database (a
+# group commit of another worker takes milliseconds): writers without a place are refused at
+# once then, so that the threads they would hold keep answering reads.
+STALL_SECONDS = 1.0
 # SQLite result codes (primary, the low byte) meaning "cannot write now": SQLITE_BUSY,
 # SQLITE_LOCKED, SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN; and PostgreSQL's SQLSTATEs
 # for disk full, a read-only transaction (a standby), a lock timeout.
@@ -123,6 +127,7 @@ def configure_engine(engine, synchronous: str = "FULL", write_wait: float = WRIT
         # (woken the moment the writer commits) instead of in SQLite's busy handler, which
         # polls with sleeps of 1, 2, 5, 10… ms and so turns a burst of orders into latency.
         engine.serva_write_lock = threading.RLock()
+        engine.serva_stalled_since = None
         engine.serva_group_commit = GroupCommit(engine)
         writer_places(engine, writers)
     elif engine.dialect.name == "postgresql":
@@ -145,8 +150,9 @@ def _bounded_lock_waits(engine, write_wait):
 def writer_places(engine, count: int) -> None:
     """Let at most `count` threads of this process wait to write at once (SQLite). A thread
     waiting for the write lock is a server thread that answers nothing else; when the database
-    is held by someone else, writers beyond these places are refused (503 `busy`) after
-    PLACE_WAIT_SECONDS instead of joining the wait, so the other threads keep answering reads.
+    is held by someone else, writers beyond these places are refused (503 `busy`) at once
+    (STALL_SECONDS) instead of joining the wait, so the other threads keep answering reads;
+    in normal operation a writer without a place waits for one (PLACE_WAIT_SECONDS at most).
     `serva serve` sizes it from its threads (`places_for`)."""
     engine.serva_writers = threading.BoundedSemaphore(max(1, count))
 
@@ -168,8 +174,13 @@ def _writer_place(engine):
     if places is None or getattr(_PLACE, "held", 0):
         yield
         return
-    if not places.acquire(timeout=min(PLACE_WAIT_SECONDS, engine.serva_write_wait)):
-        raise Busy("no writer place free: the database is busy")
+    if not places.acquire(blocking=False):
+        give_up = time.monotonic() + min(PLACE_WAIT_SECONDS, engine.serva_write_wait)
+        while not places.acquire(timeout=0.02):
+            since = engine.serva_stalled_since
+            if time.monotonic() >= give_up or (
+                    since is not None and time.monotonic() - since > STALL_SECONDS):
+                raise Busy("no writer place free: the database is busy")
     _PLACE.held = 1
     try:
         yield
@@ -246,7 +257,12 @@ def _transaction(engine, deadline):
     try:
         with engine.connect() as conn:
             _busy_timeout(conn, deadline - time.monotonic())
-            with conn.begin():
+            engine.serva_stalled_since = time.monotonic()  # while BEGIN IMMEDIATE waits
+            try:
+                transaction = conn.begin()
+            finally:
+                engine.serva_stalled_since = None
+            with transaction:
                 yield conn
     finally:
         lock.release()
