@@ -602,9 +602,41 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
     if status == "Completed" and runs_done is None and order.runs is not None:
         runs_done = order.runs
     extra = {} if runs_done is None else {"runs_done": runs_done}
-    if status in FINAL_STATUSES:
-        extra["next_sync_at"] = None  # final: the worker does not poll it again
-    return move(conn, order, status, start_count, remains, **extra)
+    if status not in FINAL_STATUSES:
+        return move(conn, order, status, start_count, remains, **extra)
+    extra["next_sync_at"] = None  # final: the worker does not poll it again
+    # A hand-over still waiting is withdrawn in this transaction (no worker can claim it
+    # after); one claimed (in flight) or of unknown outcome makes the move refused by the
+    # UPDATE itself, so the provider never places an order refunded here.
+    conn.execute(update(dispatches).where(*_handover(order_id, ("due",))).values(
+        state="canceled", lease_owner=None, lease_until=None, updated_at=db.now(),
+        last_message=f"withdrawn: the operator set {status}"))
+    try:
+        return move(conn, order, status, start_count, remains,
+                    guard=~select(dispatches.c.id).where(*_handover(order_id, IN_FLIGHT)).exists(),
+                    **extra)
+    except OrderError:
+        busy = conn.execute(select(dispatches.c.state)
+                            .where(*_handover(order_id, IN_FLIGHT))).scalar()
+        if busy == "sending":
+            raise OrderError(f"order {present_order(order_id)} is being handed over to its provider "
+                             f"right now; wait for the worker's pass to record the answer, then "
+                             f"try again") from None
+        if busy == "unknown":
+            raise OrderError(f"order {present_order(order_id)} was sent to its provider with no "
+                             f"answer (outcome unknown); check at the provider and settle it with "
+                             f"`serva order resolve {present_order(order_id)}` "
+                             f"(--provider-order PID, --resend or --cancel)") from None
+        raise
+
+
+IN_FLIGHT = ("sending", "unknown")  # hand-over states the operator may not overtake
+
+
+def _handover(order_id, states):
+    """Conditions for the order's `add` hand-over in one of `states`."""
+    return (dispatches.c.order_id == order_id, dispatches.c.kind == "add",
+            dispatches.c.state.in_(states))
 
 
 def refund_for(order, status: str, remains) -> int:
@@ -617,13 +649,14 @@ def refund_for(order, status: str, remains) -> int:
     return 0
 
 
-def move(conn, order, status: str, start_count=None, remains=None, **extra) -> int:
+def move(conn, order, status: str, start_count=None, remains=None, guard=None, **extra) -> int:
     """The one place an order changes status and is refunded: a conditional UPDATE that only
     matches an order not refunded yet (Partial/Canceled are final), then the refund as a ledger
     row in the same transaction, so a refund happens at most once whoever asks (the operator,
     the worker, two workers at once). Becoming final stamps `completed_at` (a refill's window
     counts from it). `order` needs id, account_id, status, charge and quantity. Returns the
-    refund; raises OrderError when the order was refunded meanwhile."""
+    refund; raises OrderError when the order was refunded meanwhile (or `guard`, a further
+    condition of the UPDATE, does not hold)."""
     refund = refund_for(order, status, remains)
     stamp = db.now()
     values = {"status": status, "refunded": refund, "updated_at": stamp, **extra}
@@ -637,7 +670,8 @@ def move(conn, order, status: str, start_count=None, remains=None, **extra) -> i
         values["remains"] = remains
     try:
         changed = conn.execute(update(orders)
-                               .where(orders.c.id == order.id, orders.c.status.not_in(REFUNDED_STATUSES))
+                               .where(orders.c.id == order.id, orders.c.status.not_in(REFUNDED_STATUSES),
+                                      *([] if guard is None else [guard]))
                                .values(**values)).rowcount
     except IntegrityError:  # the partial unique index: one active order per target
         raise OrderError(f"another active order of this account has the same service and target; "

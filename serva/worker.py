@@ -307,11 +307,23 @@ def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict
 
     def work(conn):
         if outcome == "accepted":
-            if _release(conn, claimed, owner, state="done", last_message=None):
-                conn.execute(update(orders).where(orders.c.id == order.id).values(
-                    provider_order=detail, attention=None, updated_at=now,
-                    next_sync_at=now + sync_interval(config["SYNC_INTERVAL_SECONDS"], 0)))
+            # Conditional on the hand-over still being this pass's and the order still active:
+            # an order settled meanwhile (which set-status and resolve refuse while it is in
+            # flight) is never "accepted" silently; it is flagged for the operator instead.
+            if _release(conn, claimed, owner, state="done", last_message=None) and conn.execute(
+                    update(orders).where(orders.c.id == order.id,
+                                         orders.c.status.in_(ACTIVE_STATUSES))
+                    .values(provider_order=detail, attention=None, updated_at=now,
+                            next_sync_at=now + sync_interval(config["SYNC_INTERVAL_SECONDS"], 0))
+                    ).rowcount:
                 return "handed"
+            if conn.execute(update(orders).where(orders.c.id == order.id,
+                                                 orders.c.status.not_in(ACTIVE_STATUSES))
+                            .values(provider_order=detail, updated_at=now,
+                                    attention=f"the provider placed it as {detail} after it was "
+                                              f"settled here; cancel it at the provider")).rowcount:
+                return "flagged"
+            return None  # the lease passed to another pass, which records the same reply
         elif outcome == "for_now":
             if order is not None and order.provider_id is not None:
                 providers_repo.record_error(conn, order.provider_id, detail)
@@ -342,6 +354,10 @@ def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict
     elif result == "canceled":
         report.canceled += 1
         log.info("order %s canceled and refunded: %s", present_order(order.id), detail)
+    elif result == "flagged":
+        report.flagged += 1
+        log.error("order %s: the provider placed it (%s) after it was settled here; flagged for "
+                  "the operator", present_order(order.id), detail)
     elif result == "unknown":
         report.unknown += 1
         log.warning("order %s: hand-over outcome unknown (%s); resolve it with "
@@ -369,7 +385,7 @@ def dispatch_pass(owner: str, config: dict, report: Report, stop: threading.Even
                 local = Report()
                 record(claimed[0], owner, outcome, detail, config, local)
                 with lock:
-                    for name in ("handed", "retrying", "canceled", "unknown"):
+                    for name in ("handed", "retrying", "canceled", "unknown", "flagged"):
                         setattr(report, name, getattr(report, name) + getattr(local, name))
 
     threads = max(1, config["WORKER_CONCURRENCY"])

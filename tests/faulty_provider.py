@@ -24,7 +24,8 @@ class FaultyProvider:
     `add_script`: how to answer the next adds (popped from the front; then `add_default`):
       "ok" (string id), "int" (integer id), "slow" (placed, but the reply comes after
       `slow_seconds`), "500", "malformed", "reset" (placed, connection closed without reply),
-      or {"error": "..."} (a refusal; nothing placed).
+      "hold" (placed, but the reply waits until the test sets `release`; `held` is set once
+      the request has arrived), or {"error": "..."} (a refusal; nothing placed).
     `status_of`: provider order id -> the status object to report (or {"error": ...});
     `status_script`: "500"/"malformed"/"slow" for the next status calls.
     `idempotent`: behave like a Serva (x-serva-request-id header, Idempotency-Key replays).
@@ -54,6 +55,8 @@ class FaultyProvider:
         self.refills_asked, self.refill_script, self.refill_status_of = [], [], {}
         self.cancels_asked, self.cancel_script = [], []
         self.next_refill = 9000
+        self.held = threading.Event()
+        self.release = threading.Event()
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -145,7 +148,7 @@ class FaultyProvider:
             reply = {"order": order}
             if self.idempotent and key:
                 self.by_key[key] = reply
-        if mode in ("slow", "malformed", "reset"):
+        if mode in ("slow", "malformed", "reset", "hold"):
             return mode, reply
         return 200, reply
 
@@ -165,6 +168,10 @@ class FaultyProvider:
                 status, body = provider.answer(params, self.headers)
                 if status == "slow":
                     time.sleep(provider.slow_seconds)
+                    status = 200
+                if status == "hold":
+                    provider.held.set()
+                    provider.release.wait(10)  # bounded: a failing test still ends
                     status = 200
                 if status == "reset":
                     self.close_connection = True

@@ -1,12 +1,14 @@
 """The fulfilment worker against a provider over real HTTP that misbehaves on purpose: every
 outcome of a hand-over, every kind of status reply; for each, the order's state and the ledger.
 Every test runs on SQLite and on PostgreSQL (skipped when PostgreSQL is not reachable)."""
+import threading
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, select, text, update
 
-from serva import create_app, db, providers, worker
+from serva import create_app, db, orders as orders_repo, providers, worker
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.schema import dispatches, ledger, orders, services
@@ -290,12 +292,93 @@ def test_connection_refused_is_refused_for_now(app, api, linked):
     assert order(app, ident).status == "Pending"
 
 
-def test_an_order_canceled_by_the_operator_is_not_handed_over(app, api, linked):
+@pytest.mark.parametrize("status", ["Canceled", "Completed"])
+def test_a_waiting_handover_is_withdrawn_by_the_operators_final_status(app, api, linked, status):
     ident = place(api)
-    cli(app, "order", "set-status", ident, "Canceled")
+    cli(app, "order", "set-status", ident, status)
+    state = handover(app, ident)  # withdrawn in the same transaction: no worker can claim it
+    assert (state.state, state.last_message) == ("canceled", f"withdrawn: the operator set {status}")
     run(app)
-    assert linked.adds == [] and handover(app, ident).state == "manual"
+    run(app)
+    assert linked.adds == [] and handover(app, ident).state == "canceled"
+    assert refunds(app, ident) == ([890_000] if status == "Canceled" else [])
+    audit(app)
+
+
+def charges(app, ident):
+    with app.app_context(), db.read() as conn:
+        return [r.amount for r in conn.execute(select(ledger.c.amount).where(
+            ledger.c.order_id == parse_order(ident), ledger.c.kind == "charge"))]
+
+
+@contextmanager
+def held_handover(app, linked):
+    """A pass in another thread whose `add` reached the provider, its reply held back until
+    the block ends; yields the list that receives the pass's report."""
+    app.config["PROVIDER_READ_TIMEOUT"] = 15.0  # the held reply must not time out
+    linked.add_script = ["hold"]
+    reports = []
+    passing = threading.Thread(target=lambda: reports.append(run(app)))
+    passing.start()
+    try:
+        assert linked.held.wait(10), "the hand-over never reached the provider"
+        yield reports
+    finally:
+        linked.release.set()
+        passing.join(20)
+    assert not passing.is_alive()
+
+
+@pytest.mark.parametrize("status", ["Canceled", "Partial", "Completed"])
+def test_operator_cannot_settle_an_order_while_it_is_handed_over(app, api, linked, status):
+    ident = place(api)
+    with held_handover(app, linked) as reports:
+        result = app.test_cli_runner().invoke(
+            args=["order", "set-status", ident, status, "--remains", "10"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr == (f"error: order {ident} is being handed over to its provider right "
+                                 f"now; wait for the worker's pass to record the answer, then try "
+                                 f"again\n")
+        assert (order(app, ident).status, handover(app, ident).state) == ("Pending", "sending")
+    assert reports[0].handed == 1 and len(linked.adds) == 1
+    row = order(app, ident)
+    assert (row.status, row.provider_order, row.refunded, row.attention) == ("Pending", "P5001", 0, None)
+    assert charges(app, ident) == [-890_000] and refunds(app, ident) == []
+    audit(app)
+
+
+def test_an_order_settled_behind_the_workers_back_is_flagged_not_accepted(app, api, linked):
+    """The provider places an order that became final meanwhile by a path that skips the
+    guard (here: `orders.move` directly): the reply is kept and flagged, never recorded as
+    a hand-over of an active order."""
+    ident = place(api)
+    with held_handover(app, linked) as reports:
+        with app.app_context(), db.write() as conn:
+            orders_repo.move(conn, order(app, ident), "Canceled", remains=1000, next_sync_at=None)
+    assert reports[0].flagged == 1 and reports[0].handed == 0
+    row = order(app, ident)
+    assert (row.status, row.provider_order, row.next_sync_at) == ("Canceled", "P5001", None)
+    assert row.attention == ("the provider placed it as P5001 after it was settled here; "
+                             "cancel it at the provider")
     assert refunds(app, ident) == [890_000]
+    run(app)
+    assert linked.status_calls == [] and refunds(app, ident) == [890_000]
+    audit(app)
+
+
+def test_operator_cannot_settle_an_order_of_unknown_outcome(app, api, linked):
+    linked.add_script = ["slow"]
+    ident = place(api)
+    assert run(app).unknown == 1
+    result = app.test_cli_runner().invoke(args=["order", "set-status", ident, "Canceled"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"error: order {ident} was sent to its provider with no answer "
+                             f"(outcome unknown); check at the provider and settle it with "
+                             f"`serva order resolve {ident}` (--provider-order PID, --resend or "
+                             f"--cancel)\n")
+    assert order(app, ident).status == "Pending" and refunds(app, ident) == []
+    cli(app, "order", "resolve", ident, "--cancel")
+    assert refunds(app, ident) == [890_000] and len(linked.adds) == 1
     audit(app)
 
 
