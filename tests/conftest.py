@@ -1,7 +1,9 @@
 """Fixtures in the Flask tutorial's shape: `app` on a temp-file SQLite database, `client`,
 `runner`; plus helpers to make partners and call the API, and a real waitress server."""
 import json
+import os
 import threading
+import uuid
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -11,7 +13,7 @@ import requests
 from waitress.server import create_server
 
 from serva import create_app
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
 
 from serva import accounts, db, keys, ledger, services
 from serva.demo import CATALOG
@@ -21,6 +23,54 @@ from serva.money import parse_amount
 # Load tests of a real server subprocess send far more than a key's default 100/second: they
 # are about money and concurrency, so they run without rate limits (tests/test_ratelimit.py).
 NO_RATE_LIMITS = {"SERVA_RATE_LIMIT_PER_KEY": "", "SERVA_RATE_LIMIT_INVALID_KEYS": ""}
+
+
+PG_CANDIDATE_URLS = ([os.environ["SERVA_TEST_POSTGRES_URL"]]
+                     if os.environ.get("SERVA_TEST_POSTGRES_URL")
+                     else ["postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                           "postgresql+psycopg://root@127.0.0.1:5432/test"])
+
+
+def pg_server_url():
+    """The test PostgreSQL server's URL (SERVA_TEST_POSTGRES_URL, a SQLAlchemy URL without
+    query string, or database `test` on 127.0.0.1:5432); skips the test when it is absent."""
+    pytest.importorskip("psycopg")
+    errors = []
+    for url in PG_CANDIDATE_URLS:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return url
+        except Exception as error:  # noqa: BLE001 - any failure means: no PostgreSQL here
+            errors.append(f"{url}: {error.__class__.__name__}")
+        finally:
+            engine.dispose()
+    pytest.skip("PostgreSQL is not reachable (" + "; ".join(errors) + ")")
+
+
+@contextmanager
+def pg_schema():
+    """A throwaway schema on the test PostgreSQL server, so parallel runs don't clash: yields
+    a DATABASE_URL whose search_path is that schema, and drops it afterwards."""
+    base = pg_server_url()
+    name = f"serva_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    """A throwaway PostgreSQL schema's DATABASE_URL (skipped without PostgreSQL)."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import click
@@ -308,24 +307,6 @@ def test_two_apps_have_their_own_engines(app, tmp_path):
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-@pytest.fixture
-def pg_url():
-    """A throwaway PostgreSQL schema (skipped without PostgreSQL, as in test_postgres)."""
-    from sqlalchemy import create_engine, text
-    from test_postgres import _server_url
-    base = _server_url()
-    name = f"serva_mig_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
-
 
 @pytest.mark.slow
 def test_postgresql_revisions_match_the_metadata(pg_url):

@@ -3,9 +3,7 @@
 
 Set SERVA_TEST_POSTGRES_URL to point elsewhere (a SQLAlchemy URL without query string)."""
 import json
-import os
 import time
-import uuid
 
 import pytest
 import requests
@@ -16,32 +14,11 @@ from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
-from conftest import make_partner, post, serving, together
+from conftest import make_partner, pg_schema, post, serving, together
 
 pytestmark = pytest.mark.slow
 
 RATE = "0.37"
-CANDIDATE_URLS = ([os.environ["SERVA_TEST_POSTGRES_URL"]] if os.environ.get("SERVA_TEST_POSTGRES_URL")
-                  else ["postgresql+psycopg://postgres@127.0.0.1:5432/test",
-                        "postgresql+psycopg://root@127.0.0.1:5432/test"])
-
-
-def _server_url():
-    pytest.importorskip("psycopg")
-    errors = []
-    for url in CANDIDATE_URLS:
-        engine = create_engine(url, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return url
-        except Exception as error:  # noqa: BLE001 - any failure means: no PostgreSQL here
-            errors.append(f"{url}: {error.__class__.__name__}")
-        finally:
-            engine.dispose()
-    pytest.skip("PostgreSQL is not reachable (" + "; ".join(errors) + ")")
-
-
 @pytest.fixture
 def pg_config():
     """Extra app settings for `pg_app` (a test overrides it with parametrize)."""
@@ -50,24 +27,14 @@ def pg_config():
 
 @pytest.fixture
 def pg_app(tmp_path, pg_config):
-    base = _server_url()
-    schema_name = f"serva_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    app = None
-    try:
-        app = create_app({"TESTING": True, "SECRET_KEY": "test-secret",
-                          "DATABASE_URL": f"{base}?options=-csearch_path%3D{schema_name}",
+    with pg_schema() as url:
+        app = create_app({"TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": url,
                           **pg_config})
-        db.init_schema(app.extensions["serva.engine"])
-        yield app
-    finally:
-        if app is not None:
+        try:
+            db.init_schema(app.extensions["serva.engine"])
+            yield app
+        finally:
             app.extensions["serva.engine"].dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 
-from test_migrations import cli_app, pg_url, upgrade_by_revisions  # noqa: F401 - pg_url: fixture
+from test_migrations import cli_app, upgrade_by_revisions
 
 DATA = Path(__file__).resolve().parent / "data"
 FACTS = json.loads((DATA / "first_release.json").read_text())

@@ -2,19 +2,18 @@
 outcome of a hand-over, every kind of status reply; for each, the order's state and the ledger.
 Every test runs on SQLite and on PostgreSQL (skipped when PostgreSQL is not reachable)."""
 import threading
-import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import select, update
 
 from serva import create_app, db, orders as orders_repo, providers, worker
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.schema import dispatches, ledger, orders, services
 
+from conftest import pg_schema
 from faulty_provider import KEY, FaultyProvider
-from test_postgres import _server_url
 
 LINK = "https://example.com/post/1"
 FAST = {"SYNC_INTERVAL_SECONDS": 0, "DISPATCH_RETRY_SECONDS": 0, "DISPATCH_MAX_ATTEMPTS": 3,
@@ -25,27 +24,17 @@ FAST = {"SYNC_INTERVAL_SECONDS": 0, "DISPATCH_RETRY_SECONDS": 0, "DISPATCH_MAX_A
 @pytest.fixture(params=["sqlite", "postgresql"])
 def app(request, tmp_path):
     """The app on a temp-file SQLite database, or in a throwaway PostgreSQL schema."""
-    if request.param == "sqlite":
-        url, admin, schema_name = f"sqlite:///{tmp_path / 'serva.sqlite'}", None, None
-    else:
-        base = _server_url()
-        schema_name = f"serva_test_{uuid.uuid4().hex[:16]}"
-        admin = create_engine(base)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-        url = f"{base}?options=-csearch_path%3D{schema_name}"
-    app = create_app({"TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": url,
-                      "RATE_LIMIT_PER_KEY": ""})  # some tests place 130 orders at once
-    try:
-        db.init_schema(app.extensions["serva.engine"])
-        yield app
-    finally:
-        flush_key_uses(app)  # the keys' last-used times, before the schema goes
-        app.extensions["serva.engine"].dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-            admin.dispose()
+    with ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'serva.sqlite'}" if request.param == "sqlite"
+               else stack.enter_context(pg_schema()))
+        app = create_app({"TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": url,
+                          "RATE_LIMIT_PER_KEY": ""})  # some tests place 130 orders at once
+        try:
+            db.init_schema(app.extensions["serva.engine"])
+            yield app
+        finally:
+            flush_key_uses(app)  # the keys' last-used times, before the schema goes
+            app.extensions["serva.engine"].dispose()
 
 
 def link_service(app, service_id, provider_name, provider_service="1"):

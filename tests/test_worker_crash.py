@@ -6,18 +6,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 
 from serva import create_app, db, providers, worker
 from serva.auth import flush_key_uses
 from serva.schema import dispatches, ledger, orders, services
 
-from conftest import make_partner
+from conftest import make_partner, pg_schema
 from faulty_provider import KEY, FaultyProvider
-from test_postgres import _server_url
 
 pytestmark = pytest.mark.slow
 ORDERS = 60
@@ -31,17 +29,8 @@ def database(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'serva.sqlite'}"
         return
-    base = _server_url()
-    schema_name = f"serva_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema_name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as url:
+        yield url
 
 
 def prepare(database, provider):
