@@ -1,4 +1,4 @@
--- Serva schema at revision fulfilment. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision dashboard_sessions. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -115,6 +115,19 @@ CREATE TABLE coupons (
 	UNIQUE (code),
 	FOREIGN KEY(service_id) REFERENCES services (id)
 );
+
+CREATE TABLE dashboard_sessions (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	token_hash VARCHAR(64) NOT NULL,
+	created_at BIGINT NOT NULL,
+	revoked_at BIGINT,
+	PRIMARY KEY (id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id),
+	UNIQUE (token_hash)
+);
+
+CREATE INDEX ix_dashboard_sessions_account ON dashboard_sessions (account_id);
 
 CREATE TABLE idempotency_keys (
 	account_id INTEGER NOT NULL,

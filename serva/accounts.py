@@ -6,6 +6,9 @@ from .db import now
 from .schema import ID_FORMATS, accounts, service_rates, services
 
 
+MIN_PASSWORD_LENGTH = 8
+
+
 class AccountError(ValueError):
     """An operator or partner action that cannot be applied as asked."""
 

@@ -17,7 +17,7 @@ from . import audit as audit_checks
 from . import coupons as coupons_repo
 from . import db, keys, ledger, orders as orders_repo, provider_catalog, provider_client
 from . import providers as providers_repo, refills as refills_repo, services as services_repo
-from . import worker
+from . import sessions, worker
 from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
 from .money import (BASIS_POINTS, AmountError, format_amount, format_percent, parse_amount,
                     parse_percent)
@@ -90,14 +90,19 @@ def _account(conn, email):
 
 # ---------------------------------------------------------------- accounts
 
+def check_password_length(password: str) -> None:
+    if len(password) < accounts_repo.MIN_PASSWORD_LENGTH:
+        fail(f"a password needs at least {accounts_repo.MIN_PASSWORD_LENGTH} characters")
+
+
 @account_cli.command("create")
 @click.argument("email")
 @click.option("--password", help="Sign-in password for the dashboard.")
 @click.option("--approve", is_flag=True, help="Approve API access right away.")
 def account_create(email, password, approve):
     """Create a partner account."""
-    if password is not None and len(password) < 8:
-        fail("a password needs at least 8 characters")
+    if password is not None:
+        check_password_length(password)
     try:
         with db.write() as conn:
             accounts_repo.create(conn, email, password, approved=approve)
@@ -105,6 +110,34 @@ def account_create(email, password, approve):
         fail(str(error))
     click.echo(f"created {accounts_repo.normalize_email(email)}"
                f"{' (API access approved)' if approve else ''}")
+
+
+def _sign_out_all(email, password=None):
+    """Every dashboard session of the account ends (after setting `password`, if given)."""
+    with db.write() as conn:
+        row = _account(conn, email)
+        if password is not None:
+            accounts_repo.set_password(conn, row.id, password)
+        ended = sessions.revoke_all(conn, row.id)
+    click.echo(f"{row.email}: {'password set, ' if password is not None else ''}"
+               f"{ended} session{'s' if ended != 1 else ''} signed out")
+
+
+@account_cli.command("password")
+@click.argument("email")
+@click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True,
+              help="The new sign-in password (prompted when not given).")
+def account_password(email, password):
+    """Set the dashboard password and sign out every session of the account."""
+    check_password_length(password)
+    _sign_out_all(email, password)
+
+
+@account_cli.command("sign-out")
+@click.argument("email")
+def account_sign_out(email):
+    """End every dashboard session of the account (each browser must sign in again)."""
+    _sign_out_all(email)
 
 
 @account_cli.command("show")
@@ -934,7 +967,8 @@ def audit_command(stale_after):
 @click.command("prune")
 @with_appcontext
 def prune_command():
-    """Delete expired purchase-guard rows, idempotency records and old sign-in failures."""
+    """Delete expired purchase-guard rows, idempotency records, old sign-in failures and
+    ended dashboard sessions."""
     require_schema()
     stamp = db.now()
     with db.write() as conn:
@@ -942,7 +976,9 @@ def prune_command():
         replays = conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at <= stamp)).rowcount
         failures = conn.execute(delete(login_failures).where(
             login_failures.c.created_at <= stamp - current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"])).rowcount
-    click.echo(f"pruned {guards} guard rows, {replays} idempotency records, {failures} sign-in failures")
+        ended = sessions.prune(conn, int(current_app.permanent_session_lifetime.total_seconds()))
+    click.echo(f"pruned {guards} guard rows, {replays} idempotency records, {failures} sign-in failures, "
+               f"{ended} ended sessions")
 
 
 @click.command("worker")

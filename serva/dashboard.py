@@ -1,9 +1,11 @@
-"""The partner dashboard under /profile/: sign-in, API access, one-time key reveal, rotate, revoke.
+"""The partner dashboard under /profile/: sign-in, API access, one-time key reveal, rotate, revoke,
+password change, sign out (here or everywhere).
 
-Server-rendered pages on the same app. Sessions come from Flask-Login and every form carries a
-Flask-WTF CSRF token; the JSON API is exempt (it authenticates by key, never by cookie). A raw
-key exists only in the response to the POST that created it: it is never stored, redirected
-with, flashed or put in the session.
+Server-rendered pages on the same app. Sessions come from Flask-Login, backed by a server-side
+row per sign-in (serva/sessions.py) so that signing out really ends them, and every form
+carries a Flask-WTF CSRF token; the JSON API is exempt (it authenticates by key, never by
+cookie). A raw key exists only in the response to the POST that created it: it is never
+stored, redirected with, flashed or put in the session.
 """
 from datetime import datetime, timezone
 
@@ -15,7 +17,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import delete, insert, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import accounts, api as api_module, db, keys, services
+from . import accounts, api as api_module, db, keys, services, sessions
 from .catalog import service_entry
 from .ids import format_service_id, numeric_ids
 from .money import format_amount
@@ -29,25 +31,55 @@ csrf = CSRFProtect()
 _DUMMY_HASH = generate_password_hash("serva-dummy-password")
 CONFIRM_TEXT = "I understand the current key stops working immediately"
 SAMPLE_ORDER = "ORD-100023"
+MIN_PASSWORD_LENGTH = accounts.MIN_PASSWORD_LENGTH
 
 
 class Partner(UserMixin):
-    """The signed-in account; loaded fresh from the database on every request."""
+    """The signed-in account; loaded fresh from the database on every request.
 
-    def __init__(self, row):
+    Flask-Login keeps `get_id()` in the session cookie: here that is the session's random
+    token, not the account id, so the cookie is only as good as its server-side row."""
+
+    def __init__(self, row, token):
         self.row = row
         self.id = row.id
+        self.session_id = row.session_id
+        self.token = token
+
+    def get_id(self):
+        return self.token
+
+
+def _session_lifetime() -> int:
+    return int(current_app.permanent_session_lifetime.total_seconds())
 
 
 @login_manager.user_loader
-def load_partner(user_id):
-    try:
-        account_id = int(user_id)
-    except (TypeError, ValueError):
-        return None
+def load_partner(token):
     with db.read() as conn:
-        row = accounts.get_by_id(conn, account_id)
-    return Partner(row) if row is not None else None
+        row = sessions.account_for(conn, token, _session_lifetime())
+    return Partner(row, token) if row is not None else None
+
+
+def _sign_in(account_id: int) -> None:
+    """A fresh session (and CSRF token) with a new server-side row."""
+    with db.write() as conn:
+        token = sessions.create(conn, account_id)
+        row = sessions.account_for(conn, token, _session_lifetime())
+    session.clear()
+    login_user(Partner(row, token))
+
+
+def _end_session(revoke_all: bool = False) -> None:
+    """Sign out here (this session's row revoked) or everywhere (every row of the account)."""
+    if current_user.is_authenticated:
+        with db.write() as conn:
+            if revoke_all:
+                sessions.revoke_all(conn, current_user.id)
+            else:
+                sessions.revoke(conn, current_user.session_id)
+    logout_user()
+    session.clear()
 
 
 def banned_message(row) -> str:
@@ -99,6 +131,12 @@ def _forget_attempt(attempt_id: int, email: str | None = None) -> None:
         conn.execute(delete(login_failures).where(condition))
 
 
+def _too_many(wait: int) -> str:
+    minutes = -(-wait // 60)
+    return (f"Too many failed sign-in attempts. Try again in {minutes} "
+            f"minute{'s' if minutes != 1 else ''}.")
+
+
 def _render_login(error=None, status=200, email=""):
     return current_app.make_response((render_template("login.html", error=error, email=email),
                                       status))
@@ -115,9 +153,7 @@ def login():
     addr = (request.remote_addr or "")[:64]
     wait, attempt_id = _start_attempt(email, addr)
     if wait:
-        minutes = -(-wait // 60)
-        response = _render_login(f"Too many failed sign-in attempts. Try again in {minutes} "
-                                 f"minute{'s' if minutes != 1 else ''}.", 429, email)
+        response = _render_login(_too_many(wait), 429, email)
         response.headers["Retry-After"] = str(wait)
         return response
     with db.read() as conn:
@@ -131,17 +167,52 @@ def login():
         _forget_attempt(attempt_id)
         return _render_login(banned_message(row), 403, email)
     _forget_attempt(attempt_id, email)
-    session.clear()  # a fresh session (and CSRF token) for the signed-in partner
-    login_user(Partner(row))
+    _sign_in(row.id)
     return redirect(url_for(".api"))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    logout_user()
-    session.clear()
+    _end_session()
     flash("You are signed out.", "info")
     return redirect(url_for(".login"))
+
+
+@bp.route("/logout-everywhere", methods=["POST"])
+@login_required
+def logout_everywhere():
+    _end_session(revoke_all=True)
+    flash("You are signed out on every device and browser.", "info")
+    return redirect(url_for(".login"))
+
+
+@bp.route("/password", methods=["POST"])
+@login_required
+def change_password():
+    """Current password + new one (twice). Wrong current passwords count as sign-in failures
+    (the same throttle), and a change signs out every other session."""
+    current = request.form.get("current_password", "")
+    new = request.form.get("new_password", "")
+    if len(new) < MIN_PASSWORD_LENGTH:
+        return _refuse(f"The new password needs at least {MIN_PASSWORD_LENGTH} characters.")
+    if new != request.form.get("confirm_password", ""):
+        return _refuse("The new password and its confirmation differ.")
+    email = current_user.row.email
+    wait, attempt_id = _start_attempt(email, (request.remote_addr or "")[:64])
+    if wait:
+        return _refuse(_too_many(wait))
+    if not accounts.check_password(current_user.row, current):
+        return _refuse("The current password is wrong.")
+    _forget_attempt(attempt_id)
+    with db.write() as conn:
+        accounts.set_password(conn, current_user.id, new)
+        ended = sessions.revoke_all(conn, current_user.id, keep=current_user.session_id)
+    flash("Password changed." + (f" {_ended_text(ended)}" if ended else ""), "info")
+    return redirect(url_for(".api"))
+
+
+def _ended_text(count: int) -> str:
+    return f"{count} other session{'s were' if count != 1 else ' was'} signed out."
 
 
 @bp.route("/")
@@ -169,12 +240,14 @@ def _render_api(raw_key=None):
         row = accounts.get_by_id(conn, account_id)
         key = keys.active_key(conn, account_id)
         rows = services.catalog(conn, account_id)
+        live_sessions = sessions.live_count(conn, account_id, _session_lifetime())
     numeric = numeric_ids(row)
     catalog = [service_entry(service, services.effective_rate(service.rate, service.custom_rate,
                                                               row.discount_bp), numeric)
                for service in rows]
     return render_template(
         "api.html", account=row, key=key, raw_key=raw_key, catalog=catalog,
+        other_sessions=live_sessions - 1, min_password_length=MIN_PASSWORD_LENGTH,
         balance=format_amount(row.balance), currency=current_app.config["CURRENCY"],
         confirm_text=CONFIRM_TEXT, numeric_ids=numeric,
         **_examples_context(rows, raw_key))
@@ -228,6 +301,10 @@ def _issue_key(rotate: bool):
         if active is None and rotate:
             return _refuse("There is no active key to rotate. Create one instead.")
         raw_key = keys.create_key(conn, row.id)
+        # A rotation is what a partner does who fears a leak: end every other session too.
+        ended = sessions.revoke_all(conn, row.id, keep=current_user.session_id) if rotate else 0
+    if ended:
+        flash(_ended_text(ended), "info")
     return _render_api(raw_key=raw_key)
 
 
@@ -277,8 +354,7 @@ def sign_out_banned():
     """A partner banned while signed in is signed out on the next request, and told why."""
     if current_user.is_authenticated and current_user.row.banned:
         message = banned_message(current_user.row)
-        logout_user()
-        session.clear()
+        _end_session()
         flash(message, "error")
         return redirect(url_for(".login"))
     return None

@@ -280,6 +280,18 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("account_id", "key"),
 )
 
+# Dashboard sign-ins (serva/sessions.py): the cookie carries a random token, this row its
+# hash; a revoked row ends that session for every copy of the cookie.
+dashboard_sessions = Table(
+    "dashboard_sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Index("ix_dashboard_sessions_account", "account_id"),
+)
+
 login_failures = Table(
     "login_failures", metadata,
     Column("id", Integer, primary_key=True),

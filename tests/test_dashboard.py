@@ -165,8 +165,11 @@ def test_sign_in_with_a_forged_csrf_token_is_refused(client, account):
 
 
 def test_forms_without_csrf_token_change_nothing(app, signed, account):
-    for path in ("/profile/api/key", "/profile/api/request-access", "/profile/logout"):
-        assert signed.post(path, data={"confirm": "yes"}).status_code == 400
+    for path in ("/profile/api/key", "/profile/api/request-access", "/profile/logout",
+                 "/profile/logout-everywhere", "/profile/password"):
+        assert signed.post(path, data={"confirm": "yes", "current_password": PASSWORD,
+                                       "new_password": "changed password",
+                                       "confirm_password": "changed password"}).status_code == 400
     assert key_rows(app, account) == []
     assert signed_in(signed)
 
