@@ -1,4 +1,4 @@
--- Serva schema at revision dashboard_sessions. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision request_ids. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -185,6 +185,7 @@ CREATE TABLE orders (
 	provider_order VARCHAR(64),
 	next_sync_at BIGINT,
 	attention VARCHAR(255),
+	request_id VARCHAR(64),
 	PRIMARY KEY (id),
 	CONSTRAINT ck_orders_status CHECK (status IN ('Pending', 'In progress', 'Processing', 'Completed', 'Partial', 'Canceled')),
 	CONSTRAINT ck_orders_money CHECK (charge >= 0 AND refunded >= 0 AND refunded <= charge),
@@ -244,6 +245,7 @@ CREATE TABLE ledger (
 	order_id INTEGER,
 	note VARCHAR(255) DEFAULT '' NOT NULL,
 	created_at BIGINT NOT NULL,
+	request_id VARCHAR(64),
 	PRIMARY KEY (id),
 	CONSTRAINT ck_ledger_kind CHECK (kind IN ('topup', 'adjustment', 'charge', 'refund')),
 	FOREIGN KEY(account_id) REFERENCES accounts (id),

@@ -5,7 +5,7 @@ import random
 import secrets
 import time
 
-from flask import Flask, g, request
+from flask import Flask, g, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -141,13 +141,22 @@ def _register_dashboard(app):
     dashboard.init_app(app)
 
 
+CLI_ID_PREFIX = "cli:"
+
+
 def request_id() -> str:
-    """This request's id: made once, sent back in the header, the access log and 500 bodies."""
+    """This request's id: made once, sent back in the header, the access log and 500 bodies,
+    and kept on the order and ledger rows the request writes. Outside a request (an operator
+    command) the id is made once per app context with a `cli:` prefix, so the rows one
+    command wrote share an id that says where they came from."""
     rid = g.get("request_id")
     if rid is None:
         # 128 random bits, 32 hex digits: a correlation id, not a secret, so the PRNG (reseeded
         # in every forked worker) rather than a getrandom() system call per request.
-        rid = g.request_id = f"{random.getrandbits(128):032x}"
+        rid = f"{random.getrandbits(128):032x}"
+        if not has_request_context():
+            rid = CLI_ID_PREFIX + rid
+        g.request_id = rid
     return rid
 
 

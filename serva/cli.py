@@ -21,8 +21,8 @@ from . import sessions, worker
 from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
 from .money import (BASIS_POINTS, AmountError, format_amount, format_percent, parse_amount,
                     parse_percent)
-from .schema import (accounts, dispatches, idempotency_keys, login_failures, orders, providers,
-                     purchase_guards, services)
+from .schema import (accounts, dispatches, idempotency_keys, ledger as ledger_table,
+                     login_failures, orders, providers, purchase_guards, services)
 
 
 def fail(message: str):
@@ -614,12 +614,18 @@ def _order_id(text):
 @click.option("--provider", "provider_name", help="Only orders fulfilled by this provider.")
 @click.option("--unknown", is_flag=True, help="Only orders whose hand-over outcome is unknown.")
 @click.option("--attention", is_flag=True, help="Only orders flagged for the operator.")
+@click.option("--request-id", help="Orders placed, charged or refunded by this request "
+                                   "(its x-serva-request-id, or a cli: id).")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def order_list(email, status, service_id, cancel_requested, provider_name, unknown, attention,
-               limit):
+               request_id, limit):
     """Newest orders first."""
     query = (select(orders, accounts.c.email).join(accounts, accounts.c.id == orders.c.account_id)
              .order_by(orders.c.id.desc()).limit(limit))
+    if request_id:
+        rid = request_id.strip()
+        by_ledger = select(ledger_table.c.order_id).where(ledger_table.c.request_id == rid)
+        query = query.where((orders.c.request_id == rid) | orders.c.id.in_(by_ledger))
     with db.read() as conn:
         if email:
             query = query.where(orders.c.account_id == _account(conn, email).id)
@@ -691,7 +697,6 @@ def order_resolve(order, provider_order, resend, cancel):
 @click.argument("order")
 def order_show(order):
     """Everything about one order, with its ledger rows."""
-    from .schema import ledger as ledger_table
     order_id = _order_id(order)
     with db.read() as conn:
         row = conn.execute(select(orders, accounts.c.email)
@@ -720,7 +725,8 @@ def order_show(order):
                          *([("cancel", f"requested {show_time(row.cancel_requested_at)}")]
                            if row.cancel_requested_at is not None else []),
                          ("created", show_time(row.created_at)), ("updated", show_time(row.updated_at)),
-                         ("completed", show_time(row.completed_at))]:
+                         ("completed", show_time(row.completed_at)),
+                         ("request_id", row.request_id or "-")]:
         click.echo(f"{label + ':':12} {value}")
     if row.provider_id is not None or handover.state is not None:
         for label, value in [("provider", handover.provider if handover else "-"),
@@ -732,7 +738,8 @@ def order_show(order):
                              ("attention", row.attention or "-")]:
             click.echo(f"{label}: {value}")
     for entry in entries:
-        click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)}")
+        click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} {format_amount(entry.amount)} "
+                   f"request_id={entry.request_id or '-'}")
     for refill in refill_rows:
         click.echo(f"refill:      {present_refill(refill.id)} {refill.status} requested "
                    f"{show_time(refill.created_at)}")

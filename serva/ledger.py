@@ -1,5 +1,6 @@
 """The only way a balance changes: a conditional UPDATE of the cached balance plus a ledger
-row, in the caller's transaction, so balance == sum(ledger) can never drift."""
+row, in the caller's transaction, so balance == sum(ledger) can never drift. Each row keeps
+the id of the request (or `cli:` command) that caused it."""
 from sqlalchemy import bindparam, func, insert, select, text
 
 from .db import FastConnection, Statement, fast, now
@@ -18,23 +19,29 @@ class InsufficientFunds(Exception):
 _APPLY_FAST = Statement(_APPLY)
 _RECORD_FAST = Statement(insert(ledger).values(
     account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
-    note=bindparam("note"), order_id=bindparam("order_id"), created_at=bindparam("stamp")))
+    note=bindparam("note"), order_id=bindparam("order_id"), request_id=bindparam("request_id"),
+    created_at=bindparam("stamp")))
 
 
 def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
     """Apply `amount` (negative for a debit) and record it, in the caller's write transaction
-    (a SQLAlchemy connection or a `db.FastConnection`); returns the new balance."""
+    (a SQLAlchemy connection or a `db.FastConnection`), with this request's or command's id;
+    returns the new balance."""
+    from . import request_id
     return post_fast(conn if isinstance(conn, FastConnection) else fast(conn), account_id,
-                     amount, kind, note, order_id)
+                     amount, kind, note, order_id, request_id())
 
 
 def post_fast(fast_conn, account_id: int, amount: int, kind: str, note: str = "",
-              order_id=None) -> int:
+              order_id=None, request_id=None) -> int:
+    """`post` with the request id given: a grouped commit runs this in another request's
+    thread, so the id cannot be read from the context here."""
     balance = fast_conn.scalar(_APPLY_FAST, {"amount": amount, "account_id": account_id})
     if balance is None:
         raise InsufficientFunds(account_id)
     fast_conn.execute(_RECORD_FAST, {"account_id": account_id, "amount": amount, "kind": kind,
-                                     "note": note[:255], "order_id": order_id, "stamp": now()})
+                                     "note": note[:255], "order_id": order_id,
+                                     "request_id": request_id, "stamp": now()})
     return balance
 
 

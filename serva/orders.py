@@ -15,7 +15,7 @@ from flask import current_app, g, request
 from sqlalchemy import Integer, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import coupons, db, keys, ledger, services
+from . import coupons, db, keys, ledger, request_id, services
 from .errors import ApiError
 from .ids import MAX_ID, format_order_id, numeric_ids, parse_order, parse_service, present_order
 from .money import MAX_AMOUNT, div_half_up, format_amount
@@ -299,6 +299,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
     """Place the order; the response shows its id in the account's format (`numeric`)."""
     config = current_app.config
     stamp = db.now()
+    rid = request_id()  # read here: the grouped work may run in another request's thread
     fingerprint = req.fingerprint() if idem_key else None
 
     def work(conn):  # one transaction; on SQLite grouped with other threads' orders
@@ -328,7 +329,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
                 "charge": charge, "remains": req.quantity,
                 "coupon_id": coupon.id if coupon else None, "runs": req.runs,
                 "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
-                "provider_id": req.service.provider_id, "stamp": stamp})
+                "provider_id": req.service.provider_id, "request_id": rid, "stamp": stamp})
         except (IntegrityError, conn.dialect.dbapi.IntegrityError):
             # The partial unique index: an active order for this service and target exists.
             # Raising rolls back the guard row written above, so nothing is left behind.
@@ -340,7 +341,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
             coupons.redeem(conn, coupon, account_id, order_id, discount)
         try:
             balance = ledger.post_fast(fast, account_id, -charge, "charge",
-                                       f"order {present_order(order_id)}", order_id=order_id)
+                                       f"order {present_order(order_id)}", order_id, rid)
         except ledger.InsufficientFunds:
             raise ApiError("insufficient_balance") from None
         response = {"order": format_order_id(order_id, numeric), "charge": format_amount(charge),
@@ -359,7 +360,7 @@ _INSERT_ORDER = (insert(orders).values(
     quantity=bindparam("quantity"), inputs_json=bindparam("inputs_json"),
     charge=bindparam("charge"), remains=bindparam("remains"), coupon_id=bindparam("coupon_id"),
     runs=bindparam("runs"), interval_minutes=bindparam("interval_minutes"),
-    runs_done=bindparam("runs_done"),
+    runs_done=bindparam("runs_done"), request_id=bindparam("request_id"),
     provider_id=bindparam("provider_id"),
     status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
     .returning(orders.c.id))

@@ -186,6 +186,8 @@ orders = Table(
     Column("provider_order", String(64)),
     Column("next_sync_at", BigInteger),
     Column("attention", String(255)),
+    # The x-serva-request-id of the `add` that placed it (see ledger.request_id).
+    Column("request_id", String(64)),
     CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
     CheckConstraint("charge >= 0 AND refunded >= 0 AND refunded <= charge", name="ck_orders_money"),
     Index("ix_orders_account", "account_id", "id"),
@@ -242,6 +244,9 @@ ledger = Table(
     Column("order_id", Integer, ForeignKey("orders.id")),
     Column("note", String(255), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
+    # The x-serva-request-id of the request that caused the row, or `cli:<id>` for an
+    # operator command (one id per command). Not indexed: only the operator searches by it.
+    Column("request_id", String(64)),
     CheckConstraint("kind IN ('topup', 'adjustment', 'charge', 'refund')", name="ck_ledger_kind"),
     Index("ix_ledger_account", "account_id"),
     Index("ix_ledger_order", "order_id"),

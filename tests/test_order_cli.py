@@ -1,16 +1,19 @@
 """The operator's `order` commands (list, show, set-status with refunds exactly once) and
 `audit`, including a database corrupted by hand."""
+import re
 import sqlite3
 import threading
 
 import pytest
+import requests
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from serva import db, ledger as ledger_repo, orders as orders_repo, services
-from serva.schema import accounts, ledger
+from serva.ids import parse_order
+from serva.schema import accounts, ledger, orders as orders_table
 
-from conftest import make_partner
+from conftest import make_partner, together
 
 LINK = "https://example.com/post/1"
 
@@ -111,8 +114,9 @@ def test_order_show(runner, placed):
                       "target": LINK, "inputs": "-", "quantity": "1000", "status": "Partial",
                       "start_count": "77", "remains": "250", "charge": "0.89", "refunded": "0.2225",
                       "created": fields["created"], "updated": fields["updated"],
-                      "completed": fields["updated"]}
-    assert [e.split(" ", 2)[2] for e in entries] == ["charge -0.89", "refund 0.2225"]
+                      "completed": fields["updated"], "request_id": fields["request_id"]}
+    assert re.fullmatch(r"[0-9a-f]{32}", fields["request_id"])
+    assert [e.split(" ", 2)[2].rsplit(" ", 1)[0] for e in entries] == ["charge -0.89", "refund 0.2225"]
     fields, _ = show(runner, "100003")
     assert fields["inputs"] == '{"player_id": "42", "server_id": "7"}'
 
@@ -120,6 +124,84 @@ def test_order_show(runner, placed):
 @pytest.mark.parametrize("order", ["ORD-999999", "banana", "0"])
 def test_order_show_unknown(runner, placed, order):
     fails(runner, "order", "show", order)
+
+
+# ---------------------------------------------------------------- traceability
+
+def rows_of(app, table, **where):
+    with app.app_context(), db.read() as conn:
+        query = select(table)
+        for name, value in where.items():
+            query = query.where(table.c[name] == value)
+        return conn.execute(query.order_by(table.c.id)).all()
+
+
+def listed_ids(runner, *args):
+    return [line.split("\t")[0] for line in ok(runner, "order", "list", *args).splitlines()]
+
+
+def test_order_and_ledger_rows_keep_the_request_id_that_placed_them(app, client, runner, partner,
+                                                                   catalog):
+    response = client.post("/api/v1", data={"action": "add", "key": partner[1], "service": "1234",
+                                            "link": LINK, "quantity": "1000"})
+    rid = response.headers["x-serva-request-id"]
+    order = response.get_json()["order"]
+    (row,) = rows_of(app, orders_table)
+    assert row.request_id == rid
+    (charge,) = rows_of(app, ledger, kind="charge")
+    assert charge.request_id == rid and charge.order_id == row.id
+
+    fields, entries = show(runner, order)
+    assert fields["request_id"] == rid
+    assert entries[0].endswith(f"charge -0.89 request_id={rid}")
+    assert listed_ids(runner, "--request-id", rid) == [order]
+    assert listed_ids(runner, "--request-id", "0" * 32) == []
+
+
+def test_an_idempotent_replay_keeps_the_first_request_id(app, client, partner, catalog):
+    data = {"action": "add", "key": partner[1], "service": "1234", "link": LINK,
+            "quantity": "1000", "idempotency_key": "retry-1"}
+    first = client.post("/api/v1", data=data).headers["x-serva-request-id"]
+    second = client.post("/api/v1", data=data).headers["x-serva-request-id"]
+    assert first != second
+    assert [row.request_id for row in rows_of(app, orders_table)] == [first]
+    assert [row.request_id for row in rows_of(app, ledger, kind="charge")] == [first]
+
+
+def test_cli_rows_carry_one_cli_id_per_command(app, runner, placed):
+    ok(runner, "order", "set-status", "ORD-100001", "Partial", "--remains", "250")
+    ok(runner, "account", "credit", "partner@example.com", "5", "--note", "bonus")
+    (refund,) = rows_of(app, ledger, kind="refund")
+    (topup,) = rows_of(app, ledger, kind="topup", note="bonus")
+    for row in (refund, topup):
+        assert re.fullmatch(r"cli:[0-9a-f]{32}", row.request_id)
+    assert refund.request_id != topup.request_id
+    # the refund's id finds its order (the order row keeps the id of the add that placed it)
+    assert listed_ids(runner, "--request-id", refund.request_id) == ["ORD-100001"]
+    assert show(runner, "ORD-100001")[0]["request_id"] != refund.request_id
+    assert show(runner, "ORD-100001")[1][1].endswith(f"request_id={refund.request_id}")
+    assert listed_ids(runner, "--request-id", topup.request_id) == []
+
+
+@pytest.mark.slow
+def test_grouped_orders_each_keep_their_own_request_id(app, live_server, catalog):
+    """Orders placed together share one transaction (group commit, run by one of the request
+    threads): each still keeps the id of the request that placed it."""
+    keys_ = [make_partner(app, f"p{i}@example.com")[1] for i in range(12)]
+
+    def place(i):
+        response = requests.post(f"{live_server}/api/v1", timeout=30, data={
+            "action": "add", "key": keys_[i], "service": "1234", "link": LINK, "quantity": "100"})
+        return response.json()["order"], response.headers["x-serva-request-id"]
+
+    placed_ = dict(together(len(keys_), place))
+    assert len(set(placed_.values())) == len(keys_)
+    with app.app_context():
+        placed_ = {parse_order(order): rid for order, rid in placed_.items()}
+    for row in rows_of(app, orders_table):
+        assert row.request_id == placed_[row.id]
+    for row in rows_of(app, ledger, kind="charge"):
+        assert row.request_id == placed_[row.order_id]
 
 
 # ---------------------------------------------------------------- set-status
