@@ -1,4 +1,4 @@
--- Serva schema at revision request_ids. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision login_devices. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -24,8 +24,11 @@ CREATE TABLE login_failures (
 	email VARCHAR(254) NOT NULL,
 	remote_addr VARCHAR(64) DEFAULT '' NOT NULL,
 	created_at BIGINT NOT NULL,
+	device_id VARCHAR(32),
 	PRIMARY KEY (id)
 );
+
+CREATE INDEX ix_login_failures_addr ON login_failures (remote_addr, created_at);
 
 CREATE INDEX ix_login_failures_email ON login_failures (email, created_at);
 

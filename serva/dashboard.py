@@ -14,14 +14,13 @@ from flask import (Blueprint, current_app, flash, redirect, render_template, req
 from flask_login import (LoginManager, UserMixin, current_user, login_required, login_user,
                          logout_user)
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import delete, insert, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import accounts, api as api_module, db, keys, services, sessions
+from . import accounts, api as api_module, db, keys, login_throttle, services, sessions
 from .catalog import service_entry
 from .ids import format_service_id, numeric_ids
 from .money import format_amount
-from .schema import ID_FORMATS, login_failures
+from .schema import ID_FORMATS
 
 bp = Blueprint("dashboard", __name__, url_prefix="/profile")
 login_manager = LoginManager()
@@ -87,55 +86,7 @@ def banned_message(row) -> str:
     return f"This account is banned: {reason}" if reason else "This account is banned."
 
 
-# ---------------------------------------------------------------- sign-in throttling
-
-def _throttle_wait(conn, email: str, addr: str) -> int:
-    """Seconds until sign-in is allowed again for this email and address (0: allowed now).
-
-    Blocked while MAX failures of the email, or from the address, lie within the window; it
-    lifts when the MAX-th newest of them leaves the window."""
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    window = current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"]
-    stamp = db.now()
-    wait = 0
-    for column, value in ((login_failures.c.email, email), (login_failures.c.remote_addr, addr)):
-        if not value:
-            continue
-        nth_newest = conn.execute(
-            select(login_failures.c.created_at)
-            .where(column == value, login_failures.c.created_at > stamp - window)
-            .order_by(login_failures.c.created_at.desc()).offset(limit - 1).limit(1)).scalar()
-        if nth_newest is not None:
-            wait = max(wait, nth_newest + window - stamp)
-    return wait
-
-
-def _start_attempt(email: str, addr: str):
-    """Check the throttle and, when allowed, count this attempt as a failure in the same write
-    transaction, so parallel guesses cannot all pass one check (a success deletes the row).
-    Returns (seconds to wait, the attempt's row id)."""
-    with db.write() as conn:
-        wait = _throttle_wait(conn, email, addr)
-        if wait:
-            return wait, None
-        return 0, conn.execute(insert(login_failures).values(
-            email=email, remote_addr=addr, created_at=db.now())).inserted_primary_key[0]
-
-
-def _forget_attempt(attempt_id: int, email: str | None = None) -> None:
-    """Not a failure after all; a successful sign-in also clears the email's earlier failures."""
-    with db.write() as conn:
-        condition = login_failures.c.id == attempt_id
-        if email:
-            condition = condition | (login_failures.c.email == email)
-        conn.execute(delete(login_failures).where(condition))
-
-
-def _too_many(wait: int) -> str:
-    minutes = -(-wait // 60)
-    return (f"Too many failed sign-in attempts. Try again in {minutes} "
-            f"minute{'s' if minutes != 1 else ''}.")
-
+# ---------------------------------------------------------------- sign-in
 
 def _render_login(error=None, status=200, email=""):
     return current_app.make_response((render_template("login.html", error=error, email=email),
@@ -150,11 +101,10 @@ def login():
         return _render_login()
     email = accounts.normalize_email(request.form.get("email", ""))[:254]
     password = request.form.get("password", "")
-    addr = (request.remote_addr or "")[:64]
-    wait, attempt_id = _start_attempt(email, addr)
-    if wait:
-        response = _render_login(_too_many(wait), 429, email)
-        response.headers["Retry-After"] = str(wait)
+    attempt = login_throttle.begin(email)
+    if attempt.wait:
+        response = _render_login(login_throttle.message(attempt.wait), 429, email)
+        response.headers["Retry-After"] = str(attempt.wait)
         return response
     with db.read() as conn:
         row = accounts.get_by_email(conn, email) if email else None
@@ -164,11 +114,13 @@ def login():
     if not accounts.check_password(row, password):
         return _render_login("Wrong email or password.", 200, email)
     if row.banned:
-        _forget_attempt(attempt_id)
+        login_throttle.not_a_failure(attempt)
         return _render_login(banned_message(row), 403, email)
-    _forget_attempt(attempt_id, email)
+    login_throttle.succeeded(attempt)
     _sign_in(row.id)
-    return redirect(url_for(".api"))
+    response = redirect(url_for(".api"))
+    login_throttle.remember_device(response, email)
+    return response
 
 
 @bp.route("/logout", methods=["POST"])
@@ -197,13 +149,12 @@ def change_password():
         return _refuse(f"The new password needs at least {MIN_PASSWORD_LENGTH} characters.")
     if new != request.form.get("confirm_password", ""):
         return _refuse("The new password and its confirmation differ.")
-    email = current_user.row.email
-    wait, attempt_id = _start_attempt(email, (request.remote_addr or "")[:64])
-    if wait:
-        return _refuse(_too_many(wait))
+    attempt = login_throttle.begin(current_user.row.email)
+    if attempt.wait:
+        return _refuse(login_throttle.message(attempt.wait))
     if not accounts.check_password(current_user.row, current):
         return _refuse("The current password is wrong.")
-    _forget_attempt(attempt_id)
+    login_throttle.succeeded(attempt)
     with db.write() as conn:
         accounts.set_password(conn, current_user.id, new)
         ended = sessions.revoke_all(conn, current_user.id, keep=current_user.session_id)

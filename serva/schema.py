@@ -303,5 +303,8 @@ login_failures = Table(
     Column("email", String(254), nullable=False),
     Column("remote_addr", String(64), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
+    # The trusted device (signed cookie) the attempt came from, if any (serva/login_throttle.py).
+    Column("device_id", String(32)),
     Index("ix_login_failures_email", "email", "created_at"),
+    Index("ix_login_failures_addr", "remote_addr", "created_at"),
 )
