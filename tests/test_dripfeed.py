@@ -7,21 +7,11 @@ from serva import db
 from serva.ids import parse_order
 from serva.schema import orders
 
+from test_cli import fails as refused, ok as cli
+
 FOLLOWERS, PACKAGE, COMMENTS, GAME = "1234", "1235", "1236", "7788"
 LINK = "https://example.com/post/1"
 GAME_FIELDS = {"fields[player_id]": "123456789", "fields[server_id]": "55"}
-
-
-def cli(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result.stdout
-
-
-def refused(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    return result.stderr
 
 
 def row(app, order):

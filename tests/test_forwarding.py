@@ -4,12 +4,11 @@ and an upstream Serva over HTTP for refill, cancel and drip-feed end to end."""
 import pytest
 from sqlalchemy import select, update
 
-from serva import db, providers
+from serva import db
 from serva.ids import parse_order
 from serva.schema import dispatches, refills, services
 
-from conftest import make_partner, serving
-from test_two_servas import call, make_app
+from test_two_servas import call, two_servas
 from test_worker import app, audit, cli, faulty, linked, order, place, refunds, run  # noqa: F401
 
 
@@ -159,75 +158,56 @@ def test_a_dripfeed_orders_runs_done_come_from_the_provider(app, api, linked):
 # ---------------------------------------------------------------- two Servas
 
 def test_refill_cancel_and_dripfeed_through_an_upstream_serva(tmp_path):
-    upstream, reseller = make_app(tmp_path / "upstream.sqlite"), make_app(tmp_path / "reseller.sqlite")
-    try:
-        for app_ in (upstream, reseller):
-            with app_.app_context(), db.write() as conn:
-                from serva import services as services_repo
-                from serva.demo import CATALOG
-                for entry in CATALOG:
-                    services_repo.add(conn, **entry)
-        _, upstream_key = make_partner(upstream, "reseller@example.com", balance="20")
-        _, partner_key = make_partner(reseller, "partner@example.com", balance="50")
-        with serving(upstream) as upstream_url:
-            cli(reseller, "provider", "add", "upstream", "--url", f"{upstream_url}/api/v2",
-                "--key", upstream_key)
-            with reseller.app_context(), db.write() as conn:
-                provider = providers.require(conn, "upstream")
-                conn.execute(update(services).where(services.c.id == 1234).values(
-                    provider_id=provider.id, provider_service="1234"))
+    with two_servas(tmp_path, upstream_balance="20", api_path="/api/v2") as (
+            upstream, reseller, upstream_key, partner_key):
+        def theirs(ident):
+            with reseller.app_context(), db.read() as conn:
+                return order_of(conn, ident).provider_order
 
-            def theirs(ident):
-                with reseller.app_context(), db.read() as conn:
-                    return order_of(conn, ident).provider_order
+        # drip-feed: charged for quantity x runs; the upstream receives runs and interval
+        drip = call(reseller, partner_key, action="add", service="1234", link="https://e.com/d",
+                    quantity="100", runs="3", interval="15")
+        assert drip["charge"] == "0.267"
+        run(reseller)
+        upstream_status = call(upstream, upstream_key, action="status", order=theirs(drip["order"]))
+        assert (upstream_status["runs"], upstream_status["charge"]) == (3, "0.267")
+        cli(upstream, "order", "set-status", theirs(drip["order"]), "In progress",
+            "--runs-done", "1", "--remains", "200")
+        run(reseller)
+        mine = call(reseller, partner_key, action="status", order=drip["order"])
+        assert (mine["status"], mine["runs"], mine["runs_done"], mine["remains"]) == \
+            ("In progress", 3, 1, 200)
 
-            # drip-feed: charged for quantity x runs; the upstream receives runs and interval
-            drip = call(reseller, partner_key, action="add", service="1234", link="https://e.com/d",
-                        quantity="100", runs="3", interval="15")
-            assert drip["charge"] == "0.267"
-            run(reseller)
-            upstream_status = call(upstream, upstream_key, action="status", order=theirs(drip["order"]))
-            assert (upstream_status["runs"], upstream_status["charge"]) == (3, "0.267")
-            cli(upstream, "order", "set-status", theirs(drip["order"]), "In progress",
-                "--runs-done", "1", "--remains", "200")
-            run(reseller)
-            mine = call(reseller, partner_key, action="status", order=drip["order"])
-            assert (mine["status"], mine["runs"], mine["runs_done"], mine["remains"]) == \
-                ("In progress", 3, 1, 200)
+        # refill: completed upstream, synced, refilled through the upstream's refill
+        first = call(reseller, partner_key, action="add", service="1234",
+                     link="https://e.com/r", quantity="1000")
+        run(reseller)
+        cli(upstream, "order", "set-status", theirs(first["order"]), "Completed")
+        run(reseller)
+        assert call(reseller, partner_key, action="refill", order=first["order"]) == \
+            {"refill": "REF-5001"}
+        run(reseller)
+        listed = cli(upstream, "refill", "list", "--status", "Pending")
+        assert listed.startswith(f"REF-5001\tPending\t{theirs(first['order'])}\treseller@example.com")
+        cli(upstream, "refill", "set-status", "REF-5001", "Completed")
+        run(reseller)
+        assert call(reseller, partner_key, action="refill_status", refill="REF-5001") == \
+            {"status": "Completed"}
 
-            # refill: completed upstream, synced, refilled through the upstream's refill
-            first = call(reseller, partner_key, action="add", service="1234",
-                         link="https://e.com/r", quantity="1000")
-            run(reseller)
-            cli(upstream, "order", "set-status", theirs(first["order"]), "Completed")
-            run(reseller)
-            assert call(reseller, partner_key, action="refill", order=first["order"]) == \
-                {"refill": "REF-5001"}
-            run(reseller)
-            listed = cli(upstream, "refill", "list", "--status", "Pending")
-            assert listed.startswith(f"REF-5001\tPending\t{theirs(first['order'])}\treseller@example.com")
-            cli(upstream, "refill", "set-status", "REF-5001", "Completed")
-            run(reseller)
-            assert call(reseller, partner_key, action="refill_status", refill="REF-5001") == \
-                {"status": "Completed"}
-
-            # cancel: accepted upstream as a request; the upstream operator confirms it
-            second = call(reseller, partner_key, action="add", service="1234",
-                          link="https://e.com/c", quantity="1000")
-            run(reseller)
-            assert call(reseller, partner_key, action="cancel", order=second["order"]) == {"cancel": 1}
-            run(reseller)
-            assert theirs(second["order"]) in cli(upstream, "order", "list", "--cancel-requested")
-            cli(upstream, "order", "set-status", theirs(second["order"]), "Canceled")
-            run(reseller)
-            status = call(reseller, partner_key, action="status", order=second["order"])
-            assert (status["status"], status["charge"]) == ("Canceled", "0")
-            assert refunds(reseller, second["order"]) == [890_000]
+        # cancel: accepted upstream as a request; the upstream operator confirms it
+        second = call(reseller, partner_key, action="add", service="1234",
+                      link="https://e.com/c", quantity="1000")
+        run(reseller)
+        assert call(reseller, partner_key, action="cancel", order=second["order"]) == {"cancel": 1}
+        run(reseller)
+        assert theirs(second["order"]) in cli(upstream, "order", "list", "--cancel-requested")
+        cli(upstream, "order", "set-status", theirs(second["order"]), "Canceled")
+        run(reseller)
+        status = call(reseller, partner_key, action="status", order=second["order"])
+        assert (status["status"], status["charge"]) == ("Canceled", "0")
+        assert refunds(reseller, second["order"]) == [890_000]
         audit(upstream)
         audit(reseller)
-    finally:
-        for app_ in (upstream, reseller):
-            app_.extensions["serva.engine"].dispose()
 
 
 def order_of(conn, ident):

@@ -13,22 +13,11 @@ from serva.ids import parse_order
 from serva.schema import ledger, orders, refills
 
 from conftest import make_partner, post, together
+from test_cli import fails as refused, ok as cli
 
 FOLLOWERS, PACKAGE, COMMENTS, GAME = "1234", "1235", "1236", "7788"  # 1234: refill 30 days, cancel
 LINK = "https://example.com/post/1"
 NOT_AVAILABLE = "Refill is not available for this order: "
-
-
-def cli(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result.stdout
-
-
-def refused(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
-    assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
-    return result.stderr
 
 
 def set_status(app, order, status, **kw):
