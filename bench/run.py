@@ -15,16 +15,22 @@ What it does (bench/README.md explains the method and the results):
        nolimits Serva like `app` with the rate limits off, on the app's copy (every other
                 server runs with limits far above the load: BENCH_LIMITS), for the limiter's
                 cost on `balance`
+       floor    bench/reference.py, the least a Flask endpoint does for `balance` and `add` on
+                Serva's schema (raw sqlite3, group-committed orders), served like `bare`, on
+                its own 1M-order copy
      wrk runs pinned to the last core, so that on 2 cores the load generator and the
      single-process server do not take turns on one core.
-  3. warms each up, then runs ROUNDS rounds of comparisons; a comparison drives two
-     (server, action) pairs with wrk at CONNECTIONS connections in alternating slices, so both
-     sides see the same machine (bench/api.lua builds the requests and counts every response
-     that is not 2xx or carries an "error" key);
-  4. stops the servers, runs `serva audit` on every database copy, greps the server logs for
-     "database is locked" and tracebacks, and counts the orders `add` created;
-  5. reports medians over the rounds: req/s, p50, p99, the ratio to the bare endpoint, the
-     targets, the peak RSS of the server processes; writes bench/results/latest.json and
+  3. warms each up, then runs ROUNDS rounds of comparisons; a comparison drives two or three
+     (server, action) pairs with wrk at CONNECTIONS connections in slices taken in turn
+     (each action with the bare endpoint and its floor), so all sides see the same machine
+     (bench/api.lua builds the requests and counts every response that is not 2xx or carries
+     an "error" key);
+  4. stops the servers, runs `serva audit` on every database copy (the floor's too), greps the
+     server logs for "database is locked" and tracebacks, and counts the orders `add` created
+     in each database;
+  5. reports medians over the rounds: req/s, p50, p99, the ratio to the bare endpoint and to
+     the action's floor, the floors' own ratio to bare, the targets, the peak RSS of the
+     server processes; writes bench/results/latest.json and
      bench/results/latest.md. Exits 1 when a correctness check failed.
 """
 import argparse
@@ -53,7 +59,11 @@ WORK = os.path.join(HERE, "data", "run")
 LUA = os.path.join(HERE, "api.lua")
 
 ACTIONS = ["balance", "services", "add", "status", "status100"]
-TARGETS = {"balance": 0.65, "services": 0.40, "add": 0.40, "status": 0.60, "status100": 0.25}
+TARGETS = {"balance": 0.70, "services": 0.50, "add": 0.35, "status": 0.65, "status100": 0.25}
+# Each action's floor on bench/reference.py: reads against the least a `balance` does, `add`
+# against the least an order does.
+FLOOR_OF = {"balance": "balance", "services": "balance", "add": "add", "status": "balance",
+            "status100": "balance"}
 ADD_P99_MS = 100
 HISTORY_TARGET = 0.9
 MULTICORE_TARGET = 1.6
@@ -65,6 +75,14 @@ BENCH_LIMITS = {"SERVA_RATE_LIMIT_PER_KEY": "1000000/second",
                 "SERVA_RATE_LIMIT_INVALID_KEYS": "1000000/minute"}
 LABELS = {"balance": "balance", "services": "services", "add": "add",
           "status": "status (1 id)", "status100": "status (100 ids)"}
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as handle:
+            return " ".join(handle.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def say(message):
@@ -216,16 +234,24 @@ def log_problems(path) -> dict:
 class Comparison:
     """Two (server, action) pairs measured in alternating slices, so that both see the same
     machine: on a shared 2-core VM the speed of the CPU drifts by 2-3x within minutes, and a
-    ratio of two measurements taken a minute apart would mostly measure that drift."""
+    ratio of two measurements taken a minute apart would mostly measure that drift.
 
-    def __init__(self, name, a, b, kind):
-        self.name, self.a, self.b, self.kind = name, a, b, kind  # a, b: (server, action, dataset)
-        self.rounds = []  # per round: {"a": [slice results], "b": [...]}
+    With a third pair `c` (the action's floor) the three take turns in a rotating order
+    (a b c, b c a, c a b, ...): over three slices each side's slices sit at the same mean time,
+    so a drift that is linear over a round biases no ratio between them. Every ratio (a/b,
+    a/c, c/b) is taken per round from these interleaved slices, then the median of the rounds."""
+
+    def __init__(self, name, a, b, kind, c=None):
+        # a, b, c: (server, action, dataset)
+        self.name, self.a, self.b, self.c, self.kind = name, a, b, c, kind
+        self.sides = ("a", "b") if c is None else ("a", "b", "c")
+        self.rounds = []  # per round: {"a": [slice results], "b": [...](, "c": [...])}
 
     def run_round(self, servers, slices, slice_s, connections, round_no):
-        got = {"a": [], "b": []}
+        got = {side: [] for side in self.sides}
         for i in range(slices):
-            for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
+            turn = i % len(self.sides)
+            for side in self.sides[turn:] + self.sides[:turn]:
                 server, action, dataset = getattr(self, side)
                 got[side].append(wrk(servers[server], action, slice_s, connections, dataset,
                                      f"r{round_no}-{self.name}-{side}{i}"))
@@ -266,32 +292,53 @@ def summarize(comparison):
     a = [combine(r["a"]) for r in comparison.rounds]
     b = [combine(r["b"]) for r in comparison.rounds]
     ratios = [x["rps"] / y["rps"] for x, y in zip(a, b)]
-    return {"a": side_summary(a), "b": side_summary(b), "ratio": round(median(ratios), 3),
-            "ratios": [round(x, 3) for x in ratios]}
+    out = {"a": side_summary(a), "b": side_summary(b), "ratio": round(median(ratios), 3),
+           "ratios": [round(x, 3) for x in ratios]}
+    if getattr(comparison, "c", None) is not None:  # the floor: a / c and c / b per round
+        c = [combine(r["c"]) for r in comparison.rounds]
+        to_floor = [x["rps"] / y["rps"] for x, y in zip(a, c)]
+        floor = [x["rps"] / y["rps"] for x, y in zip(c, b)]
+        out.update(c=side_summary(c), ratio_to_floor=round(median(to_floor), 3),
+                   ratios_to_floor=[round(x, 3) for x in to_floor],
+                   floor_ratio=round(median(floor), 3), floor_ratios=[round(x, 3) for x in floor])
+    return out
 
 
 # ---------------------------------------------------------------- report
 
 def markdown(results) -> str:
     s = results["settings"]
-    lines = [f"`make bench`, {results['generated_at']}, {results['machine']['cpus']} cores: "
-             f"{s['connections']} connections, waitress {s['threads']} threads, SQLite "
-             f"synchronous={s['synchronous']}; each figure is the median of {s['rounds']} rounds, "
-             f"each round {s['slices']} alternating {s['slice_s']} s slices of the action and "
-             f"the bare endpoint.", "",
-             "| action | req/s | p50 ms | p99 ms | bare req/s (same slices) | ratio to bare | target | met |",
-             "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+    floors = results.get("floors", {})
+    sides = "the action, the bare endpoint and the action's floor" if floors else \
+        "the action and the bare endpoint"
+    lines = [f"`make bench`, {results['generated_at']}, {results['machine']['cpus']} cores "
+             f"(load average {results.get('load_before', '?')} before, "
+             f"{results.get('load_after', '?')} after): {s['connections']} connections, "
+             f"{s['server']}, {s['threads']} threads, SQLite synchronous={s['synchronous']}; "
+             f"each figure is the median of {s['rounds']} rounds, each round {s['slices']} "
+             f"{s['slice_s']} s slices of {sides} in turn; each ratio is taken per round, "
+             f"then the median.", "",
+             "| action | req/s | p50 ms | p99 ms | bare req/s (same slices) | ratio to bare "
+             "| floor req/s (same slices) | ratio to floor | target | met |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for action in ACTIONS:
         a = results["actions"].get(action)
         if a is None:
             continue
         target = f"≥ {a['target']:.2f}" + (f", p99 ≤ {ADD_P99_MS} ms" if action == "add" else "")
+        floor = (f"{a['floor_rps']:.0f} ({a['floor']}) | **{a['ratio_to_floor']:.2f}**"
+                 if "floor" in a else " | ")
         lines.append(f"| {LABELS[action]} | {a['rps']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} "
-                     f"| {a['bare_rps']:.0f} | **{a['ratio']:.2f}** | {target} | "
+                     f"| {a['bare_rps']:.0f} | **{a['ratio']:.2f}** | {floor} | {target} | "
                      f"{'yes' if a['met'] else 'NO'} |")
+    for name, f in floors.items():
+        lines.append(f"| *{name} floor* (bench/reference.py) | {f['rps']:.0f} | {f['p50_ms']:.1f} "
+                     f"| {f['p99_ms']:.1f} | {f['bare_rps']:.0f} | *{f['ratio']:.2f}* "
+                     f"({min(f['ratios']):.2f}–{max(f['ratios']):.2f} in {len(f['ratios'])} "
+                     f"rounds) | | 1.00 | | |")
     bare = results["bare"]
     lines.append(f"| *bare Flask endpoint* | {bare['rps']:.0f} | {bare['p50_ms']:.1f} | "
-                 f"{bare['p99_ms']:.1f} | | 1.00 | | |")
+                 f"{bare['p99_ms']:.1f} | | 1.00 | | | | |")
     lines += ["", "| check | measured | target | met |", "|---|---|---:|:---:|"]
     for name, h in results.get("history", {}).items():
         lines.append(f"| {name}: 1,000,000 orders stored / 1,000 orders | **{h['ratio']:.2f}** "
@@ -309,11 +356,6 @@ def markdown(results) -> str:
         lines.append(f"| peak RSS of the largest `serve` worker | {m['peak_rss_mib_max_worker']:.1f} MiB "
                      f"| ≤ {RSS_TARGET_MIB} MiB | "
                      f"{'yes' if m['peak_rss_mib_max_worker'] <= RSS_TARGET_MIB else 'NO'} |")
-    ref = results.get("reference")
-    if ref:
-        lines.append(f"| reference: one raw sqlite3 query per request (bench/reference.py) / bare | "
-                     f"{ref['ratio']:.2f} ({ref['rps']:.0f} / {ref['bare_rps']:.0f} req/s) | "
-                     f"information | |")
     r = results.get("rate_limits")
     if r:
         lines.append(f"| balance with rate limits ({r['limits']}) / limits off | "
@@ -326,12 +368,14 @@ def markdown(results) -> str:
                      f"{n['ratio_to_full']:.2f} ({n['rps']:.0f} / {n['full_rps']:.0f} req/s; "
                      f"p99 {n['p99_ms']:.1f} / {n['full_p99_ms']:.1f} ms) | information | |")
     c = results["checks"]
+    per_db = ", ".join(f"{name}: {added} / {c['add_ok_by_db'][name]}"
+                       for name, added in c["orders_added_by_db"].items())
     lines += ["", f"Correctness: {c['responses']} responses checked, {c['bad_responses']} non-2xx or "
               f"error bodies, {c['database_locked']} \"database is locked\", {c['tracebacks']} "
               f"tracebacks in the server logs, `serva audit` "
-              f"{'passed' if c['audit_ok'] else 'FAILED'} on every database, {c['orders_added']} "
-              f"orders created for {c['add_ok']} successful `add` responses: "
-              f"{'all green' if c['ok'] else 'FAILED'}."]
+              f"{'passed' if c['audit_ok'] else 'FAILED'} on every database "
+              f"({', '.join(c['audits'])}), orders created / successful `add` responses per "
+              f"database: {per_db}: {'all green' if c['ok'] else 'FAILED'}."]
     return "\n".join(lines) + "\n"
 
 
@@ -356,8 +400,8 @@ def main():
                         help="skip add with synchronous=NORMAL")
     parser.add_argument("--no-limit-compare", action="store_true",
                         help="skip balance with the rate limits off")
-    parser.add_argument("--reference", action="store_true",
-                        help="also measure bench/reference.py (one raw sqlite3 query per request)")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the floors (bench/reference.py) beside each action")
     parser.add_argument("--out", default=os.path.join(RESULTS, "latest.json"))
     args = parser.parse_args()
     actions = [a for a in args.actions.split(",") if a]
@@ -373,6 +417,8 @@ def main():
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     copies = {"app": big["db"]}
+    if not args.no_floor:
+        copies["floor"] = big["db"]
     if not args.no_history:
         copies["small"] = small["db"]
     if not args.no_multicore:
@@ -388,42 +434,43 @@ def main():
 
     serva = [os.path.join(BIN, "serva"), "serve", "--port", "{port}", "--threads", str(args.threads)]
     single = [*serva, "--workers", "1"]
+    # the bare endpoint and the floors: served by the same code with the same settings as Serva
+    like_serva = [os.path.join(BIN, "python"), "-m", "serva.serve", "--port", "{port}",
+                  "--threads", str(args.threads), "--workers", "1"]
     servers = {
-        "app": Server("app", single, app_env(copies["app"]), ROOT),
-        "bare": Server("bare", [os.path.join(BIN, "python"), "-m", "serva.serve", "--port", "{port}",
-                                "--threads", str(args.threads), "--workers", "1", "bare:app"],
-                       {}, HERE),
+        "app": Server("app", single, app_env(copies["app"]), ROOT, copies["app"]),
+        "bare": Server("bare", [*like_serva, "bare:app"], {}, HERE),
     }
-    comparisons = [Comparison(action, ("app", action, big), ("bare", "bare", big), "action")
+    if not args.no_floor:
+        servers["floor"] = Server("floor", [*like_serva, "reference:app"],
+                                  {"SERVA_BENCH_DB": copies["floor"]}, HERE, copies["floor"])
+    comparisons = [Comparison(action, ("app", action, big), ("bare", "bare", big), "action",
+                              None if args.no_floor else ("floor", FLOOR_OF[action], big))
                    for action in actions]
     if not args.no_history:
-        servers["small"] = Server("small", single, app_env(copies["small"]), ROOT)
+        servers["small"] = Server("small", single, app_env(copies["small"]), ROOT, copies["small"])
         comparisons += [Comparison(f"history-{action}", ("app", action, big), ("small", action, small),
                                    "history") for action in ("add", "status")]
     if not args.no_multicore:
         servers["workers"] = Server("workers", [*serva, "--workers", str(args.workers)],
-                                    app_env(copies["workers"]), ROOT)
+                                    app_env(copies["workers"]), ROOT, copies["workers"])
         comparisons.append(Comparison("multicore", ("workers", "balance", big),
                                       ("app", "balance", big), "multicore"))
     if not args.no_sync_compare:
         servers["normal"] = Server("normal", single,
-                                   app_env(copies["app"], SERVA_SQLITE_SYNCHRONOUS="NORMAL"), ROOT)
+                                   app_env(copies["app"], SERVA_SQLITE_SYNCHRONOUS="NORMAL"), ROOT,
+                                   copies["app"])
         comparisons.append(Comparison("sync-normal", ("normal", "add", big), ("app", "add", big),
                                       "sync"))
     if not args.no_limit_compare:
         servers["nolimits"] = Server("nolimits", single, app_env(
-            copies["app"], SERVA_RATE_LIMIT_PER_KEY="", SERVA_RATE_LIMIT_INVALID_KEYS=""), ROOT)
+            copies["app"], SERVA_RATE_LIMIT_PER_KEY="", SERVA_RATE_LIMIT_INVALID_KEYS=""), ROOT,
+            copies["app"])
         comparisons.append(Comparison("rate-limits", ("app", "balance", big),
                                       ("nolimits", "balance", big), "limits"))
-    if args.reference:
-        servers["reference"] = Server(
-            "reference", [os.path.join(BIN, "python"), "-m", "serva.serve", "--port", "{port}",
-                          "--threads", str(args.threads), "--workers", "1", "reference:app"],
-            {"SERVA_BENCH_DB": copies["app"]}, HERE)
-        comparisons.append(Comparison("reference", ("reference", "balance", big),
-                                      ("bare", "bare", big), "reference"))
     key = open(big["keys"]).readline().strip()
     probe = f"action=balance&key={key}".encode()
+    load_before = load_average()
     try:
         for server in servers.values():
             server.start()
@@ -432,7 +479,7 @@ def main():
         say(f"servers up ({', '.join(f'{n}:{s.port}' for n, s in servers.items())}); warming up ...")
         warmed = set()
         for comparison in comparisons:
-            for server, action, dataset in (comparison.a, comparison.b):
+            for server, action, dataset in (getattr(comparison, s) for s in comparison.sides):
                 if (server, action) not in warmed:
                     warmed.add((server, action))
                     wrk(servers[server], action, 1, args.connections, dataset, f"warm-{server}-{action}")
@@ -440,12 +487,19 @@ def main():
             for comparison in comparisons:
                 got = comparison.run_round(servers, args.slices, args.slice_s, args.connections,
                                            round_no)
-                a, b = combine(got["a"]), combine(got["b"])
-                bad = a["bad"] + b["bad"]
-                flag = "" if bad == 0 else f"  <-- {bad} bad: {a['first_bad'] or b['first_bad']}"
+                sides = {side: combine(got[side]) for side in comparison.sides}
+                a, b, c = sides["a"], sides["b"], sides.get("c")
+                bad = sum(x["bad"] for x in sides.values())
+                first = next((x["first_bad"] for x in sides.values() if x["first_bad"]), None)
+                flag = "" if bad == 0 else f"  <-- {bad} bad: {first}"
+                floor = "" if c is None else (f"   floor {c['rps']:7.1f}: action/floor "
+                                              f"{a['rps'] / c['rps']:5.2f}, floor/bare "
+                                              f"{c['rps'] / b['rps']:5.2f}")
                 say(f"round {round_no} {comparison.name:16s} {a['rps']:7.1f} / {b['rps']:7.1f} req/s "
-                    f"= {a['rps'] / b['rps']:5.2f}   p50 {a['p50_ms']:6.1f} p99 {a['p99_ms']:6.1f} ms{flag}")
+                    f"= {a['rps'] / b['rps']:5.2f}   p50 {a['p50_ms']:6.1f} p99 {a['p99_ms']:6.1f} ms"
+                    f"{floor}{flag}")
         rss = {name: server.peak_rss_mib() for name, server in servers.items()}
+        load_after = load_average()
     finally:
         for server in servers.values():
             server.stop()
@@ -459,17 +513,23 @@ def main():
         "generated_at": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "sqlite": sqlite3.sqlite_version, "platform": platform.platform()},
+        "load_before": load_before, "load_after": load_after,
         "settings": {"rounds": args.rounds, "slices": args.slices, "slice_s": args.slice_s,
+                     "server": "gunicorn gthread, one worker process",
                      "connections": args.connections, "threads": args.threads,
                      "workers": args.workers, "synchronous": "FULL",
                      "server_command": f"serva serve --workers 1 --threads {args.threads}",
                      "bare_command": f"python -m serva.serve --workers 1 --threads {args.threads} "
                                      "bare:app  (in bench/)",
+                     "floor_command": None if args.no_floor else
+                     f"python -m serva.serve --workers 1 --threads {args.threads} reference:app  "
+                     "(in bench/; own 1M-order copy)",
                      "datasets": {"big": {k: big[k] for k in ("name", "accounts", "services", "orders")},
                                   "small": {k: small[k] for k in ("name", "accounts", "services", "orders")}}},
         "actions": {},
     }
     bare_rounds = []
+    floor_rounds = {}  # floor -> per round: (its combined slices, its bare's combined slices)
     for comparison in comparisons:
         summary = summarize(comparison)
         if comparison.kind == "action":
@@ -478,6 +538,14 @@ def main():
                      "bare_rps": summary["b"]["rps"], "target": TARGETS[action]}
             entry["met"] = entry["ratio"] >= TARGETS[action] and (
                 action != "add" or entry["p99_ms"] <= ADD_P99_MS)
+            if comparison.c is not None:
+                floor = comparison.c[1]
+                entry.update(floor=floor, floor_rps=summary["c"]["rps"],
+                             ratio_to_floor=summary["ratio_to_floor"],
+                             ratios_to_floor=summary["ratios_to_floor"],
+                             floor_ratio_same_rounds=summary["floor_ratio"])
+                floor_rounds.setdefault(floor, []).extend(
+                    (combine(r["c"]), combine(r["b"])) for r in comparison.rounds)
             results["actions"][action] = entry
             bare_rounds += [combine(r["b"]) for r in comparison.rounds]
         elif comparison.kind == "history":
@@ -498,11 +566,6 @@ def main():
                 "met": summary["ratio"] >= MULTICORE_TARGET,
                 "peak_rss_mib_workers": worker_rss,
                 "peak_rss_mib_max_worker": max(worker_rss) if worker_rss else 0.0}
-        elif comparison.kind == "reference":
-            results["reference"] = {
-                **summary["a"], "ratio": summary["ratio"], "ratios": summary["ratios"],
-                "bare_rps": summary["b"]["rps"],
-                "note": "bench/reference.py: one raw sqlite3 SELECT per request, nothing else"}
         elif comparison.kind == "limits":
             results["rate_limits"] = {
                 **summary["a"], "off_rps": summary["b"]["rps"], "ratio": summary["ratio"],
@@ -514,13 +577,29 @@ def main():
                 "ratio_to_full": summary["ratio"], "ratios": summary["ratios"],
                 "note": "SERVA_SQLITE_SYNCHRONOUS=NORMAL: no fsync per commit (not the default)"}
     results["bare"] = side_summary(bare_rounds) if bare_rounds else {}
+    # Each floor over every round it ran in (the balance floor beside each read action):
+    # floor / bare per round, then the median.
+    results["floors"] = {}
+    for floor, pairs in floor_rounds.items():
+        ratios = [f["rps"] / b["rps"] for f, b in pairs]
+        results["floors"][floor] = {
+            **side_summary([f for f, _ in pairs]), "bare_rps": round(median(b["rps"] for _, b in pairs), 1),
+            "ratio": round(median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
+            "note": "bench/reference.py: the least a Flask endpoint does for this action on "
+                    "Serva's schema (raw sqlite3; orders group-committed)"}
     app_workers = [mib for pid, mib in rss["app"].items() if pid != servers["app"].proc.pid]
     results["peak_rss_mib"] = max(app_workers) if app_workers else 0.0  # the serving process
     results["peak_rss_mib_all"] = {name: list(values.values()) for name, values in rss.items()}
 
     all_slices = [r for c in comparisons for rnd in c.rounds for side in rnd.values() for r in side]
-    add_ok = sum(r["ok"] for c in comparisons for rnd in c.rounds for side in ("a", "b")
-                 if getattr(c, side)[1] == "add" for r in rnd[side])
+    db_name = {path: name for name, path in copies.items()}
+    add_ok = {name: 0 for name in copies}
+    for c in comparisons:
+        for rnd in c.rounds:
+            for side in c.sides:
+                server, action, _ = getattr(c, side)
+                if action == "add":
+                    add_ok[db_name[servers[server].db_path]] += sum(r["ok"] for r in rnd[side])
     checks = {
         "responses": sum(r["requests"] for r in all_slices),
         "bad_responses": sum(r["bad"] for r in all_slices),
@@ -530,11 +609,13 @@ def main():
         "audit_ok": all(a["ok"] for a in audits.values()),
         "audits": audits,
         "orders_added": sum(added.values()),
-        "add_ok": add_ok,
+        "add_ok": sum(add_ok.values()),
+        "orders_added_by_db": added,
+        "add_ok_by_db": add_ok,
     }
-    # Every successful add is an order in the database (warm-up orders come on top, and a
+    # Every successful add is an order in its database (warm-up orders come on top, and a
     # request in flight when wrk stopped may have completed without wrk reading the answer).
-    checks["orders_match"] = checks["orders_added"] >= add_ok
+    checks["orders_match"] = all(added[name] >= add_ok[name] for name in copies)
     checks["ok"] = (checks["bad_responses"] == 0 and checks["database_locked"] == 0
                     and checks["tracebacks"] == 0 and checks["audit_ok"] and checks["orders_match"])
     results["checks"] = checks
