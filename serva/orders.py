@@ -4,7 +4,9 @@
 (BEGIN IMMEDIATE on SQLite): idempotency replay, purchase guard, coupon, charge, order row,
 ledger row. The database has the last word on every rule that money or duplicates depend on:
 the guard's upsert, the partial unique index on active orders, the conditional balance UPDATE
-and the coupon's conditional use count."""
+and the coupon's conditional use count. On PostgreSQL an order without coupon or idempotency
+key is one call of the function serva_place_order (serva/schema.py), the same rules in one
+statement and its own transaction: `_place_in_one_call`."""
 import hashlib
 import json
 from collections import namedtuple
@@ -12,12 +14,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import current_app, g, request
-from sqlalchemy import Integer, and_, bindparam, func, insert, select, update
+from sqlalchemy import Integer, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from . import coupons, db, keys, ledger, request_id, services
 from .errors import ApiError
-from .ids import MAX_ID, format_order_id, numeric_ids, parse_order, parse_service, present_order
+from .ids import (MAX_ID, ORDER_NUMBER_BASE, ORDER_PREFIX, format_order_id, numeric_ids,
+                  parse_order, parse_service, present_order)
 from .money import MAX_AMOUNT, div_half_up, format_amount
 from .params import BadText, load_json, parse_digits
 from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, dispatches,
@@ -300,6 +303,9 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
     config = current_app.config
     stamp = db.now()
     rid = request_id()  # read here: the grouped work may run in another request's thread
+    engine = db.get_engine()
+    if engine.dialect.name == "postgresql" and idem_key is None and not req.coupon_code:
+        return _place_in_one_call(engine, account_id, req, numeric, stamp, rid)
     fingerprint = req.fingerprint() if idem_key else None
 
     def work(conn):  # one transaction; on SQLite grouped with other threads' orders
@@ -352,6 +358,60 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         return response
 
     return db.write_grouped(work)
+
+
+# PostgreSQL: the function serva_place_order (serva/schema.py) decides and writes everything
+# `work` does for an order without coupon or idempotency key, in one statement.
+_PLACE_CALL = db.Statement(text(
+    "SELECT placed_id, new_balance FROM serva_place_order("
+    "CAST(:account_id AS INTEGER), CAST(:service_id AS INTEGER), CAST(:target AS TEXT), "
+    "CAST(:target_key AS VARCHAR), CAST(:quantity AS INTEGER), CAST(:inputs_json AS TEXT), "
+    "CAST(:charge AS BIGINT), CAST(:runs AS INTEGER), CAST(:interval_minutes AS INTEGER), "
+    "CAST(:provider_id AS INTEGER), CAST(:request_id AS VARCHAR), CAST(:stamp AS BIGINT), "
+    "CAST(:guard_expires_at AS BIGINT), CAST(:note_prefix AS VARCHAR), "
+    "CAST(:number_base AS INTEGER))"))
+REFUSED = "SV000"  # the function's SQLSTATE for a refusal; the message is the API error code
+
+
+def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
+    """`place` on PostgreSQL for an order without coupon or idempotency key (those keep the
+    multi-statement transaction of `work`): one call of serva_place_order in autocommit, so the
+    call is the whole transaction and the account's row lock is held for its statements and
+    the commit, never across a round trip. Same rules, same answers as `work`."""
+    config = current_app.config
+    charge, _ = coupons.price(req.rate, billable_units(req.service, req.quantity, req.runs), None)
+    params = {"account_id": account_id, "service_id": req.service.id, "target": req.target,
+              "target_key": req.target_key, "quantity": req.quantity,
+              "inputs_json": json.dumps(req.inputs) if req.inputs else None,
+              # above MAX_AMOUNT no balance can cover it (nor would it fit the column)
+              "charge": charge if charge <= MAX_AMOUNT else None,
+              "runs": req.runs, "interval_minutes": req.interval,
+              "provider_id": req.service.provider_id, "request_id": rid, "stamp": stamp,
+              "guard_expires_at": stamp + config["GUARD_WINDOW_SECONDS"],
+              "note_prefix": f"order {ORDER_PREFIX}", "number_base": ORDER_NUMBER_BASE}
+    pooled = engine.raw_connection()
+    try:
+        dbapi = pooled.driver_connection
+        dbapi.rollback()  # the pool's pre-ping may have opened a transaction; none is sent if not
+        dbapi.autocommit = True
+        try:
+            row = db.FastConnection(dbapi, engine.dialect).first(_PLACE_CALL, params)
+        except engine.dialect.dbapi.Error as error:
+            if getattr(error, "sqlstate", None) == REFUSED:
+                raise ApiError(error.diag.message_primary) from None
+            if (getattr(error, "sqlstate", None) == "23505"
+                    and error.diag.constraint_name == "uq_orders_one_active_per_target"):
+                raise ApiError("active_order_exists") from None
+            raise
+        finally:
+            try:
+                dbapi.autocommit = False
+            except engine.dialect.dbapi.Error:  # the connection broke: not back to the pool
+                pooled.invalidate()
+    finally:
+        pooled.close()
+    return {"order": format_order_id(row.placed_id, numeric), "charge": format_amount(charge),
+            "currency": config["CURRENCY"], "balance": format_amount(row.new_balance)}
 
 
 _INSERT_ORDER = (insert(orders).values(

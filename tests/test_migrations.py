@@ -321,6 +321,55 @@ def test_postgresql_revisions_match_the_metadata(pg_url):
         engine.dispose()
 
 
+def pg_functions(engine):
+    """The functions of the database's schema, as PostgreSQL prints them (schema name left
+    out, so two schemas compare)."""
+    from sqlalchemy import text
+    with db.read(engine) as conn:
+        return [(name, definition.replace(f"{namespace}.", "")) for name, definition, namespace
+                in conn.execute(text(
+                    "SELECT p.proname, pg_get_functiondef(p.oid), n.nspname FROM pg_proc p "
+                    "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = current_schema() ORDER BY p.proname"))]
+
+
+@pytest.mark.slow
+def test_postgresql_functions_of_init_db_match_the_revisions():
+    """The functions of the schema (serva_place_order) are not in the metadata's comparison:
+    init-db and the revisions must build them identically."""
+    from conftest import pg_schema
+    built = {}
+    with pg_schema() as by_revisions, pg_schema() as by_init:
+        for url, build in ((by_revisions, upgrade_by_revisions), (by_init, db.init_schema)):
+            engine = cli_app(url).extensions["serva.engine"]
+            try:
+                build(engine)
+                built[build] = pg_functions(engine)
+            finally:
+                engine.dispose()
+    assert [name for name, _ in built[db.init_schema]] == ["serva_place_order"]
+    assert built[db.init_schema] == built[upgrade_by_revisions]
+
+
+@pytest.mark.slow
+def test_postgresql_place_order_revision_down_and_up(pg_url):
+    app = cli_app(pg_url)
+    engine = app.extensions["serva.engine"]
+    try:
+        upgrade_by_revisions(engine)
+        created = pg_functions(engine)
+        assert [name for name, _ in created] == ["serva_place_order"]
+        with db.migrating(engine) as conn:
+            command.downgrade(migrations.config(conn), "-1")
+        assert db.schema_revision(engine) == "login_devices"
+        assert pg_functions(engine) == []
+        upgrade_by_revisions(engine)
+        assert pg_functions(engine) == created
+        assert differences(engine) == []
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.slow
 def test_postgresql_first_release_database_is_adopted(pg_url):
     from sqlalchemy import insert, text

@@ -313,3 +313,191 @@ def test_an_order_behind_a_held_row_lock_gets_503_busy(pg_app, pg_server):
     status, text = post(pg_server, action="add", key=key, service=svc, quantity="100",
                         link="https://example.com/locked")
     assert status == 200 and "order" in json.loads(text), text
+
+
+# ---------------------------------------------------------------- add in one statement
+
+def rows(app, table, **where):
+    from serva import schema
+    t = schema.metadata.tables[table]
+    with app.app_context(), db.read() as conn:
+        return conn.execute(select(t).where(*(t.c[k] == v for k, v in where.items()))
+                            .order_by(*t.primary_key.columns)).all()
+
+
+@pytest.fixture
+def one_call(monkeypatch):
+    """Counts the orders placed by serva_place_order (the function of serva/schema.py)."""
+    calls = []
+    original = orders_repo._place_in_one_call
+
+    def spy(*args, **kwargs):
+        calls.append(args[1:3])
+        return original(*args, **kwargs)
+    monkeypatch.setattr(orders_repo, "_place_in_one_call", spy)
+    return calls
+
+
+def test_add_is_one_call_with_the_request_ids(pg_app, one_call):
+    """An order without coupon or idempotency key is placed by the function: the order, its
+    charge in the ledger (note, request id) and the balance, as the transaction wrote them."""
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    response = pg_app.test_client().post("/api/v1", data={
+        "action": "add", "key": key, "service": svc, "link": "https://example.com/a",
+        "quantity": "1000"})
+    assert response.get_json() == {"order": "ORD-100001", "charge": "0.37", "currency": "USD",
+                                   "balance": "99.63"}
+    assert len(one_call) == 1
+    rid = response.headers["x-serva-request-id"]
+    (order,) = rows(pg_app, "orders")
+    assert (order.account_id, order.service_id, order.target, order.quantity, order.charge,
+            order.remains, order.status, order.request_id, order.runs, order.runs_done,
+            order.coupon_id, order.inputs_json) == (
+        account_id, int(svc), "https://example.com/a", 1000, 370_000, 1000, "Pending", rid,
+        None, None, None, None)
+    charge = rows(pg_app, "ledger", kind="charge")
+    assert [(r.account_id, r.amount, r.note, r.order_id, r.request_id) for r in charge] == \
+        [(account_id, -370_000, "order ORD-100001", order.id, rid)]
+    assert rows(pg_app, "dispatches") == []  # a manual service: no hand-over
+    assert len(rows(pg_app, "purchase_guards")) == 1
+    audit(pg_app)
+
+
+def test_insufficient_balance_leaves_nothing_behind(pg_app, one_call):
+    account_id, key = make_partner(pg_app, balance="0.36")
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+    params = {"action": "add", "key": key, "service": svc, "link": "https://example.com/a",
+              "quantity": "1000"}
+    assert client.post("/api/v1", data=params).get_json()["code"] == "insufficient_balance"
+    assert len(one_call) == 1
+    assert rows(pg_app, "orders") == [] and rows(pg_app, "purchase_guards") == []
+    assert [r.kind for r in rows(pg_app, "ledger")] == ["topup"]
+    assert balance(pg_app, account_id) == 360_000
+    # no guard row stayed behind: the same order goes through once it can be paid
+    make_partner_topup(pg_app, account_id, 10_000)
+    assert client.post("/api/v1", data=params).get_json()["balance"] == "0"
+    audit(pg_app)
+
+
+def add_pricey_service(app):
+    """A service whose charge for 10**8 units is above MAX_AMOUNT."""
+    with app.app_context(), db.write() as conn:
+        return str(services.add(conn, name="Pricey", category="Test",
+                                rate=parse_amount("999999999999"), min_quantity=10,
+                                max_quantity=10**9))
+
+
+def make_partner_topup(app, account_id, amount):
+    from serva import ledger
+    with app.app_context(), db.write() as conn:
+        ledger.post(conn, account_id, amount, "topup", "test top-up")
+
+
+def test_a_charge_no_balance_can_cover(pg_app, one_call):
+    """Above MAX_AMOUNT (it would not fit the column): insufficient_balance, after the guard."""
+    account_id, key = make_partner(pg_app)
+    svc = add_pricey_service(pg_app)
+    client = pg_app.test_client()
+    params = {"action": "add", "key": key, "service": svc, "link": "https://example.com/a",
+              "quantity": str(10**8)}
+    assert client.post("/api/v1", data=params).get_json()["code"] == "insufficient_balance"
+    assert rows(pg_app, "orders") == [] and rows(pg_app, "purchase_guards") == []
+    assert balance(pg_app, account_id) == 100_000_000
+
+
+def test_duplicate_target_and_active_order_exist_leave_nothing_behind(pg_app, one_call):
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+
+    def add(quantity):
+        return client.post("/api/v1", data={"action": "add", "key": key, "service": svc,
+                                            "link": "https://example.com/a",
+                                            "quantity": quantity}).get_json()
+    assert "order" in add("1000")
+    assert add("1000")["code"] == "duplicate_target"
+    assert add("2000")["code"] == "active_order_exists"
+    assert len(one_call) == 3
+    assert len(rows(pg_app, "orders")) == 1
+    assert len(rows(pg_app, "purchase_guards")) == 1  # the refused one's guard row rolled back
+    assert [r.kind for r in rows(pg_app, "ledger")] == ["topup", "charge"]
+    assert balance(pg_app, account_id) == 100_000_000 - 370_000
+    audit(pg_app)
+
+
+def test_a_provider_service_writes_its_dispatch_row(pg_app, one_call):
+    from serva import providers
+    from serva.schema import services as services_table
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    with pg_app.app_context(), db.write() as conn:
+        provider_id = providers.add(conn, "upstream", "https://provider.example.com/api/v2", "k")
+        conn.execute(services_table.update().where(services_table.c.id == int(svc)).values(
+            provider_id=provider_id, provider_service="7"))
+    answer = pg_app.test_client().post("/api/v1", data={
+        "action": "add", "key": key, "service": svc, "link": "https://example.com/a",
+        "quantity": "1000"}).get_json()
+    assert len(one_call) == 1
+    (order,) = rows(pg_app, "orders")
+    assert order.provider_id == provider_id and answer["order"] == "ORD-100001"
+    assert [(d.order_id, d.kind, d.state, d.attempts, d.due_at == order.created_at)
+            for d in rows(pg_app, "dispatches")] == [(order.id, "add", "due", 0, True)]
+
+
+def test_dripfeed_and_fields_orders_through_the_function(pg_app, one_call):
+    account_id, key = make_partner(pg_app)
+    drip = add_service(pg_app, dripfeed=True)
+    fields = add_service(pg_app, kind="fields",
+                         fields_json=json.dumps([{"name": "player_id", "label": "Player",
+                                                  "required": True}]))
+    client = pg_app.test_client()
+    first = client.post("/api/v1", data={"action": "add", "key": key, "service": drip,
+                                         "link": "https://example.com/d", "quantity": "100",
+                                         "runs": "3", "interval": "10"}).get_json()
+    assert first["charge"] == "0.111"
+    second = client.post("/api/v1", data={"action": "add", "key": key, "service": fields,
+                                          "quantity": "10", "fields": '{"player_id": "77"}'}).get_json()
+    assert "order" in second, second
+    assert len(one_call) == 2
+    by_service = {r.service_id: r for r in rows(pg_app, "orders")}
+    d, f = by_service[int(drip)], by_service[int(fields)]
+    assert (d.quantity, d.runs, d.interval_minutes, d.runs_done) == (300, 3, 10, 0)
+    assert (f.target, json.loads(f.inputs_json)) == ("player_id=77", {"player_id": "77"})
+    audit(pg_app)
+
+
+def test_answers_match_sqlite_request_for_request(pg_app, app, one_call):
+    """The same requests on SQLite (its transaction) and PostgreSQL (the function): the same
+    answers, including every refusal, and the same balances. Order numbers aside: a refused
+    insert uses up a PostgreSQL sequence number (as it always did), not a SQLite rowid."""
+    answers = {}
+    for name, which in (("sqlite", app), ("postgresql", pg_app)):
+        _, key = make_partner(which, balance="1")
+        svc = add_service(which)
+        big = add_pricey_service(which)
+        client = which.test_client()
+        got = []
+        for service, link, quantity in (
+                (svc, "https://example.com/a", "1000"),
+                (svc, "https://example.com/a", "1000"),        # duplicate_target
+                (svc, "https://example.com/a", "2000"),        # active_order_exists
+                (svc, "https://example.com/b", "1000"),
+                (svc, "https://example.com/c", "500"),
+                (svc, "https://example.com/d", "1000"),        # insufficient_balance
+                (big, "https://example.com/e", str(10**8)),    # above MAX_AMOUNT
+                (svc, "https://example.com/f", "100")):
+            answer = client.post("/api/v1", data={"action": "add", "key": key,
+                                                  "service": service, "link": link,
+                                                  "quantity": quantity}).get_json()
+            if "order" in answer:
+                answer["order"] = answer["order"][:4]
+            got.append(answer)
+        got.append(client.post("/api/v1", data={"action": "balance", "key": key}).get_json())
+        answers[name] = got
+    assert answers["sqlite"] == answers["postgresql"]
+    assert [a.get("code") for a in answers["postgresql"]] == [
+        None, "duplicate_target", "active_order_exists", None, None, "insufficient_balance",
+        "insufficient_balance", None, None]
+    assert len(one_call) == 8
