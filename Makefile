@@ -9,6 +9,8 @@
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
 # part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
 # `make bench-worker`: the fulfilment worker against a provider answering in 50 ms (~1 min).
+# `make bench-pg`: the bench actions on PostgreSQL (SERVA_BENCH_POSTGRES_URL, default database
+# `test` on 127.0.0.1:5432; a throwaway database, dropped after), one hot account and many.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -17,7 +19,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-profile bench-worker clean
+.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-profile bench-worker clean
 
 run: install
 	$(BIN)/serva init-db
@@ -35,6 +37,9 @@ serve-workers: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+bench-pg: install
+	$(BIN)/python bench/postgres.py
 
 bench-worker: install
 	$(BIN)/python bench/worker.py
