@@ -1,4 +1,4 @@
--- Serva schema at revision login_devices. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision pg_place_order. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
