@@ -392,7 +392,7 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
     pooled = engine.raw_connection()
     try:
         dbapi = pooled.driver_connection
-        dbapi.rollback()  # the pool's pre-ping may have opened a transaction; none is sent if not
+        dbapi.rollback()  # autocommit can only be set outside a transaction (idle: sends nothing)
         dbapi.autocommit = True
         try:
             row = db.FastConnection(dbapi, engine.dialect).first(_PLACE_CALL, params)
