@@ -116,11 +116,6 @@ def audit(url) -> dict:
     return {"ok": done.returncode == 0, "output": (done.stdout + done.stderr).strip()[-2000:]}
 
 
-def loadavg() -> str:
-    with open("/proc/loadavg") as handle:
-        return " ".join(handle.read().split()[:3])
-
-
 def markdown(results) -> str:
     s = results["settings"]
     lines = [f"`make bench-pg`, {results['generated_at']}, {results['machine']['cpus']} cores, "
@@ -209,7 +204,7 @@ def main():
             server.start()
         for server in servers.values():
             server.wait_ready(probe)
-        load_before = loadavg()
+        load_before = run.load_average()
         run.say(f"servers up ({', '.join(servers)}), load {load_before}; warming up ...")
         warmed = set()
         for comparison in comparisons:
@@ -227,7 +222,7 @@ def main():
                 run.say(f"round {round_no} {comparison.name:16s} {a['rps']:7.1f} / {b['rps']:7.1f} "
                         f"req/s  p50 {a['p50_ms']:6.1f} p99 {a['p99_ms']:6.1f} ms  wrk CPU "
                         f"{a['wrk_core_share']:.0%}{flag}")
-        load_after = loadavg()
+        load_after = run.load_average()
     finally:
         for server in servers.values():
             server.stop()
