@@ -23,6 +23,7 @@ API_ENDPOINTS = tuple(f"/api/{version}" for version in API_VERSIONS)
 API_PATHS = frozenset(path + slash for path in API_ENDPOINTS for slash in ("", "/"))
 
 _URLENCODED = "application/x-www-form-urlencoded"
+_JSON = "application/json"
 _FORM_TYPES = (_URLENCODED, "multipart/form-data")
 _BRACKETED = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -31,7 +32,7 @@ MAX_NESTING = 4
 
 def json_response(payload, status=200) -> Response:
     return Response(json.dumps(payload, separators=(",", ":")), status=status,
-                    mimetype="application/json")
+                    content_type=_JSON)
 
 
 def error_response(error: ApiError) -> Response:
@@ -57,7 +58,7 @@ def nest(items) -> dict:
     """Form pairs to a dict, reading PHP-style keys: fields[player_id]=1 -> {"fields": {...}}."""
     out = {}
     for key, value in items:
-        match = _BRACKETED.match(key)
+        match = _BRACKETED.match(key) if "[" in key else None
         if match is None:
             out[key] = value
             continue
@@ -108,7 +109,9 @@ def read_params():
         if not _storable_urlencoded(query):
             raise ApiError("invalid_request", detail=BAD_TEXT)
         params = nest(request.args.items(multi=True))
-    mimetype = request.mimetype
+    # What the ecosystem's clients send, compared as is before werkzeug parses the header.
+    content_type = request.environ.get("CONTENT_TYPE")
+    mimetype = _URLENCODED if content_type == _URLENCODED else request.mimetype
     if mimetype == _URLENCODED:
         items = _urlencoded_items()
         params.update(nest(items))
@@ -291,7 +294,7 @@ def endpoint():
             raise ApiError("unknown_action")
         result = entry.handler(account, params)
         if isinstance(result, Encoded):
-            return Response(result, mimetype="application/json")
+            return Response(result, content_type=_JSON)
         return json_response(result)
     except ApiError as error:
         return error_response(error)

@@ -25,15 +25,19 @@ TOUCH_FLUSH_SECONDS = 1
 _TOUCHES = "serva.key_touches"
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def _bearer(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def raw_key(body_keys) -> str:
-    """The one key this request carries, from any of the four places."""
-    found = [*body_keys, *request.args.getlist(KEY.name), request.headers.get("X-Api-Key"), _bearer()]
+    """The one key this request carries, from any of the four places. The headers are read
+    from the WSGI environ as werkzeug's `request.headers` would give them (HTTP_X_API_KEY,
+    HTTP_AUTHORIZATION), without building its headers view on every request."""
+    environ = request.environ
+    found = [*body_keys, environ.get("HTTP_X_API_KEY"), _bearer(environ.get("HTTP_AUTHORIZATION", ""))]
+    if environ.get("QUERY_STRING"):
+        found += request.args.getlist(KEY.name)
     distinct = {k.strip() if isinstance(k, str) else repr(k) for k in found if k is not None}
     distinct.discard("")
     if not distinct:

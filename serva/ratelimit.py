@@ -13,6 +13,7 @@ The counters live in the storage of Flask-Limiter's engine, `limits` (fixed wind
 every process and machine shares them. Flask-Limiter's own request hooks are not installed on
 the app: they evaluate route limits on every request of the app, measured at +25 % CPU per
 `balance` (bench/README.md), for limits the API can only know after reading its parameters."""
+import functools
 import math
 import threading
 import time
@@ -75,7 +76,10 @@ class Limits:
         protect the API, they must not take it down with them."""
         strategy = self.strategy
         try:
-            if strategy.hit(item, self.prefix, scope, identity):
+            # FixedWindowRateLimiter.hit, with its key made once per caller (_key) instead of
+            # joined anew on every request (~4 % of a `balance`, bench/README.md).
+            if strategy.storage.incr(_key(item, self.prefix, scope, identity),
+                                     item.get_expiry()) <= item.amount:
                 return
             reset = strategy.get_window_stats(item, self.prefix, scope, identity).reset_time
         except StorageError:
@@ -85,6 +89,11 @@ class Limits:
                                            exc_info=True)
             return
         raise ApiError("rate_limited", seconds=max(1, math.ceil(reset - time.time())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _key(item, *identifiers) -> str:
+    return item.key_for(*identifiers)
 
 
 def init_app(app):
