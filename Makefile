@@ -11,6 +11,8 @@
 # `make bench-worker`: the fulfilment worker against a provider answering in 50 ms (~1 min).
 # `make bench-pg`: the bench actions on PostgreSQL (SERVA_BENCH_POSTGRES_URL, default database
 # `test` on 127.0.0.1:5432; a throwaway database, dropped after), one hot account and many.
+# `make bench-cpu`: CPU time per request of each action, the app called in-process (no server):
+# comparable between two versions of the code while the machine is busy.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -19,7 +21,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-profile bench-worker clean
+.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-profile bench-worker clean
 
 run: install
 	$(BIN)/serva init-db
@@ -40,6 +42,9 @@ bench: install
 
 bench-pg: install
 	$(BIN)/python bench/postgres.py
+
+bench-cpu: install
+	$(BIN)/python bench/cpu.py
 
 bench-worker: install
 	$(BIN)/python bench/worker.py

@@ -68,9 +68,18 @@ def _wall_state(frames):
     return "I/O thread, other work"
 
 
+def _serva_line(text):
+    """'handler (/…/serva/api.py:123)' -> 'serva/api.py:123 handler'; None outside Serva's code."""
+    name, _, where = text.partition(" (")
+    path = where.rstrip(")")
+    if "/serva/" not in path or "/site-packages/" in path:
+        return None
+    return f"serva/{path.rsplit('/serva/', 1)[1]} {name}"
+
+
 def summarize(raw_path, out_path, title, classify=None):
     inclusive, own, total = collections.Counter(), collections.Counter(), 0
-    states = collections.Counter()
+    states, lines = collections.Counter(), collections.Counter()
     with open(raw_path) as handle:
         for line in handle:
             stack, _, count = line.rstrip("\n").rpartition(" ")
@@ -78,7 +87,10 @@ def summarize(raw_path, out_path, title, classify=None):
                 continue
             count = int(count)
             total += count
-            frames = [_frame(f) for f in stack.split(";")]
+            raw_frames = stack.split(";")
+            for line_of_serva in {_serva_line(f) for f in raw_frames} - {None}:
+                lines[line_of_serva] += count
+            frames = [_frame(f) for f in raw_frames]
             for frame in set(frames):
                 inclusive[frame] += count
             own[frames[-1]] += count
@@ -97,6 +109,10 @@ def summarize(raw_path, out_path, title, classify=None):
         out.write("\n-- self (share of samples in the function itself)\n")
         for frame, count in own.most_common(30):
             out.write(f"{100 * count / total:5.1f}%  {frame}\n")
+        out.write("\n-- Serva's own code, line by line (share of samples with the line on the stack;\n"
+                  "   a line that calls a function includes that function's time)\n")
+        for where, count in sorted(lines.items(), key=lambda item: (-item[1], item[0]))[:50]:
+            out.write(f"{100 * count / total:5.1f}%  {where}\n")
 
 
 def switches(pid):
