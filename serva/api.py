@@ -143,8 +143,14 @@ def balance(account, params):
     return {"balance": format_amount(account.balance), "currency": current_app.config["CURRENCY"]}
 
 
-class Encoded(bytes):
-    """A response body that is JSON already (the endpoint sends it as is)."""
+class Encoded:
+    """A response body that is JSON already: the endpoint sends these bytes as they are. A
+    holder, not a bytes subclass, which would copy the ~100 KB catalog on every request."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes):
+        self.body = body
 
 
 def cached_catalog(account, params):
@@ -294,7 +300,7 @@ def endpoint():
             raise ApiError("unknown_action")
         result = entry.handler(account, params)
         if isinstance(result, Encoded):
-            return Response(result, content_type=_JSON)
+            return Response(result.body, content_type=_JSON)
         return json_response(result)
     except ApiError as error:
         return error_response(error)
