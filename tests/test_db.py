@@ -422,3 +422,39 @@ def test_a_deferred_read_then_write_would_fail_without_immediate(app):
     finally:
         a.close()
         b.close()
+
+
+def test_grouped_works_through_sqlalchemy_commit_and_fail_alone(app):
+    """Works that use the SQLAlchemy connection join the group's driver-level transaction:
+    what succeeds is committed, a work that raises is rolled back alone."""
+    engine = app.extensions["serva.engine"]
+    start = threading.Barrier(6)
+    results = {}
+
+    def work(n):
+        def run(conn):
+            conn.execute(insert(schema.serva_meta).values(key=f"t{n}", value=str(n)))
+            if n % 2:
+                raise RuntimeError(n)
+            return n
+        return run
+
+    def thread(n):
+        start.wait()
+        try:
+            results[n] = db.write_grouped(work(n), engine)
+        except RuntimeError as error:
+            results[n] = error
+
+    threads = [threading.Thread(target=thread, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [results[n] if n % 2 == 0 else str(results[n]) for n in range(6)] == \
+        [0, "1", 2, "3", 4, "5"]
+    with db.read(engine) as conn:
+        keys = conn.execute(select(schema.serva_meta.c.key)
+                            .where(schema.serva_meta.c.key.like("t%"))).scalars().all()
+        assert sorted(keys) == ["t0", "t2", "t4"]
+        assert not conn.connection.driver_connection.in_transaction
