@@ -453,7 +453,9 @@ def migrating(engine=None):
     """One connection and one transaction for a whole schema change (BEGIN IMMEDIATE and this
     process's writer lock on SQLite). SQLite's foreign keys are off while it runs, since batch
     operations copy a table, drop the original and rename the copy, and are checked before the
-    commit: a violation rolls everything back."""
+    commit: a violation rolls everything back. For the same reason ALTER TABLE works in its
+    legacy mode: the rename must not check the triggers (the ledger's names `accounts`, which
+    is missing between the drop and the rename; the copy takes its name back)."""
     engine = engine or get_engine()
     lock = getattr(engine, "serva_write_lock", None)
     if lock is None:
@@ -466,12 +468,14 @@ def migrating(engine=None):
         with engine.connect() as conn:
             driver = conn.connection.driver_connection
             driver.execute("PRAGMA foreign_keys=OFF")  # only takes effect outside a transaction
+            driver.execute("PRAGMA legacy_alter_table=ON")
             try:
                 with conn.begin():
                     yield conn
                     if conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                         raise SchemaMismatch("the schema change left rows that break a foreign key")
             finally:
+                driver.execute("PRAGMA legacy_alter_table=OFF")
                 driver.execute("PRAGMA foreign_keys=ON")
     finally:
         lock.release()
@@ -490,7 +494,27 @@ def schema_revision(engine):
 
 def schema_problem(engine, empty_ok=False):
     """None when this Serva can use the database, else one line saying what to run."""
-    return migrations.problem(schema_state(engine), empty_ok=empty_ok)
+    state = schema_state(engine)
+    if state.kind == "current":
+        with read(engine) as conn:
+            missing = missing_triggers(conn)
+        if missing:  # money would move without its checks (a restore that left them out?)
+            return (f"the database lacks the trigger {', '.join(missing)} of its schema "
+                    f"revision: run `serva init-db` to re-create it")
+    return migrations.problem(state, empty_ok=empty_ok)
+
+
+def missing_triggers(conn) -> list:
+    """The SQLite triggers of the schema (schema.SQLITE_TRIGGERS) the database does not have."""
+    if conn.dialect.name != "sqlite":
+        return []
+    present = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                  .scalars())
+    return [name for name in _trigger_names() if name not in present]
+
+
+def _trigger_names():
+    return {sql.split()[2]: sql for triggers in schema.SQLITE_TRIGGERS.values() for sql in triggers}
 
 
 def require_schema(engine=None, empty_ok=False):
@@ -517,6 +541,11 @@ def init_schema(engine=None, reset=False) -> str:
             migrations.stamp(conn, head)
             return f"created a new database at schema revision {head}"
         if kind == "current":
+            missing = missing_triggers(conn)
+            for name in missing:
+                conn.exec_driver_sql(_trigger_names()[name])
+            if missing:
+                return f"re-created the trigger {', '.join(missing)} (schema revision {head})"
             return f"the database is already at schema revision {head}: nothing to do"
         if kind not in ("behind", "first_release"):
             raise SchemaMismatch(migrations.problem(migrations.State(kind, revision)))
@@ -537,6 +566,7 @@ def schema_sql(dialect_engine=None) -> str:
         parts.append(str(CreateTable(table).compile(engine)).strip() + ";")
         for index in sorted(table.indexes, key=lambda i: i.name):
             parts.append(str(CreateIndex(index).compile(engine)).strip() + ";")
+        parts.extend(trigger + ";" for trigger in schema.SQLITE_TRIGGERS.get(table.name, ()))
     text = "\n\n".join(parts) + "\n"
     return "\n".join(line.rstrip() for line in text.split("\n"))
 

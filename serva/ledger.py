@@ -1,10 +1,11 @@
 """The only way a balance changes: a conditional UPDATE of the cached balance plus a ledger
-row, in the caller's transaction, so balance == sum(ledger) can never drift. Each row keeps
-the id of the request (or `cli:` command) that caused it."""
+row, in the caller's transaction, so balance == sum(ledger) can never drift. On SQLite the
+UPDATE is the ledger's trigger (schema.LEDGER_MOVES_BALANCE), so a posting is one INSERT.
+Each row keeps the id of the request (or `cli:` command) that caused it."""
 from sqlalchemy import bindparam, func, insert, select, text
 
 from .db import FastConnection, Statement, fast, now
-from .schema import accounts, ledger
+from .schema import INSUFFICIENT_BALANCE, accounts, ledger
 
 # One statement decides and applies the change: a debit that would take the balance
 # below zero matches no row, whatever other transactions are doing.
@@ -17,10 +18,14 @@ class InsufficientFunds(Exception):
 
 
 _APPLY_FAST = Statement(_APPLY)
-_RECORD_FAST = Statement(insert(ledger).values(
+_RECORD = insert(ledger).values(
     account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
     note=bindparam("note"), order_id=bindparam("order_id"), request_id=bindparam("request_id"),
-    created_at=bindparam("stamp")))
+    created_at=bindparam("stamp"))
+_RECORD_FAST = Statement(_RECORD)
+# SQLite: the row and, by its trigger, the balance change; the balance as the trigger left it.
+_POST_SQLITE = Statement(_RECORD.returning(
+    select(accounts.c.balance).where(accounts.c.id == bindparam("account_id")).scalar_subquery()))
 
 
 def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
@@ -36,12 +41,19 @@ def post_fast(fast_conn, account_id: int, amount: int, kind: str, note: str = ""
               order_id=None, request_id=None) -> int:
     """`post` with the request id given: a grouped commit runs this in another request's
     thread, so the id cannot be read from the context here."""
+    row = {"account_id": account_id, "amount": amount, "kind": kind, "note": note[:255],
+           "order_id": order_id, "request_id": request_id, "stamp": now()}
+    if fast_conn.dialect.name == "sqlite":
+        try:
+            return fast_conn.scalar(_POST_SQLITE, row)
+        except fast_conn.dialect.dbapi.IntegrityError as error:
+            if str(error) == INSUFFICIENT_BALANCE:  # the trigger's RAISE
+                raise InsufficientFunds(account_id) from None
+            raise
     balance = fast_conn.scalar(_APPLY_FAST, {"amount": amount, "account_id": account_id})
     if balance is None:
         raise InsufficientFunds(account_id)
-    fast_conn.execute(_RECORD_FAST, {"account_id": account_id, "amount": amount, "kind": kind,
-                                     "note": note[:255], "order_id": order_id,
-                                     "request_id": request_id, "stamp": now()})
+    fast_conn.execute(_RECORD_FAST, row)
     return balance
 
 

@@ -5,7 +5,8 @@ test compares this metadata with the database the revisions build.
 
 Money columns are BigInteger micro-units. Invariants the database enforces by itself:
 no negative balance (CHECK), one active key per account and one active order per
-account+service+target (partial unique indexes), one guard row per repeated target.
+account+service+target (partial unique indexes), one guard row per repeated target; on
+SQLite also that a ledger row moves its account's balance (trigger `ledger_moves_balance`).
 """
 from sqlalchemy import (
     DDL, BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
@@ -251,6 +252,23 @@ ledger = Table(
     Index("ix_ledger_account", "account_id"),
     Index("ix_ledger_order", "order_id"),
 )
+
+# SQLite: inserting a ledger row applies it to the cached balance in the same statement, by a
+# conditional UPDATE (a debit that would take the balance below zero matches no row, and the
+# insert is refused with `insufficient_balance`, as is a row for no account). A posting is
+# one statement instead of two (each statement is a trip through the driver and a GIL
+# hand-over, on the order path inside the group commit's write lock), and no row can be
+# written without its balance change. PostgreSQL posts with both statements (serva/ledger.py).
+# A batch migration that rebuilds `ledger` drops the trigger with the table: re-create it.
+INSUFFICIENT_BALANCE = "insufficient_balance"
+LEDGER_MOVES_BALANCE = f"""CREATE TRIGGER ledger_moves_balance BEFORE INSERT ON ledger
+BEGIN
+    UPDATE accounts SET balance = balance + NEW.amount
+    WHERE id = NEW.account_id AND balance + NEW.amount >= 0;
+    SELECT RAISE(ABORT, '{INSUFFICIENT_BALANCE}') WHERE changes() = 0;
+END"""
+SQLITE_TRIGGERS = {"ledger": (LEDGER_MOVES_BALANCE,)}  # table -> its triggers (schema.sql too)
+event.listen(ledger, "after_create", DDL(LEDGER_MOVES_BALANCE).execute_if(dialect="sqlite"))
 
 coupon_redemptions = Table(
     "coupon_redemptions", metadata,

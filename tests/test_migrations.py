@@ -139,10 +139,10 @@ def test_a_schema_change_that_breaks_a_foreign_key_is_rolled_back(app):
     engine = app.extensions["serva.engine"]
     with pytest.raises(db.SchemaMismatch, match="foreign key"):
         with db.migrating(engine) as conn:
-            conn.execute(insert(schema.ledger).values(account_id=999, amount=1, kind="topup",
-                                                      created_at=1))
+            conn.execute(insert(schema.api_keys).values(account_id=999, key_hash="h", prefix="p",
+                                                        created_at=1))
     with db.read(engine) as conn:
-        assert conn.execute(select(schema.ledger)).first() is None
+        assert conn.execute(select(schema.api_keys)).first() is None
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 

@@ -242,5 +242,6 @@ def test_a_batch_migration_rebuilds_a_referenced_table_with_every_row(tmp_path):
             assert conn.execute(text("SELECT DISTINCT nickname FROM accounts")).scalars().all() == ["-"]
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+            assert db.missing_triggers(conn) == []  # the ledger's trigger names `accounts`
     finally:
         engine.dispose()
