@@ -743,6 +743,16 @@ class FastConnection:
         finally:
             cursor.close()
 
+    def insert(self, statement, params=None) -> int:
+        """Run an INSERT of one row built by `returning_id`; the new row's id."""
+        _, cursor = self._run(statement, params)
+        try:
+            if self.dialect.name == "sqlite":
+                return cursor.lastrowid
+            return cursor.fetchone()[0]
+        finally:
+            cursor.close()
+
     def scalar(self, statement, params=None):
         _, cursor = self._run(statement, params)
         try:
@@ -761,6 +771,13 @@ class FastConnection:
             return [make(row) for row in rows]
         finally:
             cursor.close()
+
+
+def returning_id(dialect_name, statement, column):
+    """An INSERT for `FastConnection.insert`: on SQLite without RETURNING (the driver's
+    lastrowid has the id; a RETURNING row costs a second step through the driver, which
+    releases and takes back the GIL), elsewhere RETURNING `column`."""
+    return statement if dialect_name == "sqlite" else statement.returning(column)
 
 
 @contextmanager

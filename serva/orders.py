@@ -9,6 +9,7 @@ key is one call of the function serva_place_order (serva/schema.py), the same ru
 statement and its own transaction: `_place_in_one_call`."""
 import hashlib
 import json
+import re
 from collections import namedtuple
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -70,13 +71,18 @@ def _text(value, what: str, limit: int) -> str:
     return value
 
 
+# str.isspace() or below U+0020, the same set character for character (`\s` of a str
+# pattern is Py_UNICODE_ISSPACE); one C scan instead of a generator over the link.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
+
+
 def normalize_link(value) -> str:
     """The link as the guard compares it: scheme and host lower-cased, default port, fragment
     and trailing slash dropped. Anything but an absolute http(s) URL is `invalid_link`."""
     if not isinstance(value, str):
         raise ApiError("invalid_link")
     value = value.strip()
-    if not value or len(value) > MAX_LINK_LENGTH or any(c.isspace() or ord(c) < 32 for c in value):
+    if not value or len(value) > MAX_LINK_LENGTH or _SPACE_OR_CONTROL.search(value):
         raise ApiError("invalid_link")
     try:
         parts = urlsplit(value)
@@ -328,7 +334,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         if charge > MAX_AMOUNT:  # no balance can cover it, and it would not fit the column
             raise ApiError("insufficient_balance")
         try:
-            order_id = fast.scalar(_INSERT_ORDER_FAST, {
+            order_id = fast.insert(_INSERT_ORDER_FAST, {
                 "account_id": account_id, "service_id": req.service.id, "target": req.target,
                 "target_key": req.target_key, "quantity": req.quantity,
                 "inputs_json": json.dumps(req.inputs) if req.inputs else None,
@@ -414,7 +420,7 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
             "currency": config["CURRENCY"], "balance": format_amount(row.new_balance)}
 
 
-_INSERT_ORDER = (insert(orders).values(
+_INSERT_ORDER = insert(orders).values(
     account_id=bindparam("account_id"), service_id=bindparam("service_id"),
     target=bindparam("target"), target_key=bindparam("target_key"),
     quantity=bindparam("quantity"), inputs_json=bindparam("inputs_json"),
@@ -423,8 +429,8 @@ _INSERT_ORDER = (insert(orders).values(
     runs_done=bindparam("runs_done"), request_id=bindparam("request_id"),
     provider_id=bindparam("provider_id"),
     status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
-    .returning(orders.c.id))
-_INSERT_ORDER_FAST = db.Statement(_INSERT_ORDER)
+_INSERT_ORDER_FAST = db.Statement.per_dialect(
+    lambda dialect_name: db.returning_id(dialect_name, _INSERT_ORDER, orders.c.id))
 _INSERT_DISPATCH_FAST = db.Statement(insert(dispatches).values(
     order_id=bindparam("order_id"), kind="add", state="due", attempts=0,
     due_at=bindparam("stamp"), created_at=bindparam("stamp"), updated_at=bindparam("stamp")))
@@ -439,7 +445,7 @@ def _guard_statement(dialect_name):
     return stmt.on_conflict_do_update(
         index_elements=["account_id", "service_id", "target_key", "quantity"],
         set_={"expires_at": stmt.excluded.expires_at},
-        where=purchase_guards.c.expires_at <= bindparam("stamp")).returning(purchase_guards.c.expires_at)
+        where=purchase_guards.c.expires_at <= bindparam("stamp"))
 
 
 _GUARD = db.Statement.per_dialect(_guard_statement)
@@ -449,10 +455,10 @@ def _guard(fast, account_id, req, expires_at, stamp):
     """`duplicate_target`: the same account, service, target and quantity inside the window.
     One upsert decides: it refreshes an expired guard row or inserts a new one, and matches
     nothing when an unexpired one stands."""
-    if fast.first(_GUARD, {"account_id": account_id, "service_id": req.service.id,
-                           "target_key": req.target_key, "quantity": req.quantity,
-                           "expires_at": expires_at, "stamp": stamp}) is None:
-        raise ApiError("duplicate_target")
+    if not fast.execute(_GUARD, {"account_id": account_id, "service_id": req.service.id,
+                                 "target_key": req.target_key, "quantity": req.quantity,
+                                 "expires_at": expires_at, "stamp": stamp}):
+        raise ApiError("duplicate_target")  # the upsert changed no row
 
 
 def _replay(conn, account_id, key, fingerprint, stamp):

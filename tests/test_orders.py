@@ -741,3 +741,17 @@ def test_a_charge_beyond_any_balance_is_insufficient_balance_not_a_crash(app, ap
     result = api("add", service=service, link="https://example.com/huge", quantity="2000000000")
     assert result == {"error": "Not enough funds on balance", "code": "insufficient_balance"}
     assert api("balance")["balance"] == "100"
+
+
+def test_an_order_is_three_statements_in_its_transaction(app, client, partner, catalog, sql_log):
+    """The guard's upsert, the order, its ledger row (whose trigger moves the balance): the
+    whole transaction of an order, every rule still decided by one of them."""
+    body = client.post("/api/v1", data={"action": "add", "key": partner[1], "service": "1234",
+                                        "link": "https://example.com/three", "quantity": "100"}).get_json()
+    assert "order" in body, body
+    sent = [" ".join(s.split()).upper() for s in sql_log]
+    begin = sent.index("BEGIN IMMEDIATE")
+    inside = sent[begin + 1:sent.index("COMMIT", begin)]
+    # sqlite3's trace repeats a statement for each step of a trigger: count distinct texts
+    assert [s.split(" (")[0] for s in dict.fromkeys(inside)] == \
+        ["INSERT INTO PURCHASE_GUARDS", "INSERT INTO ORDERS", "INSERT INTO LEDGER"]
