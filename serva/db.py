@@ -314,11 +314,12 @@ def _busy_timeout(conn, seconds):
 class _Turn:
     """One thread's unit of work waiting for (or getting) a place in a group commit."""
 
-    __slots__ = ("work", "deadline", "wake", "done", "lead", "result", "error")
+    __slots__ = ("work", "deadline", "repeatable", "wake", "done", "lead", "result", "error")
 
-    def __init__(self, work, deadline):
+    def __init__(self, work, deadline, repeatable=False):
         self.work = work
         self.deadline = deadline
+        self.repeatable = repeatable
         # A plain lock held until the thread is woken: cheaper than an Event (a Condition,
         # its lock and a waiter lock per wait), and the leader wakes every member of a group.
         self.wake = threading.Lock()
@@ -344,8 +345,8 @@ class GroupCommit:
     writer at a time, so orders placed one transaction each queue behind each other's fsync.
     Here the first thread to arrive leads: it takes the write lock, runs its own work and that
     of every thread that queued meanwhile, each inside its own SAVEPOINT (a work that raises is
-    rolled back alone, and its error goes to its own thread), commits once and hands the
-    results out. The next queued thread then leads the next group. Nothing is answered before
+    rolled back alone, and its error goes to its own thread; works that may run twice first
+    share one SAVEPOINT, see `_all_at_once`), commits once and hands the results out. The next queued thread then leads the next group. Nothing is answered before
     the COMMIT that made it durable has returned; if that COMMIT fails, every work of the group
     fails. Works run one after another in one transaction, so each sees the ones before it
     exactly as in separate serial transactions: every database rule still decides.
@@ -363,8 +364,8 @@ class GroupCommit:
         self.queue = []
         self.leading = False
 
-    def run(self, work, deadline):
-        turn = _Turn(work, deadline)
+    def run(self, work, deadline, repeatable=False):
+        turn = _Turn(work, deadline, repeatable)
         with self.mutex:
             self.queue.append(turn)
             lead = not self.leading
@@ -412,6 +413,8 @@ class GroupCommit:
                     group[0].result = group[0].work(conn)
                     return
                 dbapi = conn.connection.driver_connection
+                if all(turn.repeatable for turn in group) and self._all_at_once(dbapi, group, conn):
+                    return
                 for turn in group:
                     dbapi.execute(f"SAVEPOINT {self.SAVEPOINT}")
                     try:
@@ -434,18 +437,43 @@ class GroupCommit:
             if not isinstance(error, Exception):
                 raise
 
+    def _all_at_once(self, dbapi, group, conn) -> bool:
+        """Run the group's works inside one SAVEPOINT instead of one each (two statements a
+        group instead of two a work: each is a step through the driver that hands the GIL
+        over). True when all succeeded. When one raises, everything is rolled back to the
+        savepoint and False returned: the caller runs them again, each in its own savepoint,
+        so every work meets the same database as before and the one that failed fails alone.
+        Only for works that may run twice (`repeatable`: no effect outside the transaction)."""
+        dbapi.execute(f"SAVEPOINT {self.SAVEPOINT}")
+        try:
+            results = [turn.work(conn) for turn in group]
+        except Exception as error:  # noqa: BLE001 - run again one by one, where it fails alone
+            try:  # as in _commit: a transaction SQLite rolled back must not go on
+                dbapi.execute(f"ROLLBACK TO SAVEPOINT {self.SAVEPOINT}")
+            except sqlite3.Error:
+                raise error from None
+            if not dbapi.in_transaction:
+                raise
+            dbapi.execute(f"RELEASE SAVEPOINT {self.SAVEPOINT}")
+            return False
+        dbapi.execute(f"RELEASE SAVEPOINT {self.SAVEPOINT}")
+        for turn, result in zip(group, results):
+            turn.result = result
+        return True
 
-def write_grouped(work, engine=None):
+
+def write_grouped(work, engine=None, repeatable=False):
     """`work(conn)` in a write transaction, returning its result: on SQLite grouped with other
     threads' concurrent works into one transaction and one commit (`GroupCommit`); elsewhere
-    a transaction of its own."""
+    a transaction of its own. `repeatable`: the work has no effect outside the transaction,
+    so a group may run it twice (`GroupCommit._all_at_once`)."""
     engine = engine or get_engine()
     group = getattr(engine, "serva_group_commit", None)
     if group is None:
         with write(engine) as conn:
             return work(conn)
     with _writer_place(engine):
-        return group.run(work, _deadline(engine))
+        return group.run(work, _deadline(engine), repeatable)
 
 
 @contextmanager

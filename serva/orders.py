@@ -363,7 +363,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
                       stamp + config["IDEMPOTENCY_TTL_SECONDS"])
         return response
 
-    return db.write_grouped(work)
+    return db.write_grouped(work, repeatable=True)  # it only reads and writes the database
 
 
 # PostgreSQL: the function serva_place_order (serva/schema.py) decides and writes everything

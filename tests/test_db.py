@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -458,3 +459,48 @@ def test_grouped_works_through_sqlalchemy_commit_and_fail_alone(app):
                             .where(schema.serva_meta.c.key.like("t%"))).scalars().all()
         assert sorted(keys) == ["t0", "t2", "t4"]
         assert not conn.connection.driver_connection.in_transaction
+
+
+def _turns(works, repeatable=True):
+    return [db._Turn(work, time.monotonic() + 5, repeatable) for work in works]
+
+
+def test_repeatable_works_share_one_savepoint_and_a_failing_one_still_fails_alone(app, sql_log):
+    """A group of works that may run twice runs in one SAVEPOINT; when one raises, the group
+    is rolled back to it and run again one work per SAVEPOINT: the others are committed with
+    the same results, the failing one alone gets its error."""
+    engine = app.extensions["serva.engine"]
+    calls = []
+
+    def work(n, fail=False):
+        def run(conn):
+            calls.append(n)
+            before = conn.execute(select(serva_meta.c.key).where(serva_meta.c.key.like("g%"))
+                                  ).scalars().all()
+            conn.execute(insert(serva_meta).values(key=f"g{n}", value="x"))
+            if fail:
+                raise RuntimeError(n)
+            return sorted(before)
+        return run
+
+    group = _turns([work(1), work(2), work(3)])
+    engine.serva_group_commit._commit(group)
+    assert [turn.result for turn in group] == [[], ["g1"], ["g1", "g2"]]
+    assert calls == [1, 2, 3]
+    assert normalized(sql_log).count("SAVEPOINT SERVA_GROUP_WORK") == 1
+
+    del calls[:], sql_log[:]
+    group = _turns([work(4), work(5, fail=True), work(6)])
+    engine.serva_group_commit._commit(group)
+    assert calls == [4, 5, 4, 5, 6]  # the first pass stopped at 5; the second ran each alone
+    assert group[0].result == ["g1", "g2", "g3"] and group[2].result == ["g1", "g2", "g3", "g4"]
+    assert str(group[1].error) == "5" and group[1].result is None
+    with db.read(engine) as conn:
+        assert sorted(conn.execute(select(serva_meta.c.key).where(serva_meta.c.key.like("g%")))
+                      .scalars()) == ["g1", "g2", "g3", "g4", "g6"]
+
+    del calls[:]
+    group = _turns([work(7), work(8)], repeatable=False)  # never run twice
+    group[1].repeatable = True
+    engine.serva_group_commit._commit(group)
+    assert calls == [7, 8]
