@@ -360,7 +360,7 @@ def test_postgresql_place_order_revision_down_and_up(pg_url):
         created = pg_functions(engine)
         assert [name for name, _ in created] == ["serva_place_order"]
         with db.migrating(engine) as conn:
-            command.downgrade(migrations.config(conn), "-1")
+            command.downgrade(migrations.config(conn), "login_devices")
         assert db.schema_revision(engine) == "login_devices"
         assert pg_functions(engine) == []
         upgrade_by_revisions(engine)
