@@ -75,13 +75,13 @@ def provider_process(port_queue, delay):
 
 def fill(path, handovers, sync_orders):
     """Orders as `add` leaves them (order, charge ledger row; hand-over row for the waiting
-    ones), written through sqlite3 executemany in one transaction."""
+    ones), written through sqlite3 executemany in one transaction; each ledger row's trigger
+    debits the balance (schema.LEDGER_MOVES_BALANCE)."""
     raw = sqlite3.connect(path, isolation_level=None)
     now = int(time.time())
     total = handovers + sync_orders
     charge = 1_000
     raw.execute("BEGIN IMMEDIATE")
-    raw.execute("UPDATE accounts SET balance = balance - ? WHERE id = 1", (charge * total,))
     order_rows, ledger_rows, dispatch_rows = [], [], []
     for i in range(1, total + 1):
         waiting = i <= handovers
