@@ -18,6 +18,7 @@ SQLAlchemy Core on plain connections, no ORM session. Schema versions are Alembi
 """
 import math
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -134,12 +135,14 @@ def configure_engine(engine, synchronous: str = "FULL", write_wait: float = WRIT
         writer_places(engine, writers)
     elif engine.dialect.name == "postgresql":
         _bounded_lock_waits(engine, write_wait)
+        _per_thread_readers(engine)
     engine.serva_write_wait = write_wait
     return engine
 
 
 def _per_thread_readers(engine):
-    """fast_read's connection per thread; `engine.dispose()` lets go of them as of the pool's."""
+    """fast_read's connection per thread (on PostgreSQL also `one_call`'s); `engine.dispose()`
+    lets go of them as of the pool's."""
     engine.serva_readers = threading.local()
 
     @event.listens_for(engine, "engine_disposed")
@@ -808,36 +811,110 @@ def returning_id(dialect_name, statement, column):
     return statement if dialect_name == "sqlite" else statement.returning(column)
 
 
+class _ThreadConnection(FastConnection):
+    """A thread's own connection for `fast_read`, detached from the pool (autocommit on
+    PostgreSQL). A statement that fails because the connection is broken (PostgreSQL
+    restarted, backend terminated) runs once more on a new one: only SELECTs run here, so
+    the retry cannot do anything twice. It replaces the pool's pre-ping, a round trip per use."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine):
+        FastConnection.__init__(self, _detached(engine), engine.dialect)
+        self.engine = engine
+
+    def _run(self, statement, params):
+        try:
+            return FastConnection._run(self, statement, params)
+        except self.dialect.dbapi.Error as error:
+            if not self.dialect.is_disconnect(error, self.dbapi, None):
+                raise
+        _close_quietly(self.dbapi)
+        self.dbapi = _detached(self.engine)
+        return FastConnection._run(self, statement, params)
+
+
+def _detached(engine):
+    """A new DBAPI connection of the engine's kind, no longer the pool's."""
+    pooled = engine.raw_connection()  # runs the engine's on-connect settings
+    dbapi = pooled.driver_connection
+    if engine.dialect.name == "postgresql":
+        dbapi.rollback()  # the pre-ping may have opened a transaction
+        dbapi.autocommit = True  # each statement its own transaction: no BEGIN, no ROLLBACK
+    pooled.detach()  # this thread's own from now on; it no longer counts in the pool
+    return dbapi
+
+
+def _close_quietly(dbapi_connection):
+    try:
+        dbapi_connection.close()
+    except Exception:  # already broken: nothing left to release
+        pass
+
+
+def _has_input(fd) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _thread_connection(engine):
+    readers = engine.serva_readers
+    fast = getattr(readers, "fast", None)
+    if fast is None:
+        fast = readers.fast = _ThreadConnection(engine)
+    return readers, fast
+
+
 @contextmanager
 def fast_read(engine=None):
     """Like `read()` for `Statement`s: a DBAPI connection, no transaction of ours (each SELECT
-    is its own on SQLite; elsewhere the pool rolls back on return).
+    is its own).
 
-    On SQLite each thread keeps one connection for these reads (`engine.serva_readers`), taken
-    from the pool once and detached from it: the pool's checkout and return around every API
-    request's one SELECT measured ~8 % of a `balance` (bench/README.md). Nothing is left open
-    between requests (the cursor is closed, so no read transaction lingers); a connection whose
-    read failed is closed and the thread's next read opens a new one."""
+    Each thread keeps one connection for these reads (`engine.serva_readers`), taken from the
+    pool once and detached from it: the pool's checkout and return around every API request's
+    one SELECT measured ~8 % of a `balance` on SQLite (bench/README.md); on PostgreSQL they
+    were 3 of its 4 round trips (pre-ping, BEGIN, ROLLBACK). Nothing is left open between
+    requests (the cursor is closed, so no read transaction lingers); a connection whose read
+    failed is closed and the thread's next read opens a new one (a broken one is replaced at
+    once, `_ThreadConnection`)."""
     engine = engine or get_engine()
-    readers = getattr(engine, "serva_readers", None)
-    if readers is None:
+    if getattr(engine, "serva_readers", None) is None:  # SQLite in memory: its one connection
         pooled = engine.raw_connection()
         try:
             yield FastConnection(pooled.driver_connection, engine.dialect)
         finally:
             pooled.close()
         return
-    fast = getattr(readers, "fast", None)
-    if fast is None:
-        pooled = engine.raw_connection()  # runs the engine's on-connect PRAGMAs
-        fast = FastConnection(pooled.driver_connection, engine.dialect)
-        pooled.detach()  # this thread's own from now on; it no longer counts in the pool
-        readers.fast = fast
+    readers, fast = _thread_connection(engine)
     try:
         yield fast
-    except sqlite3.Error:
+    except engine.dialect.dbapi.Error:
         readers.fast = None
-        fast.dbapi.close()
+        _close_quietly(fast.dbapi)
+        raise
+
+
+@contextmanager
+def one_call(engine):
+    """PostgreSQL: the thread's `fast_read` connection (autocommit) for a write that is one
+    statement, so one round trip (no pre-ping, no transaction around it). Never retried: a
+    connection that breaks during the statement leaves its outcome unknown, so the error
+    propagates and nothing is guessed. A connection the server has written to while idle (the
+    end of a terminated backend or a restart; Serva does not LISTEN, so anything else is rare
+    and costs only a new connection) is replaced before the statement is sent, as the pool's
+    pre-ping would have done, without its round trip."""
+    readers, fast = _thread_connection(engine)
+    if fast.dbapi.closed or _has_input(fast.dbapi.fileno()):
+        _close_quietly(fast.dbapi)
+        readers.fast = None
+        readers, fast = _thread_connection(engine)
+    try:
+        yield FastConnection(fast.dbapi, engine.dialect)  # no retry
+    except engine.dialect.dbapi.Error as error:
+        if engine.dialect.is_disconnect(error, fast.dbapi, None):  # else still idle, usable
+            readers.fast = None
+            _close_quietly(fast.dbapi)
         raise
 
 

@@ -381,8 +381,9 @@ REFUSED = "SV000"  # the function's SQLSTATE for a refusal; the message is the A
 
 def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
     """`place` on PostgreSQL for an order without coupon or idempotency key (those keep the
-    multi-statement transaction of `work`): one call of serva_place_order in autocommit, so the
-    call is the whole transaction and the account's row lock is held for its statements and
+    multi-statement transaction of `work`): one call of serva_place_order in autocommit on the
+    thread's connection (`db.one_call`: one round trip, never retried), so the call is the whole
+    transaction and the account's row lock is held for its statements and
     the commit, never across a round trip. Same rules, same answers as `work`."""
     config = current_app.config
     charge, _ = coupons.price(req.rate, billable_units(req.service, req.quantity, req.runs), None)
@@ -395,13 +396,9 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
               "provider_id": req.service.provider_id, "request_id": rid, "stamp": stamp,
               "guard_expires_at": stamp + config["GUARD_WINDOW_SECONDS"],
               "note_prefix": f"order {ORDER_PREFIX}", "number_base": ORDER_NUMBER_BASE}
-    pooled = engine.raw_connection()
-    try:
-        dbapi = pooled.driver_connection
-        dbapi.rollback()  # autocommit can only be set outside a transaction (idle: sends nothing)
-        dbapi.autocommit = True
+    with db.one_call(engine) as conn:
         try:
-            row = db.FastConnection(dbapi, engine.dialect).first(_PLACE_CALL, params)
+            row = conn.first(_PLACE_CALL, params)
         except engine.dialect.dbapi.Error as error:
             if getattr(error, "sqlstate", None) == REFUSED:
                 raise ApiError(error.diag.message_primary) from None
@@ -409,13 +406,6 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
                     and error.diag.constraint_name == "uq_orders_one_active_per_target"):
                 raise ApiError("active_order_exists") from None
             raise
-        finally:
-            try:
-                dbapi.autocommit = False
-            except engine.dialect.dbapi.Error:  # the connection broke: not back to the pool
-                pooled.invalidate()
-    finally:
-        pooled.close()
     return {"order": format_order_id(row.placed_id, numeric), "charge": format_amount(charge),
             "currency": config["CURRENCY"], "balance": format_amount(row.new_balance)}
 

@@ -315,6 +315,183 @@ def test_an_order_behind_a_held_row_lock_gets_503_busy(pg_app, pg_server):
     assert status == 200 and "order" in json.loads(text), text
 
 
+# ---------------------------------------------------------------- the thread's own connection
+
+def reader_pid(app):
+    """The backend of the test client's thread's `fast_read` connection."""
+    return app.extensions["serva.engine"].serva_readers.fast.dbapi.info.backend_pid
+
+
+def terminate(app, pid):
+    """Kill a backend as an operator or a PostgreSQL restart would, and wait until it is gone."""
+    admin = create_engine(app.config["DATABASE_URL"])
+    try:
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+            deadline = time.monotonic() + 10
+            while conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                               {"pid": pid}).scalar():
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+                conn.rollback()  # a new snapshot of pg_stat_activity
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def connects(monkeypatch):
+    """Counts the connections `fast_read` and `one_call` open."""
+    calls = []
+    original = db._detached
+
+    def spy(engine):
+        calls.append(engine)
+        return original(engine)
+    monkeypatch.setattr(db, "_detached", spy)
+    return calls
+
+
+def backend_state(app, pid):
+    with db.read(app.extensions["serva.engine"]) as conn:
+        return conn.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :pid"),
+                            {"pid": pid}).scalar()
+
+
+def test_reads_leave_no_transaction_open(pg_app, connects):
+    """The requests' reads run in autocommit on one connection per thread: between requests
+    it is idle, not idle in transaction (which would hold a snapshot and block vacuum)."""
+    _, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+    for data in ({"action": "balance"}, {"action": "services"},
+                 {"action": "status", "order": "ORD-100001"}):
+        assert client.post("/api/v1", data={"key": key, **data}).status_code == 200
+    order = client.post("/api/v1", data={"action": "add", "key": key, "service": svc,
+                                         "link": "https://example.com/a", "quantity": "1000"})
+    assert order.get_json()["order"] == "ORD-100001"
+    assert len(connects) == 1  # the thread's one connection served them all, the add too
+    assert backend_state(pg_app, reader_pid(pg_app)) == "idle"
+
+
+def test_a_read_on_a_terminated_backend_is_retried_once(pg_app, connects):
+    """PostgreSQL restarted or the backend was killed: the next request's read fails on the
+    broken connection and runs again on a new one; the partner sees a normal answer."""
+    _, key = make_partner(pg_app)
+    client = pg_app.test_client()
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    old = reader_pid(pg_app)
+    terminate(pg_app, old)
+    response = client.post("/api/v1", data={"action": "balance", "key": key})
+    assert response.status_code == 200 and response.get_json()["balance"] == "100"
+    assert len(connects) == 2 and reader_pid(pg_app) != old
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    assert len(connects) == 2
+
+
+def test_a_read_is_retried_only_once(pg_app, connects, monkeypatch):
+    """If the new connection breaks as well, the error propagates (a 500, as any database
+    failure) instead of retrying forever; the next request starts afresh."""
+    _, key = make_partner(pg_app)
+    client = pg_app.test_client()
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    original = db._detached
+
+    def broken(engine):
+        dbapi = original(engine)
+        terminate(pg_app, dbapi.info.backend_pid)  # the new one dies too
+        return dbapi
+    terminate(pg_app, reader_pid(pg_app))
+    monkeypatch.setattr(db, "_detached", broken)
+    response = client.post("/api/v1", data={"action": "balance", "key": key})
+    assert response.status_code == 500 and response.get_json()["code"] == "internal_error"
+    assert len(connects) == 2  # the first and the one retry
+    monkeypatch.setattr(db, "_detached", original)
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+
+
+def test_an_order_after_a_terminated_backend_is_placed_once(pg_app, connects):
+    """The order's one call goes out on a new connection when the thread's one has ended
+    while idle (seen without a round trip), as the pool's pre-ping did; an order after a
+    terminated backend is placed and charged once."""
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    client = pg_app.test_client()
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    old = reader_pid(pg_app)
+    terminate(pg_app, old)
+    one = db.Statement(select(func.pg_backend_pid()))
+    with db.one_call(pg_app.extensions["serva.engine"]) as conn:  # what add's call runs on
+        assert conn.scalar(one) not in (None, old)
+    assert len(connects) == 2
+    terminate(pg_app, reader_pid(pg_app))
+    response = client.post("/api/v1", data={"action": "add", "key": key, "service": svc,
+                                            "link": "https://example.com/a", "quantity": "1000"})
+    assert response.get_json()["balance"] == "99.63"
+    assert order_count(pg_app) == 1 and balance(pg_app, account_id) == 99_630_000
+    audit(pg_app)
+
+
+@pytest.mark.parametrize("pg_config", [{"WRITE_WAIT_SECONDS": 5}])
+def test_an_order_whose_backend_dies_during_the_call_is_not_retried(pg_app, pg_server):
+    """A disconnect during the call leaves its outcome unknown to Serva: the answer is an error
+    (500 with the request id), the call is not sent again; here the backend died waiting for the
+    row lock, so nothing was charged, and the next order works."""
+    account_id, key = make_partner(pg_app)
+    svc = add_service(pg_app)
+    holder = create_engine(pg_app.config["DATABASE_URL"])
+    answers = []
+    try:
+        with holder.connect() as conn, conn.begin():
+            conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+            import threading
+            sender = threading.Thread(target=lambda: answers.append(post(
+                pg_server, action="add", key=key, service=svc, quantity="100",
+                link="https://example.com/a")))
+            sender.start()
+            deadline = time.monotonic() + 4
+            with holder.connect() as watch:
+                while True:
+                    waiting = watch.execute(text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%serva_place_order%' AND pid <> pg_backend_pid()")).all()
+                    if waiting:
+                        break
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                    watch.rollback()
+            terminate(pg_app, waiting[0].pid)
+            sender.join(10)
+    finally:
+        holder.dispose()
+    (status, text_), = answers
+    assert status == 500 and json.loads(text_)["code"] == "internal_error"
+    time.sleep(0.2)
+    assert order_count(pg_app) == 0 and balance(pg_app, account_id) == parse_amount("100")
+    status, text_ = post(pg_server, action="add", key=key, service=svc, quantity="100",
+                         link="https://example.com/a")
+    assert status == 200 and "order" in json.loads(text_), text_
+
+
+@pytest.mark.parametrize("pg_config", [{"WRITE_WAIT_SECONDS": 1}])
+def test_a_read_behind_a_lock_gets_503_busy(pg_app, connects):
+    """A read that waits for a lock (a migration holding the keys table, say) past the bound
+    is 503 `busy`, as before; the connection is replaced and the next read works."""
+    _, key = make_partner(pg_app)
+    client = pg_app.test_client()
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    holder = create_engine(pg_app.config["DATABASE_URL"])
+    try:
+        with holder.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE"))
+            response = client.post("/api/v1", data={"action": "balance", "key": key})
+            assert response.status_code == 503, response.get_data(as_text=True)
+            assert response.get_json()["code"] == "busy"
+    finally:
+        holder.dispose()
+    assert client.post("/api/v1", data={"action": "balance", "key": key}).status_code == 200
+    assert len(connects) == 2
+
+
 # ---------------------------------------------------------------- add in one statement
 
 def rows(app, table, **where):
