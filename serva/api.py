@@ -30,9 +30,12 @@ _PART = re.compile(r"\[([^\[\]]*)\]")
 MAX_NESTING = 4
 
 
+# json.dumps with its own separators builds a JSONEncoder on every call; one is enough.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def json_response(payload, status=200) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status=status,
-                    content_type=_JSON)
+    return Response(_encode(payload), status=status, content_type=_JSON)
 
 
 def error_response(error: ApiError) -> Response:

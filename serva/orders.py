@@ -493,9 +493,6 @@ def _batch_statement(n: int):
     return statement
 
 
-StatusRow = namedtuple("StatusRow", [column.name for column in _STATUS_COLUMNS])
-
-
 def _aggregated(dialect_name):
     """The status columns of many orders as one JSON array value (one row to fetch, whatever
     the number of orders: each row SQLite hands over is a round trip through the driver)."""
@@ -562,16 +559,19 @@ def _found(account, order_ids) -> dict:
         return _find(account.account_id, order_ids)
     if isinstance(value, (str, bytes)):
         value = json.loads(value)
-    return {item[0]: StatusRow._make(item) for item in value or ()}
+    return {item[0]: item for item in value or ()}  # lists in _STATUS_COLUMNS' order
 
 
 def status_entry(row, currency=None) -> dict:
-    entry = {"charge": format_amount(row.charge - row.refunded), "start_count": row.start_count,
-             "status": row.status, "remains": row.remains,
+    """One order's status answer from its _STATUS_COLUMNS (a row, or the list the key lookup's
+    JSON brought: unpacked by position, no row object made for each of up to 100 orders)."""
+    _, charge, refunded, status, start_count, remains, runs, runs_done = row
+    entry = {"charge": format_amount(charge - refunded), "start_count": start_count,
+             "status": status, "remains": remains,
              "currency": currency or current_app.config["CURRENCY"]}
-    if row.runs is not None:  # a drip-feed order
-        entry["runs"] = row.runs
-        entry["runs_done"] = row.runs_done
+    if runs is not None:  # a drip-feed order
+        entry["runs"] = runs
+        entry["runs_done"] = runs_done
     return entry
 
 
