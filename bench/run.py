@@ -216,17 +216,26 @@ def order_count(db_path) -> int:
         con.close()
 
 
+# The one "database is locked" that is not a failure: the background write of keys' last-used
+# times found the database busy (another process writing) and tries again a second later
+# (serva/auth.py); no request waited for it or saw it. Counted apart, as information.
+UPKEEP_RETRY = "could not record key use yet"
+
+
 def log_problems(path) -> dict:
-    locked = tracebacks = errors = 0
+    locked = tracebacks = errors = upkeep_retries = 0
     with open(path, errors="replace") as handle:
         for line in handle:
-            if "database is locked" in line:
+            if UPKEEP_RETRY in line:
+                upkeep_retries += 1
+            elif "database is locked" in line:
                 locked += 1
             if line.startswith("Traceback"):
                 tracebacks += 1
             if " ERROR " in line:
                 errors += 1
-    return {"database_locked": locked, "tracebacks": tracebacks, "error_lines": errors}
+    return {"database_locked": locked, "tracebacks": tracebacks, "error_lines": errors,
+            "upkeep_retries": upkeep_retries}
 
 
 # ---------------------------------------------------------------- measurement
@@ -372,7 +381,8 @@ def markdown(results) -> str:
                        for name, added in c["orders_added_by_db"].items())
     lines += ["", f"Correctness: {c['responses']} responses checked, {c['bad_responses']} non-2xx or "
               f"error bodies, {c['database_locked']} \"database is locked\", {c['tracebacks']} "
-              f"tracebacks in the server logs, `serva audit` "
+              f"tracebacks in the server logs ({c.get('upkeep_retries', 0)} last-used write(s) "
+              f"retried a second later: not a failure), `serva audit` "
               f"{'passed' if c['audit_ok'] else 'FAILED'} on every database "
               f"({', '.join(c['audits'])}), orders created / successful `add` responses per "
               f"database: {per_db}: {'all green' if c['ok'] else 'FAILED'}."]
@@ -604,6 +614,7 @@ def main():
         "responses": sum(r["requests"] for r in all_slices),
         "bad_responses": sum(r["bad"] for r in all_slices),
         "database_locked": sum(v["database_locked"] for v in logs.values()),
+        "upkeep_retries": sum(v["upkeep_retries"] for v in logs.values()),
         "tracebacks": sum(v["tracebacks"] for v in logs.values()),
         "logs": logs,
         "audit_ok": all(a["ok"] for a in audits.values()),
