@@ -69,12 +69,12 @@ def _wall_state(frames):
 
 
 def _serva_line(text):
-    """'handler (/…/serva/api.py:123)' -> 'serva/api.py:123 handler'; None outside Serva's code."""
+    """'handler (serva/api.py:123)' -> 'serva/api.py:123 handler'; None outside Serva's code."""
     name, _, where = text.partition(" (")
-    path = where.rstrip(")")
-    if "/serva/" not in path or "/site-packages/" in path:
+    path = where.rstrip(")")  # py-spy shows a package's files from the package: serva/api.py:12
+    if "/site-packages/" in path or not (path.startswith("serva/") or "/serva/" in path):
         return None
-    return f"serva/{path.rsplit('/serva/', 1)[1]} {name}"
+    return f"serva/{path.split('serva/', 1)[1]} {name}"
 
 
 def summarize(raw_path, out_path, title, classify=None):
