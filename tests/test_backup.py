@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from serva import create_app, db
 from serva.schema import accounts, ledger, orders
 
-from conftest import make_partner, post, serving
+from conftest import make_partner, post_retrying_busy, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,8 @@ def test_a_backup_taken_under_write_load_is_consistent_and_audits_clean(app, cat
         for n in range(150):
             if stop.is_set():
                 return
-            answers.append(post(url, action="add", key=keys[t % 4], service="1234",
-                                quantity="100", link=f"https://example.com/b/{t}/{n}"))
+            answers.append(post_retrying_busy(url, action="add", key=keys[t % 4], service="1234",
+                                              quantity="100", link=f"https://example.com/b/{t}/{n}"))
 
     with serving(app) as url:
         clients = [threading.Thread(target=place, args=(t,)) for t in range(8)]

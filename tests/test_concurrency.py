@@ -19,7 +19,8 @@ from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, coupon_redemptions, ledger, orders
 
-from conftest import NO_RATE_LIMITS, make_partner, post, together, wait_until_serving
+from conftest import (NO_RATE_LIMITS, make_partner, post, post_retrying_busy, together,
+                      wait_until_serving)
 
 pytestmark = pytest.mark.slow
 
@@ -76,8 +77,8 @@ def test_fifty_threads_never_overspend(app, runner, live_server):
     start = covered * parse_amount(RATE) + parse_amount("0.3")  # 6.59: 17 orders, not 18
     account_id, key = make_partner(app, balance=format_amount(start))
     svc = service(app)
-    results = together(50, lambda i: post(live_server, action="add", key=key, service=svc,
-                                          link=f"https://example.com/p/{i}", quantity="1000"))
+    results = together(50, lambda i: post_retrying_busy(live_server, action="add", key=key, service=svc,
+                                                        link=f"https://example.com/p/{i}", quantity="1000"))
     check_money_outcome(app, results, account_id, start, covered)
     status, text = post(live_server, action="balance", key=key)
     assert json.loads(text) == {"balance": "0.3", "currency": "USD"}
@@ -87,8 +88,8 @@ def test_fifty_threads_never_overspend(app, runner, live_server):
 def test_twenty_identical_orders_place_one(app, runner, live_server):
     account_id, key = make_partner(app)
     svc = service(app)
-    results = together(20, lambda i: post(live_server, action="add", key=key, service=svc,
-                                          link="https://example.com/same", quantity="1000"))
+    results = together(20, lambda i: post_retrying_busy(live_server, action="add", key=key, service=svc,
+                                                        link="https://example.com/same", quantity="1000"))
     assert all(status == 200 for status, _ in results)
     bodies = [json.loads(text) for _, text in results]
     assert sum("order" in b for b in bodies) == 1, bodies
@@ -102,8 +103,8 @@ def test_twenty_orders_for_one_target_with_different_quantities_place_one(app, r
     """Not double submits (the quantities differ), but one active order per target."""
     account_id, key = make_partner(app)
     svc = service(app)
-    results = together(20, lambda i: post(live_server, action="add", key=key, service=svc,
-                                          link="https://example.com/same", quantity=str(1000 + i)))
+    results = together(20, lambda i: post_retrying_busy(live_server, action="add", key=key, service=svc,
+                                                        link="https://example.com/same", quantity=str(1000 + i)))
     bodies = [json.loads(text) for _, text in results]
     assert sum("order" in b for b in bodies) == 1, bodies
     assert sorted(b["code"] for b in bodies if "order" not in b) == ["active_order_exists"] * 19
@@ -114,9 +115,9 @@ def test_twenty_orders_for_one_target_with_different_quantities_place_one(app, r
 def test_twenty_retries_with_one_idempotency_key(app, runner, live_server):
     account_id, key = make_partner(app)
     svc = service(app)
-    results = together(20, lambda i: post(live_server, action="add", key=key, service=svc,
-                                          link="https://example.com/once", quantity="1000",
-                                          headers={"Idempotency-Key": "retry-7f3a"}))
+    results = together(20, lambda i: post_retrying_busy(live_server, action="add", key=key, service=svc,
+                                                        link="https://example.com/once", quantity="1000",
+                                                        headers={"Idempotency-Key": "retry-7f3a"}))
     assert all(status == 200 for status, _ in results)
     texts = {text for _, text in results}
     assert len(texts) == 1, texts
@@ -132,8 +133,8 @@ def test_two_accounts_in_parallel_only_spend_their_own(app, runner, live_server)
     second_id, second = make_partner(app, "b@example.com", balance="2")    # 5 orders
     svc = service(app)
     keys = [first, second]
-    results = together(30, lambda i: post(live_server, action="add", key=keys[i % 2], service=svc,
-                                          link=f"https://example.com/{i}", quantity="1000"))
+    results = together(30, lambda i: post_retrying_busy(live_server, action="add", key=keys[i % 2], service=svc,
+                                                        link=f"https://example.com/{i}", quantity="1000"))
     bodies = [json.loads(text) for _, text in results]
     assert sum("order" in b for b in bodies[0::2]) == 3
     assert sum("order" in b for b in bodies[1::2]) == 5
@@ -149,9 +150,9 @@ def test_coupon_limits_hold_under_concurrency(app, runner, live_server):
     assert result.exit_code == 0, result.output
     keys = [make_partner(app, f"p{i}@example.com")[1] for i in range(3)]
     svc = service(app)
-    results = together(24, lambda i: post(live_server, action="add", key=keys[i % 3], service=svc,
-                                          link=f"https://example.com/c/{i}", quantity="1000",
-                                          coupon="RUSH"))
+    results = together(24, lambda i: post_retrying_busy(live_server, action="add", key=keys[i % 3], service=svc,
+                                                        link=f"https://example.com/c/{i}", quantity="1000",
+                                                        coupon="RUSH"))
     bodies = [json.loads(t) for _, t in results]
     won = [b for b in bodies if "order" in b]
     assert len(won) == 5, bodies
@@ -212,25 +213,25 @@ def test_two_server_processes_on_one_database_file(app, runner, tmp_path):
             wait_until_serving(url, key, deadline, process, lambda: Path(log).read_text())
         urls = [url for _, url in servers]
 
-        results = together(60, lambda i: post(urls[i % 2], action="add", key=key, service=svc,
-                                              link=f"https://example.com/p/{i}", quantity="1000"))
+        results = together(60, lambda i: post_retrying_busy(urls[i % 2], action="add", key=key, service=svc,
+                                                            link=f"https://example.com/p/{i}", quantity="1000"))
         check_money_outcome(app, results, account_id, start, covered)
 
         # Double submits across the two processes: one order.
         with app.app_context(), db.write() as conn:
             from serva import ledger as ledger_repo
             ledger_repo.post(conn, account_id, 10_000_000, "topup", "more")
-        results = together(20, lambda i: post(urls[i % 2], action="add", key=key, service=svc,
-                                              link="https://example.com/same", quantity="1000"))
+        results = together(20, lambda i: post_retrying_busy(urls[i % 2], action="add", key=key, service=svc,
+                                                            link="https://example.com/same", quantity="1000"))
         bodies = [json.loads(t) for _, t in results]
         assert all(status == 200 for status, _ in results)
         assert sum("order" in b for b in bodies) == 1, bodies
         assert counts(app)[0] == covered + 1
 
         # Retries with one idempotency key across the two processes: one order, one answer.
-        results = together(20, lambda i: post(urls[i % 2], action="add", key=key, service=svc,
-                                              link="https://example.com/idem", quantity="1000",
-                                              headers={"Idempotency-Key": "two-procs"}))
+        results = together(20, lambda i: post_retrying_busy(urls[i % 2], action="add", key=key, service=svc,
+                                                            link="https://example.com/idem", quantity="1000",
+                                                            headers={"Idempotency-Key": "two-procs"}))
         assert all(status == 200 for status, _ in results)
         assert len({t for _, t in results}) == 1
         assert "order" in json.loads(results[0][1])

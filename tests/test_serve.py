@@ -21,7 +21,8 @@ from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
 
-from conftest import NO_RATE_LIMITS, make_partner, post, together, wait_until_serving
+from conftest import (NO_RATE_LIMITS, make_partner, post, post_retrying_busy, together,
+                      wait_until_serving)
 
 pytestmark = pytest.mark.slow
 
@@ -115,8 +116,8 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
         # the connections over both workers' sockets.
         def order(i):
             _, key = partners[i % ACCOUNTS]
-            return post(url, action="add", key=key, service=svc, quantity="1000",
-                        link=f"https://example.com/p/{i}")
+            return post_retrying_busy(url, action="add", key=key, service=svc, quantity="1000",
+                                      link=f"https://example.com/p/{i}")
         results = together(30, lambda t: [order(i) for i in range(t, ACCOUNTS * ATTEMPTS, 30)])
         results = [r for batch in results for r in batch]
         balances = together(20, lambda i: post(url, action="balance", key=partners[i % ACCOUNTS][1]))
