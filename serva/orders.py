@@ -52,6 +52,10 @@ class OrderRequest:
     runs: int | None = None  # drip-feed: None for an ordinary order
     interval: int | None = None
 
+    def inputs_json(self) -> str | None:
+        """The manual fields as the order row keeps them."""
+        return json.dumps(self.inputs) if self.inputs else None
+
     def fingerprint(self) -> str:
         """What makes two requests 'the same' for an idempotency key."""
         parts = [self.service.id, self.target_key, self.quantity, self.inputs, self.coupon_code]
@@ -337,7 +341,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
             order_id = fast.insert(_INSERT_ORDER_FAST, {
                 "account_id": account_id, "service_id": req.service.id, "target": req.target,
                 "target_key": req.target_key, "quantity": req.quantity,
-                "inputs_json": json.dumps(req.inputs) if req.inputs else None,
+                "inputs_json": req.inputs_json(),
                 "charge": charge, "remains": req.quantity,
                 "coupon_id": coupon.id if coupon else None, "runs": req.runs,
                 "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
@@ -356,8 +360,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
                                        f"order {present_order(order_id)}", order_id, rid)
         except ledger.InsufficientFunds:
             raise ApiError("insufficient_balance") from None
-        response = {"order": format_order_id(order_id, numeric), "charge": format_amount(charge),
-                    "currency": config["CURRENCY"], "balance": format_amount(balance)}
+        response = _answer(order_id, charge, balance, numeric, config["CURRENCY"])
         if idem_key is not None:
             _remember(conn, account_id, idem_key, fingerprint, response,
                       stamp + config["IDEMPOTENCY_TTL_SECONDS"])
@@ -389,7 +392,7 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
     charge, _ = coupons.price(req.rate, billable_units(req.service, req.quantity, req.runs), None)
     params = {"account_id": account_id, "service_id": req.service.id, "target": req.target,
               "target_key": req.target_key, "quantity": req.quantity,
-              "inputs_json": json.dumps(req.inputs) if req.inputs else None,
+              "inputs_json": req.inputs_json(),
               # above MAX_AMOUNT no balance can cover it (nor would it fit the column)
               "charge": charge if charge <= MAX_AMOUNT else None,
               "runs": req.runs, "interval_minutes": req.interval,
@@ -406,8 +409,13 @@ def _place_in_one_call(engine, account_id, req, numeric, stamp, rid):
                     and error.diag.constraint_name == "uq_orders_one_active_per_target"):
                 raise ApiError("active_order_exists") from None
             raise
-    return {"order": format_order_id(row.placed_id, numeric), "charge": format_amount(charge),
-            "currency": config["CURRENCY"], "balance": format_amount(row.new_balance)}
+    return _answer(row.placed_id, charge, row.new_balance, numeric, config["CURRENCY"])
+
+
+def _answer(order_id, charge, balance, numeric, currency) -> dict:
+    """`add`'s answer, whichever path placed the order."""
+    return {"order": format_order_id(order_id, numeric), "charge": format_amount(charge),
+            "currency": currency, "balance": format_amount(balance)}
 
 
 _INSERT_ORDER = insert(orders).values(
