@@ -504,3 +504,42 @@ def test_repeatable_works_share_one_savepoint_and_a_failing_one_still_fails_alon
     group[1].repeatable = True
     engine.serva_group_commit._commit(group)
     assert calls == [7, 8]
+
+
+_ONE = db.Statement(select(serva_meta.c.key).limit(1))
+
+
+def test_fast_read_keeps_one_connection_per_thread_and_replaces_one_whose_read_failed(app):
+    """A thread reads on the same connection request after request; another thread has its
+    own; a read that fails closes the connection and the thread's next read opens a new one;
+    engine.dispose() lets go of them all."""
+    with app.app_context():
+        with db.fast_read() as conn:
+            first = conn.dbapi
+            conn.all(_ONE)
+        with db.fast_read() as conn:
+            assert conn.dbapi is first
+
+        seen = []
+
+        def other_thread():
+            with app.app_context(), db.fast_read() as conn:
+                seen.append(conn.dbapi)
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join(timeout=10)
+        assert seen and seen[0] is not first
+
+        with pytest.raises(sqlite3.OperationalError):
+            with db.fast_read() as conn:
+                conn.dbapi.execute("SELECT * FROM no_such_table")
+        with pytest.raises(sqlite3.ProgrammingError):  # closed, not handed out again
+            first.execute("SELECT 1")
+        with db.fast_read() as conn:
+            second = conn.dbapi
+            assert second is not first
+            conn.all(_ONE)
+
+        db.get_engine().dispose()
+        with db.fast_read() as conn:
+            assert conn.dbapi is not second
