@@ -48,24 +48,22 @@ def _frame(text):
 
 
 def _wall_state(frames):
-    """What a thread is doing, for the wall-clock profile of `add`."""
+    """What a thread of a gunicorn gthread worker is doing, for the wall-clock profile of `add`."""
     names = [f.split(" (")[0] for f in frames]
     leaf = names[-1]
-    if leaf == "Condition.wait" and "GroupCommit.run" in names:
-        return "waiting for its group's commit (GroupCommit.run)"
-    if "do_commit" in leaf:
-        return "leading a group: COMMIT (the fsync)"
     if "GroupCommit._commit" in names:
-        return "leading a group: the orders' statements"
-    if leaf == "Condition.wait" and "HTTPChannel.service" not in names:
-        return "request thread idle, waiting for a task"
-    if "_flusher" in leaf:
-        return "log flusher thread, sleeping"
-    if leaf == "poll":
-        return "I/O thread in select()"
-    if "HTTPChannel.service" in names:
-        return "request thread, other work (parsing, key lookup, response)"
-    return "I/O thread, other work"
+        return "leading a group: its orders' statements and the COMMIT (the fsync)"
+    if leaf == "GroupCommit.run":
+        return "waiting for its group's commit (GroupCommit.run)"
+    if "_writer_place" in names:
+        return "waiting for a writer place (db._writer_place)"
+    if leaf == "Handler.acquire":
+        return "waiting for the log handler's lock (another thread writes its access line)"
+    if "ThreadWorker.handle" in names:
+        return "request thread, other work (parsing, key lookup, response, log write)"
+    if "_worker" in names:
+        return "request thread idle, waiting for a request"
+    return "the worker's main thread (gunicorn's event loop, heartbeat)"
 
 
 def _serva_line(text):

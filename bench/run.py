@@ -18,15 +18,16 @@ What it does (bench/README.md explains the method and the results):
        floor    bench/reference.py, the least a Flask endpoint does for `balance` and `add` on
                 Serva's schema (raw sqlite3, group-committed orders), served like `bare`, on
                 its own 1M-order copy
-     wrk runs pinned to the last core, so that on 2 cores the load generator and the
-     single-process server do not take turns on one core.
+     wrk runs pinned to the last core, so that the load generator stays on one core (the
+     servers are not pinned).
   3. warms each up, then runs ROUNDS rounds of comparisons; a comparison drives two or three
      (server, action) pairs with wrk at CONNECTIONS connections in slices taken in turn
      (each action with the bare endpoint and its floor), so all sides see the same machine
      (bench/api.lua builds the requests and counts every response that is not 2xx or carries
      an "error" key);
   4. stops the servers, runs `serva audit` on every database copy (the floor's too), greps the
-     server logs for "database is locked" and tracebacks, and counts the orders `add` created
+     server logs for "database is locked" (the key-use flush's retried write counted apart)
+     and tracebacks, and counts the orders `add` created
      in each database;
   5. reports medians over the rounds: req/s, p50, p99, the ratio to the bare endpoint and to
      the action's floor, the floors' own ratio to bare, the targets, the peak RSS of the
