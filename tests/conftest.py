@@ -193,17 +193,26 @@ def post(url, **data):
     return response.status_code, response.text
 
 
-def post_retrying_busy(url, attempts=40, pause=0.05, **data):
-    """`post`, retried as a partner's client would while the answer is 503 `busy` (the write
-    found no free writer place in time: nothing was committed, the contract says retry).
-    Tests that fire dozens of orders at once at an 8-thread server under a loaded CI machine
-    get a few of those by design; what they check is the money once everything is answered."""
+def retrying_busy(send, attempts=40, pause=0.05):
+    """`send()` (one HTTP request, returning the response), sent again as a partner's client
+    would while the answer is 503 `busy` (a write found no free writer place in time: nothing
+    was committed, the contract says retry). Tests that fire many writes at once at an
+    8-thread server on a loaded CI machine get a few of those by design; what they check is
+    the outcome once everything is answered."""
     for _ in range(attempts - 1):
-        status, text = post(url, **data)
-        if status != 503 or '"busy"' not in text:
-            return status, text
+        response = send()
+        if response.status_code != 503 or '"busy"' not in response.text:
+            return response
         time.sleep(pause)
-    return post(url, **data)
+    return send()
+
+
+def post_retrying_busy(url, **data):
+    """`post`, retried while the answer is 503 `busy` (`retrying_busy`)."""
+    headers = data.pop("headers", None)
+    response = retrying_busy(lambda: requests.post(f"{url}/api/v1", data=data, headers=headers,
+                                                   timeout=30))
+    return response.status_code, response.text
 
 
 def wait_until_serving(url, key, deadline, process=None, describe=lambda: ""):

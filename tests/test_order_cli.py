@@ -13,7 +13,7 @@ from serva import db, ledger as ledger_repo, orders as orders_repo, schema, serv
 from serva.ids import parse_order
 from serva.schema import accounts, ledger, orders as orders_table
 
-from conftest import make_partner, together
+from conftest import make_partner, retrying_busy, together
 
 LINK = "https://example.com/post/1"
 
@@ -190,8 +190,8 @@ def test_grouped_orders_each_keep_their_own_request_id(app, live_server, catalog
     keys_ = [make_partner(app, f"p{i}@example.com")[1] for i in range(12)]
 
     def place(i):
-        response = requests.post(f"{live_server}/api/v1", timeout=30, data={
-            "action": "add", "key": keys_[i], "service": "1234", "link": LINK, "quantity": "100"})
+        response = retrying_busy(lambda: requests.post(f"{live_server}/api/v1", timeout=30, data={
+            "action": "add", "key": keys_[i], "service": "1234", "link": LINK, "quantity": "100"}))
         return response.json()["order"], response.headers["x-serva-request-id"]
 
     placed_ = dict(together(len(keys_), place))

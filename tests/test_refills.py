@@ -12,7 +12,7 @@ from serva import audit, db, orders as orders_repo
 from serva.ids import parse_order
 from serva.schema import ledger, orders, refills
 
-from conftest import make_partner, post, together
+from conftest import make_partner, post, post_retrying_busy, together
 from test_cli import fails as refused, ok as cli
 
 FOLLOWERS, PACKAGE, COMMENTS, GAME = "1234", "1235", "1236", "7788"  # 1234: refill 30 days, cancel
@@ -201,8 +201,8 @@ def test_one_pending_refill_per_order_is_a_database_rule(app, completed):
 
 
 def test_concurrent_refills_of_one_order_give_one_refill(app, live_server, partner, completed):
-    answers = together(16, lambda i: json.loads(post(live_server, action="refill", key=partner[1],
-                                                     order=completed)[1]))
+    answers = together(16, lambda i: json.loads(post_retrying_busy(
+        live_server, action="refill", key=partner[1], order=completed)[1]))
     accepted = [a for a in answers if "refill" in a]
     assert len(accepted) == 1, answers
     assert all(a["code"] == "refill_not_available" for a in answers if a not in accepted)
@@ -278,7 +278,8 @@ def test_cancel_racing_the_operator_never_refunds_by_itself(app, live_server, pa
         if i == 0:
             set_status(app, order, "Completed")
             return None
-        return json.loads(post(live_server, action="cancel", key=partner[1], order=order)[1])
+        return json.loads(post_retrying_busy(live_server, action="cancel", key=partner[1],
+                                             order=order)[1])
     answers = [a for a in together(12, work) if a is not None]
     assert all(a in ({"cancel": 1}, {"error": "Cancel is not available for this order",
                                      "code": "cancel_not_available"}) for a in answers), answers
