@@ -16,6 +16,7 @@ SQLALCHEMY_ENGINE_OPTIONS with Serva's pool settings and SQLite events added; st
 SQLAlchemy Core on plain connections, no ORM session. Schema versions are Alembic revisions
 (`serva/migrations`, driven by Flask-Migrate); `init_schema` is `serva init-db`.
 """
+import json
 import math
 import os
 import select
@@ -31,7 +32,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import Select, create_engine, event, func, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -702,7 +703,16 @@ class Statement:
     like Core rows) holding what the driver returns (SQLite booleans are 0 or 1). Statements
     must not use expanding (IN-list) parameters: build one per list length instead.
     `Statement.per_dialect(build)` takes a function of the dialect name instead, for
-    statements built from dialect-specific constructs (an upsert)."""
+    statements built from dialect-specific constructs (an upsert).
+
+    On SQLite a SELECT of several columns is sent as one column, `json_array(...)` of them,
+    and unpacked here: Python 3.11's sqlite3 releases the GIL around each column it reads
+    (sqlite3_column_type), and under load every release hands the GIL to another waiting
+    thread — the API's key lookup (11 columns, 25 for `add`) made a third of a request's GIL
+    hand-overs (bench/README.md). The values are the driver's (integers, text, NULL; the
+    schema has no REAL or BLOB column); a column that is itself a JSON function's result
+    (json_group_array) may arrive decoded, which its readers accept (PostgreSQL's driver
+    decodes JSON too)."""
 
     __slots__ = ("statement", "build", "_compiled")
 
@@ -716,14 +726,26 @@ class Statement:
         return cls(build=build)
 
     def compiled(self, dialect):
+        """[sql, default parameters, parameter order or None, row class or None, packed]."""
         entry = self._compiled.get(dialect.name)
         if entry is None:
             statement = self.build(dialect.name) if self.build else self.statement
+            row_class, packed = None, False
+            if (dialect.name == "sqlite" and isinstance(statement, Select)
+                    and len(statement.selected_columns) > 1):
+                row_class = namedtuple("Row", statement.selected_columns.keys(), rename=True)
+                statement = statement.with_only_columns(
+                    func.json_array(*statement.selected_columns), maintain_column_froms=True)
+                packed = True
             compiled = statement.compile(dialect=dialect)
             defaults = {name: value for name, value in compiled.params.items() if value is not None}
             order = tuple(compiled.positiontup) if compiled.positional else None
-            entry = self._compiled[dialect.name] = [compiled.string, defaults, order, None]
+            entry = self._compiled[dialect.name] = [compiled.string, defaults, order, row_class,
+                                                    packed]
         return entry
+
+
+_loads = json.JSONDecoder().decode  # a packed row (Statement): one JSON array
 
 
 class FastConnection:
@@ -770,7 +792,9 @@ class FastConnection:
         entry, cursor = self._run(statement, params)
         try:
             row = cursor.fetchone()
-            return None if row is None else self._row_class(entry, cursor)._make(row)
+            if row is None:
+                return None
+            return self._row_class(entry, cursor)._make(_loads(row[0]) if entry[4] else row)
         finally:
             cursor.close()
 
@@ -785,10 +809,10 @@ class FastConnection:
             cursor.close()
 
     def scalar(self, statement, params=None):
-        _, cursor = self._run(statement, params)
+        entry, cursor = self._run(statement, params)
         try:
             row = cursor.fetchone()
-            return None if row is None else row[0]
+            return None if row is None else _loads(row[0])[0] if entry[4] else row[0]
         finally:
             cursor.close()
 
@@ -799,6 +823,8 @@ class FastConnection:
             if not rows:
                 return []
             make = self._row_class(entry, cursor)._make
+            if entry[4]:
+                return [make(_loads(row[0])) for row in rows]
             return [make(row) for row in rows]
         finally:
             cursor.close()

@@ -1,6 +1,7 @@
 """Storage: SQLite opened with WAL, foreign keys and a busy timeout; writes in real
 BEGIN IMMEDIATE transactions (proved on the SQL that reaches SQLite), reads deferred; the
 schema has one source (schema.sql is generated from it) and a revision check."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -543,3 +544,43 @@ def test_fast_read_keeps_one_connection_per_thread_and_replaces_one_whose_read_f
         db.get_engine().dispose()
         with db.fast_read() as conn:
             assert conn.dbapi is not second
+
+
+def test_a_row_of_several_columns_reads_the_same_through_one_packed_column(app):
+    """On SQLite a Statement of several columns travels as one JSON array (Python 3.11's
+    driver releases the GIL once per column read): the row that comes back must hold the
+    same values, of the same types, as the driver's own row of the same SELECT."""
+    from sqlalchemy import func, literal, null
+
+    tricky = 'quote " backslash \\ tab \t newline \n é 😀 <>&'
+    with app.app_context(), db.write() as conn:
+        conn.execute(insert(accounts).values(
+            email="p@example.com", password_hash=tricky, created_at=9007199254740993,
+            api_access="approved", balance=5, discount_bp=250))
+    columns = (accounts.c.id, accounts.c.email, accounts.c.balance, accounts.c.created_at,
+               accounts.c.banned, accounts.c.password_hash, null().label("missing"), literal(-42).label("negative"),
+               accounts.c.access_requested_at)
+    statement = db.Statement(select(*columns).order_by(accounts.c.id))
+    with app.app_context(), db.fast_read() as conn:
+        sql = statement.compiled(conn.dialect)[0]
+        assert sql.startswith("SELECT json_array(")
+        packed = conn.first(statement)
+        driver = conn.dbapi.execute(str(select(*columns).order_by(accounts.c.id)
+                                        .compile(dialect=conn.dialect,
+                                                 compile_kwargs={"literal_binds": True}))).fetchone()
+        assert tuple(packed) == tuple(driver)
+        assert [type(v) for v in packed] == [type(v) for v in driver]
+        assert packed._fields == tuple(c.name for c in columns)
+        assert packed.password_hash == tricky and packed.created_at == 9007199254740993
+        assert conn.all(statement) == [packed]
+        assert conn.scalar(statement) == packed.id
+
+        # a JSON function's value (status' orders, services' custom rates) may come decoded
+        nested = db.Statement(select(accounts.c.id, select(func.json_group_array(accounts.c.email))
+                                     .scalar_subquery().label("emails")))
+        row = conn.first(nested)
+        emails = row.emails if isinstance(row.emails, list) else json.loads(row.emails)
+        assert emails == ["p@example.com"]
+
+        # one column stays as the driver gives it
+        assert not db.Statement(select(accounts.c.email)).compiled(conn.dialect)[4]
