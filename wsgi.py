@@ -6,7 +6,7 @@ from serva import create_app
 from serva.db import NotWritable, SchemaMismatch, check_writable, get_engine, require_schema
 from serva.serve import configure_logging
 
-configure_logging()  # as `serva serve` does: INFO and up on stderr, written in blocks
+configure_logging()  # as `serva serve` does: INFO and up on stderr, each line written at once
 try:
     app = create_app()
     with app.app_context():

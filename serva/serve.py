@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import time
 
 import click
@@ -82,10 +83,54 @@ class QueueDepthFilter(logging.Filter):
         return True
 
 
+class LineHandler(logging.StreamHandler):
+    """logging.StreamHandler writing each record as one os.write() of the whole line to the
+    stream's file descriptor, without the handler's lock. StreamHandler holds its lock across
+    the write() system call, which releases the GIL: under load the threads that finish their
+    requests queue on that lock, one hand-over of the GIL after another (bench/README.md).
+    A write() of at most PIPE_BUF bytes is atomic on a pipe (and appended whole to a file), so
+    access lines never mix; a longer record (a traceback) is written in one call too and can
+    only be split on a pipe. Nothing is buffered: the line is out when emit returns."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._fd = self._fileno(self.stream)
+
+    def createLock(self):
+        self.lock = None  # Handler.acquire/release do nothing without one
+        self._fallback_lock = threading.Lock()  # for a stream without a descriptor only
+
+    @staticmethod
+    def _fileno(stream):
+        try:
+            return stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no descriptor: a test's capture
+            return None
+
+    def setStream(self, stream):
+        old = super().setStream(stream)
+        self._fd = self._fileno(self.stream)
+        return old
+
+    def emit(self, record):
+        if self._fd is None:
+            with self._fallback_lock:
+                return super().emit(record)
+        try:
+            data = (self.format(record) + self.terminator).encode("utf-8", "backslashreplace")
+            self.stream.flush()  # whatever was print()ed before, first
+            while data:
+                data = data[os.write(self._fd, data):]
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+
+
 def configure_logging() -> None:
-    """The access log and errors on stderr, one line each, written out (and flushed) as each
-    request is answered: a partner quoting a request id must find its line after a crash."""
-    handler = logging.StreamHandler()
+    """The access log and errors on stderr, one line each, written out as each request is
+    answered: a partner quoting a request id must find its line after a crash."""
+    handler = LineHandler()
     handler.setFormatter(_Formatter(LOG_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("waitress.queue").addFilter(QueueDepthFilter())

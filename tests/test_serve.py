@@ -286,3 +286,55 @@ def test_hup_reloads_the_workers_gracefully(app, tmp_path):
     assert code == 0
     assert len(new) == 2 and not new & old, (old, new)
     assert answers and set(answers) == {200}, answers
+
+
+def test_the_log_handler_writes_whole_lines_from_many_threads_at_once(tmp_path):
+    """serve.LineHandler writes without logging's lock: lines from 16 threads at once through
+    a pipe (what gunicorn's stderr often is) and into a file must each arrive whole, every
+    one of them, and a stream without a descriptor (a test's capture) still gets its lines."""
+    import io
+    import logging
+
+    from serva.serve import LOG_FORMAT, LineHandler, _Formatter
+
+    def hammer(handler, threads=16, lines=300):
+        logger = logging.Logger("serva.test.lines")
+        logger.addHandler(handler)
+        handler.setFormatter(_Formatter(LOG_FORMAT))
+        together(threads, lambda t: [logger.info("thread %02d line %04d %s", t, i, "x" * (t * 7))
+                                     for i in range(lines)])
+        return {(t, i) for t in range(threads) for i in range(lines)}
+
+    read_end, write_end = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(_read_all(read_end)))
+    reader.start()
+    with os.fdopen(write_end, "w") as pipe:
+        expected = hammer(LineHandler(pipe))
+    reader.join(timeout=30)
+    path = tmp_path / "log.txt"
+    with open(path, "a") as file:
+        assert hammer(LineHandler(file)) == expected
+    captured = io.StringIO()
+    assert hammer(LineHandler(captured), threads=2, lines=5) <= expected
+
+    line = re.compile(r"^\S+ \S+ INFO serva\.test\.lines thread (\d\d) line (\d{4}) (x*)$")
+    for text in (received[0].decode(), path.read_text(), captured.getvalue()):
+        seen = []
+        for row in text.splitlines():
+            match = line.match(row)
+            assert match, f"a mixed or broken line: {row[:120]!r}"
+            t, i = int(match.group(1)), int(match.group(2))
+            assert len(match.group(3)) == t * 7
+            seen.append((t, i))
+        assert len(seen) == len(set(seen))
+        assert set(seen) == expected or text is captured.getvalue()
+    assert len(captured.getvalue().splitlines()) == 10
+
+
+def _read_all(fd) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
