@@ -16,7 +16,6 @@ SQLALCHEMY_ENGINE_OPTIONS with Serva's pool settings and SQLite events added; st
 SQLAlchemy Core on plain connections, no ORM session. Schema versions are Alembic revisions
 (`serva/migrations`, driven by Flask-Migrate); `init_schema` is `serva init-db`.
 """
-import json
 import math
 import os
 import select
@@ -27,6 +26,7 @@ from collections import namedtuple
 from contextlib import contextmanager
 
 import click
+import orjson
 from alembic import command
 from flask import current_app
 from flask.cli import with_appcontext
@@ -745,7 +745,7 @@ class Statement:
         return entry
 
 
-_loads = json.JSONDecoder().decode  # a packed row (Statement): one JSON array
+_loads = orjson.loads  # a packed row (Statement): one JSON array
 
 
 class FastConnection:

@@ -567,3 +567,19 @@ def test_a_form_body_that_is_not_utf8_is_named_as_such(client, partner):
     assert response.status_code == 200
     assert response.get_json() == {"error": "Incorrect request: the form body is not valid UTF-8",
                                    "code": "invalid_request"}
+
+
+def test_every_answer_is_json_whatever_its_values():
+    """Answers are encoded by orjson, and by the standard encoder for what orjson refuses (an
+    integer beyond 64 bits): either way the body is the JSON of the payload, non-ASCII text
+    included (written as UTF-8)."""
+    import json as std_json
+
+    from serva.api import _encode
+
+    for payload in ({"balance": "12.5", "currency": "USD"},
+                    {"n": 2 ** 70, "m": -(2 ** 64), "text": "é ☃ 😀 \u2028 \"q\" \\"},
+                    [{"order": "ORD-1", "status": None, "remains": 0}]):
+        body = _encode(payload)
+        assert isinstance(body, bytes)
+        assert std_json.loads(body.decode("utf-8")) == payload
