@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from serva import REQUEST_ID_HEADER, create_app, db
 from serva.schema import orders
 
-from conftest import make_partner
+from conftest import make_partner, together
 from test_transport import assert_api_error, assert_json
 
 ATTACKER, NEIGHBOUR = {"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "198.51.100.9"}
@@ -143,6 +143,42 @@ def test_limits_are_counted_by_key_id_and_nothing_logs_the_key(limited, caplog):
     for secret in (key, WRONG_KEY, hash_key(key), hash_key(WRONG_KEY)):
         assert secret not in stored
         assert secret not in caplog.text
+
+
+def test_the_memory_counter_counts_as_limits_own_incr_does():
+    """ratelimit._MemoryStorage.count (the cheaper call the per-key limit makes) gives what
+    limits' MemoryStorage.incr gives for the same calls at the same times, windows expiring
+    included, leaves the counters get_window_stats reads (Retry-After), and loses no count
+    when threads hit one key at once."""
+    from freezegun import freeze_time
+    from limits import parse
+    from limits.storage import MemoryStorage
+    from limits.strategies import FixedWindowRateLimiter
+
+    from serva.ratelimit import _MemoryStorage
+
+    ours, theirs = _MemoryStorage(), MemoryStorage()
+    steps = [("a", 0.0), ("a", 0.2), ("b", 0.3), ("a", 0.9), ("a", 1.05), ("a", 1.5),
+             ("b", 2.4), ("a", 2.99), ("a", 3.05), ("b", 3.2)]  # seconds from the start
+    with freeze_time("2026-11-28 04:00:00") as clock:
+        now = 0.0
+        counts = []
+        for key, at in steps:
+            clock.tick(at - now)
+            now = at
+            counts.append((ours.count(key, 1), theirs.incr(key, 1)))
+        assert [mine for mine, _ in counts] == [yours for _, yours in counts]
+        assert [mine for mine, _ in counts] == [1, 2, 1, 3, 1, 2, 1, 1, 2, 2]
+        item = parse("5/second")
+        limiter = FixedWindowRateLimiter(ours)
+        for _ in range(3):
+            ours.count(item.key_for("k"), item.get_expiry())
+        stats = limiter.get_window_stats(item, "k")
+        assert stats.remaining == 2 and stats.reset_time == pytest.approx(time.time() + 1)
+
+    hammered = _MemoryStorage()
+    together(8, lambda t: [hammered.count("hot", 60) for _ in range(2000)])
+    assert hammered.count("hot", 60) == 8 * 2000 + 1
 
 
 def test_a_limit_left_empty_is_off(tmp_path):
