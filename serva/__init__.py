@@ -10,6 +10,8 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .serve import log_info
+
 REQUEST_ID_HEADER = "x-serva-request-id"
 access_log = logging.getLogger("serva.access")
 
@@ -204,9 +206,8 @@ class _RequestIds:
                 "utf-8", "replace")
             elapsed = (time.perf_counter() - started) * 1000
             status = answered[-1][:3] if answered else "500"
-            # One text, no arguments: logging has nothing left to format but the line.
-            access_log.info(f"{environ.get('REQUEST_METHOD')} {path} {status} {elapsed:.1f}ms "
-                            f"rid={rid}")
+            log_info(access_log, f"{environ.get('REQUEST_METHOD')} {path} {status} "
+                                 f"{elapsed:.1f}ms rid={rid}")
 
 
 def _error_handlers(app):

@@ -337,3 +337,85 @@ def _read_all(fd) -> bytes:
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
+
+
+def test_the_access_line_is_written_straight_only_where_logging_would_write_just_that(tmp_path):
+    """serve.log_info writes an access line without a LogRecord when Serva's own setup (one
+    LineHandler, its formatter, no filter) is all the line would meet, and then writes exactly
+    what logging would have written; any other setup gets the record through logging."""
+    import logging
+
+    from freezegun import freeze_time
+
+    from serva.serve import LOG_FORMAT, LineHandler, _Formatter, log_info
+
+    def setup(name, formatter=None):
+        logger = logging.Logger(name)  # no parent: only what the test adds
+        path = tmp_path / f"{name}.log"
+        handler = LineHandler(open(path, "a"))
+        handler.setFormatter(formatter or _Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+        return logger, handler, path
+
+    records = []
+
+    class Seen(logging.Filter):
+        def filter(self, record):
+            records.append(record.getMessage())
+            return True
+
+    with freeze_time("2026-11-28 04:05:06.789"):
+        logger, handler, path = setup("serva.access")
+        log_info(logger, "POST /api/v1 200 1.2ms rid=ab")
+        handler.stream.flush()
+        written = path.read_text()
+        record = logger.makeRecord(logger.name, logging.INFO, "", 0, "POST /api/v1 200 1.2ms rid=ab",
+                                   None, None)
+        assert written == handler.format(record) + "\n"
+        assert written.startswith("2026-11-28 04:05:06,789 INFO serva.access POST /api/v1")
+        assert records == []
+
+        # Anything more than that setup: the record goes through logging, whole.
+        others = {"a filter on the logger": lambda lg, h: lg.addFilter(Seen()),
+                  "a filter on the handler": lambda lg, h: h.addFilter(Seen()),
+                  "a second handler": lambda lg, h: lg.addHandler(_Recording(records))}
+        for number, (what, change) in enumerate(others.items()):
+            records.clear()
+            logger, handler, path = setup(f"serva.other{number}")
+            change(logger, handler)
+            log_info(logger, "GET /api/v1 405 0.3ms rid=cd")
+            assert records == ["GET /api/v1 405 0.3ms rid=cd"], what
+            assert path.read_text().endswith(" INFO serva.other%d GET /api/v1 405 0.3ms rid=cd\n"
+                                             % number), what
+        logger, handler, path = setup("serva.plain", _Formatter("%(levelname)s: %(message)s"))
+        log_info(logger, "GET /api/v1 405 0.3ms rid=cd")
+        assert path.read_text() == "INFO: GET /api/v1 405 0.3ms rid=cd\n"
+
+        # Not enabled for INFO: nothing at all.
+        logger, handler, path = setup("serva.quiet")
+        logger.setLevel(logging.WARNING)
+        log_info(logger, "GET /api/v1 200 0.1ms rid=ef")
+        assert path.read_text() == ""
+
+        # A descriptor that fails: logging reports it as it reports any handler's error.
+        logger, handler, path = setup("serva.broken")
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        handler._fd = write_end  # a pipe nobody reads any more: EPIPE
+        reported = []
+        handler.handleError = lambda record: reported.append(record.getMessage())
+        try:
+            log_info(logger, "GET /api/v1 200 0.1ms rid=01")
+        finally:
+            os.close(write_end)
+        assert reported == ["GET /api/v1 200 0.1ms rid=01"]
+
+
+class _Recording:
+    """A handler (duck-typed enough for logging) that records messages."""
+
+    def __init__(self, into):
+        self.into, self.level = into, 0
+
+    def handle(self, record):
+        self.into.append(record.getMessage())
