@@ -49,11 +49,12 @@ class _MemoryStorage(MemoryStorage):
             super()._MemoryStorage__schedule_expiry()
 
     def count(self, key: str, expiry: int) -> int:
-        """`incr(key, expiry)` on the same counters, in one lock and a few dictionary reads:
+        """`incr(key, expiry)` on the same counters, in one lock and a few dictionary reads.
         `incr` goes through limits' error wrapper twice (once per class), its `get`, a
-        re-entrant lock per key and a second read, ~43 k instructions of a ~700 k `balance`
-        (bench/README.md, item 20). Named apart because limits wraps every `incr` of a subclass
-        in that wrapper again; nothing here can raise what the wrapper translates."""
+        re-entrant lock per key and a second read: the limiter cost 42 k of a `balance`'s
+        ~700 k instructions with it, 26 k with this (bench/README.md, item 20). Named apart
+        because limits wraps every `incr` of a subclass in that wrapper again; nothing here
+        raises what the wrapper translates."""
         now = time.time()
         with self._counting:
             if self.expirations.get(key, 0) > now:
@@ -62,8 +63,7 @@ class _MemoryStorage(MemoryStorage):
                 count = 1
                 self.expirations[key] = now + expiry
             self.storage[key] = count
-        if now >= self._next_sweep:  # checked here first: the call costs more than the test
-            self._MemoryStorage__schedule_expiry()
+        self._MemoryStorage__schedule_expiry()
         return count
 
 
@@ -103,8 +103,8 @@ class Limits:
         try:
             # FixedWindowRateLimiter.hit, with its key made once per caller (_key) instead of
             # joined anew on every request (~4 % of a `balance`, bench/README.md).
-            key = _key(item, self.prefix, scope, identity)
-            if self._count(key, item.get_expiry()) <= item.amount:
+            key, expiry = _key(item, self.prefix, scope, identity)
+            if self._count(key, expiry) <= item.amount:
                 return
             reset = strategy.get_window_stats(item, self.prefix, scope, identity).reset_time
         except StorageError:
@@ -117,8 +117,9 @@ class Limits:
 
 
 @functools.lru_cache(maxsize=65536)
-def _key(item, *identifiers) -> str:
-    return item.key_for(*identifiers)
+def _key(item, *identifiers) -> tuple[str, int]:
+    """The storage key of a limit for one caller, and the limit's window in seconds."""
+    return item.key_for(*identifiers), item.get_expiry()
 
 
 def init_app(app):
@@ -128,10 +129,13 @@ def init_app(app):
 
 
 def count_key(key_id: int) -> None:
-    """One request of an authenticated key."""
-    limits = current_app.extensions[_EXTENSION]
+    """One request of an authenticated key (counted by its row id: the same storage key as
+    its text, which limits makes of either)."""
+    # The app itself once: an attribute read through the `current_app` proxy costs ~0.6 µs,
+    # a third of what the limiter costs a request (bench/README.md, item 20).
+    limits = current_app._get_current_object().extensions[_EXTENSION]
     if limits.per_key is not None:
-        limits.hit(limits.per_key, "key", str(key_id))
+        limits.hit(limits.per_key, "key", key_id)
 
 
 def count_failed_authentication() -> None:
