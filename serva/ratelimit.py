@@ -95,7 +95,7 @@ class Limits:
                     self._strategy = strategy
         return self._strategy
 
-    def hit(self, item, scope: str, identity: str) -> None:
+    def hit(self, item, scope: str, identity: str | int) -> None:
         """Count one request; ApiError `rate_limited` (429, Retry-After) past the limit. An
         unreachable storage lets requests through (logged at most once a minute): the limits
         protect the API, they must not take it down with them."""
@@ -129,8 +129,7 @@ def init_app(app):
 
 
 def count_key(key_id: int) -> None:
-    """One request of an authenticated key (counted by its row id: the same storage key as
-    its text, which limits makes of either)."""
+    """One request of an authenticated key, counted by the key's row id."""
     # The app itself once: an attribute read through the `current_app` proxy costs ~0.6 µs,
     # a third of what the limiter costs a request (bench/README.md, item 20).
     limits = current_app._get_current_object().extensions[_EXTENSION]
