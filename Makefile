@@ -13,6 +13,8 @@
 # `test` on 127.0.0.1:5432; a throwaway database, dropped after), one hot account and many.
 # `make bench-cpu`: CPU time per request of each action, the app called in-process (no server):
 # comparable between two versions of the code while the machine is busy.
+# `make bench-instructions`: instructions per request of each action and of the floors, the
+# app called in-process under valgrind's callgrind: exact, whatever else the machine runs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -21,7 +23,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-profile bench-worker clean
+.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-instructions bench-profile bench-worker clean
 
 run: install
 	$(BIN)/serva init-db
@@ -45,6 +47,9 @@ bench-pg: install
 
 bench-cpu: install
 	$(BIN)/python bench/cpu.py
+
+bench-instructions: install
+	$(BIN)/python bench/cpu.py --instructions
 
 bench-worker: install
 	$(BIN)/python bench/worker.py

@@ -11,12 +11,26 @@ is what a server adds per request (the HTTP parser, threads handing the GIL over
 measures that. Logging is set up as `serva serve` sets it up, the access log written line by
 line to a file.
 
+With --instructions it counts instead: each action runs under `valgrind --tool=callgrind`
+(twice: N=300 and N=100 requests after 20 of warm-up, only the requests counted), and the
+figure is the difference over 200: instructions per request, the same on any machine state for
+the same code and dataset. The floors of `make bench` (bench/reference.py) are actions here
+too (`floor-balance`, `floor-add`). While counting, the rate limiter's once-a-second sweep is
+off: under callgrind's ~50x slowdown its thread start would land on every few dozen requests
+instead of one in thousands. --no-access-log and --no-limits count without either, to see
+what each costs (bench/README.md, items 20 and 21).
+
     python bench/cpu.py [action ...]     # default: every action; ROUNDS=5 N=2000
+    python bench/cpu.py --instructions [--no-access-log] [--no-limits] [action ...]
 """
+import argparse
+import functools
 import io
 import logging
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +40,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import gen  # noqa: E402
 
-ACTIONS = ["bare", "balance", "services", "status", "status100", "add"]
+ACTIONS = ["bare", "balance", "services", "status", "status100", "add", "floor-balance",
+           "floor-add"]
+COUNTED = (300, 100)  # requests counted under callgrind: the difference over 200 is per request
+WARM_UP = 20
 ROUNDS = int(os.environ.get("ROUNDS", 5))
 N = int(os.environ.get("N", 2000))
 
@@ -82,8 +99,66 @@ def measure(app, action, data, nonce) -> float:
     return best
 
 
+def collect(app, action, data, nonce, n) -> None:
+    """Run WARM_UP requests, then n inside functools.reduce: callgrind's --toggle-collect on
+    that one C function counts exactly the n requests and nothing of the setup."""
+    source = bodies(action, data, nonce)
+    status, answers = [], []
+
+    def start_response(code, headers, exc_info=None):
+        status.append(code)
+
+    def one(count, env):
+        answers.append(b"".join(app(env, start_response)))
+        return count + 1
+
+    prepared = [environ(next(source)) for _ in range(WARM_UP + n)]
+    functools.reduce(one, prepared[:WARM_UP], 0)
+    functools.reduce(one, prepared[WARM_UP:], 0)
+    for code, out in zip(status, answers):  # every answer checked, after the count
+        if not code.startswith("200") or b'"error"' in out[:40]:
+            raise SystemExit(f"{action}: {code} {out[:200]!r}")
+
+
+def count_instructions(action, options) -> int:
+    """Instructions per request of `action`, from two callgrind runs of this script."""
+    totals = []
+    for n in COUNTED:
+        run = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--toggle-collect=functools_reduce",
+             "--callgrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__),
+             "--collect", str(n), *options, action],
+            capture_output=True, text=True, check=False)
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if run.returncode != 0 or found is None:
+            raise SystemExit(f"{action}: callgrind failed\n{run.stdout[-2000:]}"
+                             f"{run.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    return (totals[0] - totals[1]) // (COUNTED[0] - COUNTED[1])
+
+
 def main():
-    actions = sys.argv[1:] or ACTIONS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("actions", nargs="*", metavar="action",
+                        help=f"any of {', '.join(ACTIONS)} (default: all)")
+    parser.add_argument("--instructions", action="store_true", help="count under callgrind")
+    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--no-limits", action="store_true")
+    parser.add_argument("--collect", type=int, help=argparse.SUPPRESS)  # the counted child
+    args = parser.parse_args()
+    actions = args.actions or ACTIONS
+    if set(actions) - set(ACTIONS):
+        parser.error(f"unknown action(s): {', '.join(sorted(set(actions) - set(ACTIONS)))}")
+    options = [flag for flag, on in (("--no-access-log", args.no_access_log),
+                                     ("--no-limits", args.no_limits)) if on]
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
+        gen.build(orders=1_000_000)  # built once here, not under callgrind
+        for action in actions:
+            count = count_instructions(action, options)
+            print(f"{action:14s} {count:>10,} instructions per request", flush=True)
+        return
     data_set = gen.build(orders=1_000_000)  # the bench's dataset: `status` with 100 ids finds 100
     work = tempfile.mkdtemp(prefix="serva-cpu-")
     try:
@@ -92,19 +167,33 @@ def main():
         os.environ.update({"SERVA_DATABASE_URL": f"sqlite:///{db_path}",
                            "SERVA_SECRET_KEY": "bench",
                            "SERVA_RATE_LIMIT_PER_KEY": "1000000/second",
-                           "SERVA_RATE_LIMIT_INVALID_KEYS": "1000000/minute"})
+                           "SERVA_RATE_LIMIT_INVALID_KEYS": "1000000/minute",
+                           "SERVA_BENCH_DB": db_path})  # the floors' database
+        if args.no_limits:
+            os.environ.update({"SERVA_RATE_LIMIT_PER_KEY": "",
+                               "SERVA_RATE_LIMIT_INVALID_KEYS": ""})
         from serva.serve import configure_logging
         configure_logging()
         logging.getLogger().handlers[0].setStream(open(os.path.join(work, "access.log"), "w"))
+        if args.no_access_log:
+            logging.getLogger("serva.access").setLevel(logging.WARNING)
+        if args.collect is not None:
+            from serva import ratelimit
+            ratelimit._MemoryStorage._MemoryStorage__schedule_expiry = lambda self: None
         import bare
+        import reference
         from serva import create_app
         app = create_app()
-        nonce = str(int(time.time()))
-        results = {}
         for action in actions:
-            target = bare.app if action == "bare" else app
-            results[action] = measure(target, action, data_set, nonce)
-            print(f"{action:10s} {results[action]:8.1f} µs CPU per request", flush=True)
+            nonce = f"{int(time.time())}-{action}"  # an order's link is never another action's
+            target = {"bare": bare.app, "floor-balance": reference.app,
+                      "floor-add": reference.app}.get(action, app)
+            kind = action.removeprefix("floor-")
+            if args.collect is not None:
+                collect(target, kind, data_set, nonce, args.collect)
+                continue
+            spent = measure(target, kind, data_set, nonce)
+            print(f"{action:14s} {spent:8.1f} µs CPU per request", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
