@@ -52,7 +52,7 @@ class _MemoryStorage(MemoryStorage):
         """`incr(key, expiry)` on the same counters, in one lock and a few dictionary reads.
         `incr` goes through limits' error wrapper twice (once per class), its `get`, a
         re-entrant lock per key and a second read: the limiter cost 42 k of a `balance`'s
-        ~700 k instructions with it, 26 k with this (bench/README.md, item 20). Named apart
+        ~700 k instructions with it, 23 k with this (bench/README.md, item 20). Named apart
         because limits wraps every `incr` of a subclass in that wrapper again; nothing here
         raises what the wrapper translates."""
         now = time.time()
