@@ -18,13 +18,18 @@ the same code and dataset. The floors of `make bench` (bench/reference.py) are a
 too (`floor-balance`, `floor-add`). While counting, the rate limiter's once-a-second sweep is
 off: under callgrind's ~50x slowdown its thread start would land on every few dozen requests
 instead of one in thousands. --no-access-log and --no-limits count without either, to see
-what each costs (bench/README.md, items 20 and 21).
+what each costs (bench/README.md, items 20 and 21). --inside module:function counts only the
+instructions inside that function (each of its calls goes through functools.reduce; it must
+be looked up by name when called, as `keys.find_key_fast` or `authenticate` are, not held in a
+table like the action handlers): where a request's instructions go, function by function.
 
     python bench/cpu.py [action ...]     # default: every action; ROUNDS=5 N=2000
     python bench/cpu.py --instructions [--no-access-log] [--no-limits] [action ...]
+    python bench/cpu.py --instructions --inside serva.api:read_params add
 """
 import argparse
 import functools
+import importlib
 import io
 import logging
 import os
@@ -99,9 +104,11 @@ def measure(app, action, data, nonce) -> float:
     return best
 
 
-def collect(app, action, data, nonce, n) -> None:
+def collect(app, action, data, nonce, n, inside=False) -> None:
     """Run WARM_UP requests, then n inside functools.reduce: callgrind's --toggle-collect on
-    that one C function counts exactly the n requests and nothing of the setup."""
+    that one C function counts exactly the n requests and nothing of the setup. With `inside`
+    (a function already routed through functools.reduce, `count_inside`) the requests run in
+    a plain loop, so only that function's calls are counted."""
     source = bodies(action, data, nonce)
     status, answers = [], []
 
@@ -113,11 +120,31 @@ def collect(app, action, data, nonce, n) -> None:
         return count + 1
 
     prepared = [environ(next(source)) for _ in range(WARM_UP + n)]
-    functools.reduce(one, prepared[:WARM_UP], 0)
-    functools.reduce(one, prepared[WARM_UP:], 0)
+    for batch in (prepared[:WARM_UP], prepared[WARM_UP:]):
+        if inside:
+            for env in batch:
+                one(0, env)
+        else:
+            functools.reduce(one, batch, 0)
     for code, out in zip(status, answers):  # every answer checked, after the count
         if not code.startswith("200") or b'"error"' in out[:40]:
             raise SystemExit(f"{action}: {code} {out[:200]!r}")
+
+
+def count_inside(target: str) -> None:
+    """Route every call of `target` (module:function) through functools.reduce, wherever a
+    module of Serva's holds it by name."""
+    module_name, _, name = target.partition(":")
+    real = getattr(importlib.import_module(module_name), name)
+
+    def routed(*args, **kwargs):
+        result = []
+        functools.reduce(lambda _, __: result.append(real(*args, **kwargs)), (0,), None)
+        return result[0]
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("serva") and vars(module).get(name) is real:
+            setattr(module, name, routed)
 
 
 def count_instructions(action, options) -> int:
@@ -144,6 +171,8 @@ def main():
     parser.add_argument("--instructions", action="store_true", help="count under callgrind")
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--no-limits", action="store_true")
+    parser.add_argument("--inside", metavar="module:function",
+                        help="with --instructions: count only inside this function")
     parser.add_argument("--collect", type=int, help=argparse.SUPPRESS)  # the counted child
     args = parser.parse_args()
     actions = args.actions or ACTIONS
@@ -151,6 +180,8 @@ def main():
         parser.error(f"unknown action(s): {', '.join(sorted(set(actions) - set(ACTIONS)))}")
     options = [flag for flag, on in (("--no-access-log", args.no_access_log),
                                      ("--no-limits", args.no_limits)) if on]
+    if args.inside:
+        options += ["--inside", args.inside]
     if args.instructions:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
@@ -184,13 +215,15 @@ def main():
         import reference
         from serva import create_app
         app = create_app()
+        if args.collect is not None and args.inside:
+            count_inside(args.inside)
         for action in actions:
             nonce = f"{int(time.time())}-{action}"  # an order's link is never another action's
             target = {"bare": bare.app, "floor-balance": reference.app,
                       "floor-add": reference.app}.get(action, app)
             kind = action.removeprefix("floor-")
             if args.collect is not None:
-                collect(target, kind, data_set, nonce, args.collect)
+                collect(target, kind, data_set, nonce, args.collect, inside=bool(args.inside))
                 continue
             spent = measure(target, kind, data_set, nonce)
             print(f"{action:14s} {spent:8.1f} µs CPU per request", flush=True)
