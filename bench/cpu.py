@@ -155,7 +155,8 @@ def count_instructions(action, options) -> int:
             ["valgrind", "--tool=callgrind", "--toggle-collect=functools_reduce",
              "--callgrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__),
              "--collect", str(n), *options, action],
-            capture_output=True, text=True, check=False)
+            capture_output=True, text=True, check=False,
+            env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts every run
         found = re.search(r"Collected : (\d+)", run.stderr)
         if run.returncode != 0 or found is None:
             raise SystemExit(f"{action}: callgrind failed\n{run.stdout[-2000:]}"
