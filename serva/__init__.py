@@ -164,7 +164,7 @@ def request_id() -> str:
     command) the id is made once per app context with a `cli:` prefix, so the rows one
     command wrote share an id that says where they came from."""
     if has_request_context():
-        environ = request.environ
+        environ = request._get_current_object().environ
         rid = environ.get(_RID)
         if rid is None:  # a request context made without the WSGI app (tests)
             rid = environ[_RID] = _new_request_id()

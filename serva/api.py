@@ -97,11 +97,11 @@ def _storable_urlencoded(raw: bytes) -> bool:
     return b"\x00" not in raw and b"%00" not in raw
 
 
-def _urlencoded_items():
+def _urlencoded_items(req):
     """The pairs of a url-encoded body in the order `request.form.items(multi=True)` gives them
     (grouped by name, names in order of first appearance), parsed exactly as werkzeug parses
     them but without building its form parser, stream wrappers and MultiDict per request."""
-    raw = request.get_data(cache=True)
+    raw = req.get_data(cache=True)
     if not _storable_urlencoded(raw):
         raise ApiError("invalid_request", detail=BAD_TEXT)
     try:
@@ -118,16 +118,17 @@ def read_params():
     """All parameters merged (body over query) and the key(s) the body carried. Every text
     in them is storable (serva.params): anything else is `invalid_request` here, once."""
     params = {}
-    query = request.query_string
+    req = request._get_current_object()  # not through the proxy on each read (db.get_engine)
+    query = req.query_string
     if query:
         if not _storable_urlencoded(query):
             raise ApiError("invalid_request", detail=BAD_TEXT)
         params = nest(request.args.items(multi=True))
     # What the ecosystem's clients send, compared as is before werkzeug parses the header.
-    content_type = request.environ.get("CONTENT_TYPE")
+    content_type = req.environ.get("CONTENT_TYPE")
     mimetype = _URLENCODED if content_type == _URLENCODED else request.mimetype
     if mimetype == _URLENCODED:
-        items = _urlencoded_items()
+        items = _urlencoded_items(req)
         params.update(nest(items))
         return params, [value for name, value in items if name == spec.KEY.name]
     if mimetype in _FORM_TYPES:
@@ -154,7 +155,8 @@ def read_params():
 
 
 def balance(account, params):
-    return {"balance": format_amount(account.balance), "currency": current_app.config["CURRENCY"]}
+    return {"balance": format_amount(account.balance),
+            "currency": current_app._get_current_object().config["CURRENCY"]}
 
 
 class Encoded:

@@ -34,7 +34,7 @@ def raw_key(body_keys) -> str:
     """The one key this request carries, from any of the four places. The headers are read
     from the WSGI environ as werkzeug's `request.headers` would give them (HTTP_X_API_KEY,
     HTTP_AUTHORIZATION), without building its headers view on every request."""
-    environ = request.environ
+    environ = request._get_current_object().environ
     found = [*body_keys, environ.get("HTTP_X_API_KEY"), _bearer(environ.get("HTTP_AUTHORIZATION", ""))]
     if environ.get("QUERY_STRING"):
         found += request.args.getlist(KEY.name)
@@ -65,7 +65,8 @@ def authenticate(body_keys, statement=None, params=None):
     if row.api_access != "approved":
         raise ApiError("api_access_not_approved")
     stamp = db.now()
-    if row.last_used_at is None or stamp - row.last_used_at >= current_app.config["KEY_LAST_USED_INTERVAL"]:
+    interval = current_app._get_current_object().config["KEY_LAST_USED_INTERVAL"]
+    if row.last_used_at is None or stamp - row.last_used_at >= interval:
         _touches().add(row.key_id, stamp)
     return row
 

@@ -21,7 +21,9 @@ def numeric_ids(account) -> bool:
     """Whether this account's ids are JSON integers: its own choice (`accounts.id_format`, read
     with the key) or, when it has not chosen, the deployment default."""
     chosen = account.id_format
-    return current_app.config["INTEGER_IDS"] if chosen is None else chosen == "numeric"
+    if chosen is None:
+        return current_app._get_current_object().config["INTEGER_IDS"]
+    return chosen == "numeric"
 
 
 def id_format_name(numeric: bool) -> str:

@@ -295,7 +295,9 @@ def billable_units(service, quantity: int, runs: int | None = None) -> int:
 # ---------------------------------------------------------------- the pipeline
 
 def _idempotency_key(params):
-    value = request.headers.get("Idempotency-Key") or params.get(IDEMPOTENCY_KEY.name)
+    # The header as werkzeug's request.headers gives it, read from the WSGI environ.
+    value = (request._get_current_object().environ.get("HTTP_IDEMPOTENCY_KEY")
+             or params.get(IDEMPOTENCY_KEY.name))
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 255:
@@ -310,7 +312,7 @@ def add_action(account, params):
 
 def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: bool) -> dict:
     """Place the order; the response shows its id in the account's format (`numeric`)."""
-    config = current_app.config
+    config = current_app._get_current_object().config
     stamp = db.now()
     rid = request_id()  # read here: the grouped work may run in another request's thread
     engine = db.get_engine()
