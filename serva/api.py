@@ -123,23 +123,23 @@ def read_params():
     if query:
         if not _storable_urlencoded(query):
             raise ApiError("invalid_request", detail=BAD_TEXT)
-        params = nest(request.args.items(multi=True))
+        params = nest(req.args.items(multi=True))
     # What the ecosystem's clients send, compared as is before werkzeug parses the header.
     content_type = req.environ.get("CONTENT_TYPE")
-    mimetype = _URLENCODED if content_type == _URLENCODED else request.mimetype
+    mimetype = _URLENCODED if content_type == _URLENCODED else req.mimetype
     if mimetype == _URLENCODED:
         items = _urlencoded_items(req)
         params.update(nest(items))
         return params, [value for name, value in items if name == spec.KEY.name]
     if mimetype in _FORM_TYPES:
-        form = request.form
+        form = req.form
         # A part without a name (no `name=` in its Content-Disposition) is werkzeug's None key.
         items = [(name, value) for name, value in form.items(multi=True) if name is not None]
         if not all(storable(name) and storable(value) for name, value in items):
             raise ApiError("invalid_request", detail=BAD_TEXT)
         params.update(nest(items))
         return params, form.getlist(spec.KEY.name)
-    raw = request.get_data(cache=True)
+    raw = req.get_data(cache=True)
     if not raw.strip():
         return params, []
     try:
