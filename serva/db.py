@@ -228,7 +228,7 @@ def _sqlite_transactions(engine, synchronous, write_wait):
 def get_engine():
     """The app's engine. Here and on the API's other hot paths the app and the request are
     read through `_get_current_object()` (Flask's documented way to the proxied object): each
-    attribute read through the `current_app` or `request` proxy costs ~7 k instructions, and
+    attribute read through the `current_app` or `request` proxy costs ~8 k instructions, and
     ~7 of them were 7 % of a `balance` (bench/README.md, item 22)."""
     return current_app._get_current_object().extensions["serva.engine"]
 

@@ -343,16 +343,19 @@ def test_the_access_line_is_written_straight_only_where_logging_would_write_just
     """serve.log_info writes an access line without a LogRecord when Serva's own setup (one
     LineHandler, its formatter, no filter) is all the line would meet, and then writes exactly
     what logging would have written; any other setup gets the record through logging."""
+    import contextlib
     import logging
 
     from freezegun import freeze_time
 
     from serva.serve import LOG_FORMAT, LineHandler, _Formatter, log_info
 
+    streams = contextlib.ExitStack()  # every log file the test opens, closed at its end
+
     def setup(name, formatter=None):
         logger = logging.Logger(name)  # no parent: only what the test adds
         path = tmp_path / f"{name}.log"
-        handler = LineHandler(open(path, "a"))
+        handler = LineHandler(streams.enter_context(open(path, "a")))
         handler.setFormatter(formatter or _Formatter(LOG_FORMAT))
         logger.addHandler(handler)
         return logger, handler, path
@@ -364,7 +367,7 @@ def test_the_access_line_is_written_straight_only_where_logging_would_write_just
             records.append(record.getMessage())
             return True
 
-    with freeze_time("2026-11-28 04:05:06.789"):
+    with streams, freeze_time("2026-11-28 04:05:06.789"):
         logger, handler, path = setup("serva.access")
         log_info(logger, "POST /api/v1 200 1.2ms rid=ab")
         handler.stream.flush()
