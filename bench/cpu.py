@@ -21,11 +21,13 @@ instead of one in thousands. --no-access-log and --no-limits count without eithe
 what each costs (bench/README.md, items 20 and 21). --inside module:function counts only the
 instructions inside that function (each of its calls goes through functools.reduce; it must
 be looked up by name when called, as `keys.find_key_fast` or `authenticate` are, not held in a
-table like the action handlers): where a request's instructions go, function by function.
+table like the action handlers; or a method, module:Class.method, Flask's own included): where
+a request's instructions go, function by function.
 
     python bench/cpu.py [action ...]     # default: every action; ROUNDS=5 N=2000
     python bench/cpu.py --instructions [--no-access-log] [--no-limits] [action ...]
     python bench/cpu.py --instructions --inside serva.api:read_params add
+    python bench/cpu.py --instructions --inside flask.app:Flask.create_url_adapter bare
 """
 import argparse
 import functools
@@ -132,16 +134,24 @@ def collect(app, action, data, nonce, n, inside=False) -> None:
 
 
 def count_inside(target: str) -> None:
-    """Route every call of `target` (module:function) through functools.reduce, wherever a
-    module of Serva's holds it by name."""
+    """Route every call of `target` through functools.reduce: `module:function`, wherever a
+    module of Serva's holds it by name, or `module:Class.method` (Flask's, werkzeug's or
+    Serva's), on that class."""
     module_name, _, name = target.partition(":")
-    real = getattr(importlib.import_module(module_name), name)
+    owner = importlib.import_module(module_name)
+    owner_name, _, name = name.rpartition(".")
+    if owner_name:
+        owner = getattr(owner, owner_name)
+    real = getattr(owner, name)
 
     def routed(*args, **kwargs):
         result = []
         functools.reduce(lambda _, __: result.append(real(*args, **kwargs)), (0,), None)
         return result[0]
 
+    if owner_name:
+        setattr(owner, name, routed)
+        return
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("serva") and vars(module).get(name) is real:
             setattr(module, name, routed)
@@ -173,7 +183,8 @@ def main():
     parser.add_argument("--no-access-log", action="store_true")
     parser.add_argument("--no-limits", action="store_true")
     parser.add_argument("--inside", metavar="module:function",
-                        help="with --instructions: count only inside this function")
+                        help="with --instructions: count only inside this function "
+                             "(or module:Class.method)")
     parser.add_argument("--collect", type=int, help=argparse.SUPPRESS)  # the counted child
     args = parser.parse_args()
     actions = args.actions or ACTIONS

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import requests
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from serva import REQUEST_ID_HEADER, api, create_app
 from serva.spec import Action
@@ -583,3 +584,98 @@ def test_every_answer_is_json_whatever_its_values():
         body = _encode(payload)
         assert isinstance(body, bytes)
         assert std_json.loads(body.decode("utf-8")) == payload
+
+
+# Url-encoded bodies as clients and attackers write them: separators, escapes (good, short,
+# bad, non-UTF-8), `+`, non-ASCII text and the NUL that is refused.
+_FORM_PIECES = st.sampled_from(["&", "=", "+", "%", "%2", "%20", "%26", "%3D", "%2B", "%E2%82%AC",
+                                "%FF", "%C3", "%00", "a", "key", "action", "[", "]", "é", "€",
+                                " ", "\x00"])
+
+
+# The app is only read (request contexts, no database), so one for every example is right.
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(_FORM_PIECES | st.text(max_size=3), max_size=12).map("".join))
+@example(body="link=a&key=k&link=b&=x&y&&link")  # a name repeated: grouped, as werkzeug does
+@example(body="link=a+b&key=k&link=%2B&link=%zz")
+def test_a_urlencoded_body_reads_exactly_as_werkzeugs_form(app, body):
+    """api._urlencoded_items reads a url-encoded body as werkzeug's `request.form` would, pair
+    for pair and in the same order, without building werkzeug's form parser: any body, valid
+    or not, is either those pairs or `invalid_request` (a NUL, or bytes that are not UTF-8)."""
+    from flask import request
+
+    from serva.errors import ApiError
+
+    raw = body.encode("utf-8", "surrogatepass")
+    with app.test_request_context("/api/v1", method="POST", data=raw, content_type=FORM):
+        try:
+            mine = api._urlencoded_items(request)
+        except ApiError as error:
+            assert error.code == "invalid_request"
+            assert b"\x00" in raw or b"%00" in raw or not _utf8(raw)
+            return
+    with app.test_request_context("/api/v1", method="POST", data=raw, content_type=FORM):
+        assert mine == list(request.form.items(multi=True))
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except ValueError:
+        return False
+    return True
+
+
+_HOSTS = st.sampled_from([None, "", "127.0.0.1", "127.0.0.1:8000", "example.com:80",
+                          "Example.COM:443", "[::1]:8000", "bücher.example", "xn--bcher-kva.example",
+                          "evil.test", "a b", "host\x00", "é" * 70, "sub.example.com"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=_HOSTS, server=st.sampled_from([(None, None), ("127.0.0.1", "8000"), ("::1", "80"),
+                                           ("example.com", "443"), ("example.com", "x")]),
+       scheme=st.sampled_from(["http", "https", "ws"]),
+       connection=st.sampled_from([None, "keep-alive", "Upgrade", "keep-alive, upgrade"]),
+       upgrade=st.sampled_from([None, "websocket", "h2c"]),
+       script=st.sampled_from([None, "", "/shop", "/caf\xc3\xa9"]),
+       path=st.sampled_from([None, "/api/v1", "/api/v1/", "/caf\xc3\xa9", "/\xff", "/dashboard"]),
+       query=st.sampled_from([None, "", "key=a&action=balance", "x=\xc3\xa9"]),
+       method=st.sampled_from(["GET", "POST", "HEAD", "OPTIONS"]),
+       trusted=st.sampled_from([None, ["example.com", ".example.com"], ["127.0.0.1"]]),
+       server_name=st.sampled_from([None, "example.com", "example.com:443"]))
+def test_each_request_binds_to_the_routes_as_flask_binds_it(
+        app, host, server, scheme, connection, upgrade, script, path, query, method, trusted,
+        server_name):
+    """serva._App.create_url_adapter reuses one binding per host, scheme, script name and
+    upgrade header: for any request it gives what Flask's own gives (the host it reads, the
+    adapter, a refused host refused), however many requests came before from elsewhere."""
+    from flask import Flask
+
+    environ = {"wsgi.url_scheme": scheme, "REQUEST_METHOD": method, "wsgi.input": None}
+    for name, value in (("HTTP_HOST", host), ("SERVER_NAME", server[0]), ("SERVER_PORT", server[1]),
+                        ("HTTP_CONNECTION", connection), ("HTTP_UPGRADE", upgrade),
+                        ("SCRIPT_NAME", script), ("PATH_INFO", path), ("QUERY_STRING", query)):
+        if value is not None:
+            environ[name] = value
+    app.config.update(TRUSTED_HOSTS=trusted, SERVER_NAME=server_name)
+
+    def bind(create, environ):
+        request = app.request_class(dict(environ))
+        try:
+            adapter = create(app, request)
+        except Exception as error:  # noqa: BLE001 (compared: the same refusal both ways)
+            return type(error), str(error)
+        return request.host, getattr(request, "trusted_hosts", None), vars(adapter)
+
+    # First its neighbours, each different in one thing a binding reads: were that thing not
+    # part of the cache's key, the neighbour's binding would come back for this request.
+    for name, other in _NEIGHBOURS.items():
+        neighbour = {**environ, name: other if environ.get(name) != other else "x"}
+        bind(type(app).create_url_adapter, neighbour)
+    for _ in range(2):  # the second time from the cache
+        assert bind(type(app).create_url_adapter, environ) == bind(Flask.create_url_adapter, environ)
+
+
+_NEIGHBOURS = {"wsgi.url_scheme": "https", "HTTP_HOST": "example.com", "SERVER_NAME": "example.com",
+               "SERVER_PORT": "8000", "SCRIPT_NAME": "/shop", "HTTP_CONNECTION": "upgrade",
+               "HTTP_UPGRADE": "websocket"}
