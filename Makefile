@@ -15,6 +15,7 @@
 # comparable between two versions of the code while the machine is busy.
 # `make bench-instructions`: instructions per request of each action and of the floors, the
 # app called in-process under valgrind's callgrind: exact, whatever else the machine runs.
+# `make bench-ab A=dir B=dir`: two checkouts served side by side, req/s of B over A per action.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -23,7 +24,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-instructions bench-profile bench-worker clean
+.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-instructions bench-ab bench-profile bench-worker clean
 
 run: install
 	$(BIN)/serva init-db
@@ -50,6 +51,9 @@ bench-cpu: install
 
 bench-instructions: install
 	$(BIN)/python bench/cpu.py --instructions
+
+bench-ab: install
+	$(BIN)/python bench/ab.py $(A) $(B) $(ACTIONS)
 
 bench-worker: install
 	$(BIN)/python bench/worker.py

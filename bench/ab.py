@@ -1,0 +1,89 @@
+"""`make bench-ab A=dir B=dir`: two checkouts of Serva served side by side, their req/s compared
+in alternating slices: the measure of one change on a machine whose speed drifts.
+
+Each checkout (a git worktree, say) is served as `make bench` serves Serva (`serva serve
+--workers 1`, 8 threads, the rate limits on, its own copy of the 1M-order dataset), with
+PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
+one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
+per action is the median over rounds of B's req/s over A's, with each round's ratio: on this
+shared 2-core VM a single figure moves ±3 % between minutes, so a change is only as real as
+the share of rounds that agree (bench/README.md, "How to measure a change").
+
+    python bench/ab.py A_DIR B_DIR [--rounds 6] [--slice 1] [action ...]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gen  # noqa: E402
+import run  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="checkout A (the baseline)")
+    parser.add_argument("b", help="checkout B (the change)")
+    parser.add_argument("actions", nargs="*", default=["balance", "status", "add"],
+                        help=f"any of {', '.join(run.ACTIONS)} (default: balance status add)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--slice", dest="slice_s", type=int, default=1, help="seconds per slice")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if set(args.actions) - set(run.ACTIONS):
+        parser.error(f"unknown action(s): {', '.join(sorted(set(args.actions) - set(run.ACTIONS)))}")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install -y wrk)")
+    data = gen.build(orders=1_000_000)
+    shutil.rmtree(run.WORK, ignore_errors=True)
+    os.makedirs(run.WORK)
+    servers = {}
+    for side, tree in (("a", args.a), ("b", args.b)):
+        tree = os.path.abspath(tree)
+        found = subprocess.run([os.path.join(run.BIN, "python"), "-c",
+                                "import serva; print(serva.__file__)"], cwd=tree, check=True,
+                               env={**os.environ, "PYTHONPATH": tree}, capture_output=True,
+                               text=True).stdout.strip()
+        if not found.startswith(os.path.join(tree, "")):
+            raise SystemExit(f"{side}: `import serva` finds {found}, not {tree}'s")
+        db_path = os.path.join(run.WORK, f"{side}.sqlite")
+        shutil.copyfile(data["db"], db_path)
+        servers[side] = run.Server(
+            side, [os.path.join(run.BIN, "serva"), "serve", "--port", "{port}",
+                   "--threads", str(args.threads), "--workers", "1"],
+            {"PYTHONPATH": tree, "SERVA_DATABASE_URL": f"sqlite:///{db_path}",
+             "SERVA_SECRET_KEY": "bench", **run.BENCH_LIMITS}, tree, db_path)
+    try:
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready(f"action=balance&key={open(data['keys']).read().split()[0]}".encode())
+        for action in args.actions:
+            ratios, rates = [], {"a": [], "b": []}
+            for round_no in range(args.rounds):
+                order = ("a", "b") if round_no % 2 == 0 else ("b", "a")
+                got = {side: run.combine([run.wrk(servers[side], action, args.slice_s,
+                                                  args.connections, data,
+                                                  f"ab-{action}-{side}{round_no}")])
+                       for side in order}
+                if got["a"]["bad"] or got["b"]["bad"]:
+                    raise SystemExit(f"{action}: bad responses: {got['a']['first_bad']} "
+                                     f"{got['b']['first_bad']}")
+                ratios.append(got["b"]["rps"] / got["a"]["rps"])
+                for side in "ab":
+                    rates[side].append(got[side]["rps"])
+            print(f"{action:10s} B/A {statistics.median(ratios):.3f}  rounds "
+                  f"{' '.join(f'{r:.3f}' for r in ratios)}  (A {statistics.median(rates['a']):.0f}, "
+                  f"B {statistics.median(rates['b']):.0f} req/s)", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
