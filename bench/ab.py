@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--slice", dest="slice_s", type=int, default=1, help="seconds per slice")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if set(args.actions) - set(run.ACTIONS):
         parser.error(f"unknown action(s): {', '.join(sorted(set(args.actions) - set(run.ACTIONS)))}")
     if shutil.which("wrk") is None:
