@@ -5,7 +5,8 @@ Each checkout (a git worktree, say) is served as `make bench` serves Serva (`ser
 --workers 1`, 8 threads, the rate limits on, its own copy of the 1M-order dataset), with
 PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
 one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
-per action is the median over rounds of B's req/s over A's, with each round's ratio: on this
+per action is the median over rounds of B's req/s over A's, with each round's ratio, and of
+B's server CPU time per request over A's (from /proc; it moves less than req/s): on this
 shared 2-core VM a single figure moves ±3 % between minutes, so a change is only as real as
 the share of rounds that agree (bench/README.md, "How to measure a change").
 
@@ -22,6 +23,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import gen  # noqa: E402
 import run  # noqa: E402
+
+
+def cpu_seconds(server) -> float:
+    """User + system CPU time of the server's processes so far (clock ticks of /proc)."""
+    ticks = 0
+    for pid in server.pids():
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def slice_of(server, action, args, data, name) -> dict:
+    """One wrk slice, with the server's CPU time per request (less noisy than req/s here)."""
+    before = cpu_seconds(server)
+    result = run.combine([run.wrk(server, action, args.slice_s, args.connections, data, name)])
+    result["cpu_us"] = (cpu_seconds(server) - before) / max(result["requests"], 1) * 1e6
+    return result
 
 
 def main():
@@ -64,22 +86,23 @@ def main():
         for server in servers.values():
             server.wait_ready(f"action=balance&key={open(data['keys']).read().split()[0]}".encode())
         for action in args.actions:
-            ratios, rates = [], {"a": [], "b": []}
+            ratios, cpu_ratios, rates = [], [], {"a": [], "b": []}
             for round_no in range(args.rounds):
                 order = ("a", "b") if round_no % 2 == 0 else ("b", "a")
-                got = {side: run.combine([run.wrk(servers[side], action, args.slice_s,
-                                                  args.connections, data,
-                                                  f"ab-{action}-{side}{round_no}")])
-                       for side in order}
+                got = {side: slice_of(servers[side], action, args, data,
+                                      f"ab-{action}-{side}{round_no}") for side in order}
                 if got["a"]["bad"] or got["b"]["bad"]:
                     raise SystemExit(f"{action}: bad responses: {got['a']['first_bad']} "
                                      f"{got['b']['first_bad']}")
                 ratios.append(got["b"]["rps"] / got["a"]["rps"])
+                cpu_ratios.append(got["b"]["cpu_us"] / got["a"]["cpu_us"])
                 for side in "ab":
                     rates[side].append(got[side]["rps"])
             print(f"{action:10s} B/A {statistics.median(ratios):.3f}  rounds "
                   f"{' '.join(f'{r:.3f}' for r in ratios)}  (A {statistics.median(rates['a']):.0f}, "
-                  f"B {statistics.median(rates['b']):.0f} req/s)", flush=True)
+                  f"B {statistics.median(rates['b']):.0f} req/s); CPU per request B/A "
+                  f"{statistics.median(cpu_ratios):.3f}  rounds "
+                  f"{' '.join(f'{r:.3f}' for r in cpu_ratios)}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
