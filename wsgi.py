@@ -4,13 +4,19 @@ Refuses to start on a database that `serva init-db` has not prepared, that is be
 of this Serva's schema revision (it never migrates by itself), or that it cannot write."""
 from serva import create_app
 from serva.db import NotWritable, SchemaMismatch, check_writable, get_engine, require_schema
-from serva.serve import configure_logging
+from serva.serve import configure_logging, load_frozen
 
-configure_logging()  # as `serva serve` does: INFO and up on stderr, each line written at once
-try:
+
+def checked_app():
     app = create_app()
     with app.app_context():
         require_schema()
         check_writable(get_engine())
+    return app
+
+
+configure_logging()  # as `serva serve` does: INFO and up on stderr, each line written at once
+try:
+    app = load_frozen(checked_app)  # as `serva serve`'s workers: startup's objects frozen
 except (SchemaMismatch, NotWritable) as error:
     raise SystemExit(f"serva: {error}") from None
