@@ -11,6 +11,7 @@ shared 2-core VM a single figure moves ±3 % between minutes, so a change is onl
 the share of rounds that agree (bench/README.md, "How to measure a change").
 
     python bench/ab.py A_DIR B_DIR [--rounds 6] [--slice 1] [action ...]
+    python bench/ab.py . . --env-b SERVA_WRITE_WAITERS=8 add     # a setting, same code
 """
 import argparse
 import os
@@ -56,6 +57,10 @@ def main():
     parser.add_argument("--slice", dest="slice_s", type=int, default=1, help="seconds per slice")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    for side in "ab":
+        parser.add_argument(f"--env-{side}", action="append", default=[], metavar="NAME=VALUE",
+                            help=f"an environment variable for {side.upper()}'s server only "
+                                 "(the same checkout twice: a setting A/B)")
     args = parser.parse_intermixed_args()
     if set(args.actions) - set(run.ACTIONS):
         parser.error(f"unknown action(s): {', '.join(sorted(set(args.actions) - set(run.ACTIONS)))}")
@@ -79,7 +84,8 @@ def main():
             side, [os.path.join(run.BIN, "serva"), "serve", "--port", "{port}",
                    "--threads", str(args.threads), "--workers", "1"],
             {"PYTHONPATH": tree, "SERVA_DATABASE_URL": f"sqlite:///{db_path}",
-             "SERVA_SECRET_KEY": "bench", **run.BENCH_LIMITS}, tree, db_path)
+             "SERVA_SECRET_KEY": "bench", **run.BENCH_LIMITS,
+             **dict(pair.split("=", 1) for pair in getattr(args, f"env_{side}"))}, tree, db_path)
     try:
         for server in servers.values():
             server.start()
