@@ -8,7 +8,6 @@ import time
 
 from flask import Flask, g, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
-from werkzeug._internal import _wsgi_decoding_dance
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import MapAdapter
@@ -123,6 +122,11 @@ _WHERE = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_
           "HTTP_CONNECTION", "HTTP_UPGRADE")
 
 
+def _wsgi_text(value: str) -> str:
+    """A WSGI string (bytes as latin-1, PEP 3333) as the text werkzeug's binding decodes it."""
+    return value.encode("latin1").decode(errors="replace")
+
+
 class _App(Flask):
     """Flask, binding each request to the URL map without redoing what its host already
     decided. Flask's `create_url_adapter` reads the host (trusted-host check included), then
@@ -149,8 +153,8 @@ class _App(Flask):
         adapter = MapAdapter.__new__(MapAdapter)
         adapter.__dict__.update(template.__dict__)
         path, query = environ.get("PATH_INFO"), environ.get("QUERY_STRING")
-        adapter.path_info = "/" if path is None else _wsgi_decoding_dance(path)
-        adapter.query_args = None if query is None else _wsgi_decoding_dance(query)
+        adapter.path_info = "/" if path is None else _wsgi_text(path)
+        adapter.query_args = None if query is None else _wsgi_text(query)
         adapter.default_method = environ["REQUEST_METHOD"]
         return adapter
 
