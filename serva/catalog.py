@@ -98,7 +98,7 @@ class _Rendered:
 
 def response_body(account) -> bytes:
     """The `services` JSON for this account: every active service at its effective rate."""
-    extensions = current_app.extensions
+    extensions = current_app._get_current_object().extensions
     numeric = numeric_ids(account)
     if hasattr(account, "catalog_version"):  # read with the key (lookup)
         version, custom = account.catalog_version, account.custom_rates_json
