@@ -132,11 +132,11 @@ class _Touches:
 
 
 def _touches() -> _Touches:
-    extensions = current_app.extensions
+    app = current_app._get_current_object()  # on each use of a key not touched for a minute
+    extensions = app.extensions
     touches = extensions.get(_TOUCHES)
     if touches is None:
-        created = _Touches(db.get_engine(), current_app.config["KEY_LAST_USED_INTERVAL"],
-                           current_app.logger)
+        created = _Touches(db.get_engine(), app.config["KEY_LAST_USED_INTERVAL"], app.logger)
         touches = extensions.setdefault(_TOUCHES, created)
         if touches is created:
             _flush_at_exit(touches)
