@@ -6,7 +6,7 @@ Each checkout (a git worktree, say) is served as `make bench` serves Serva (`ser
 PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
 one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
 per action is the median over rounds of B's req/s over A's, with each round's ratio, and of
-B's server CPU time per request over A's (from /proc; it moves less than req/s): on this
+B's server CPU time per request over A's (from /proc; as noisy here as req/s): on this
 shared 2-core VM a single figure moves ±3 % between minutes, so a change is only as real as
 the share of rounds that agree (bench/README.md, "How to measure a change").
 
@@ -40,7 +40,7 @@ def cpu_seconds(server) -> float:
 
 
 def slice_of(server, action, args, data, name) -> dict:
-    """One wrk slice, with the server's CPU time per request (less noisy than req/s here)."""
+    """One wrk slice, with the server's CPU time per request (a second view of the same slice)."""
     before = cpu_seconds(server)
     result = run.combine([run.wrk(server, action, args.slice_s, args.connections, data, name)])
     result["cpu_us"] = (cpu_seconds(server) - before) / max(result["requests"], 1) * 1e6
