@@ -6,9 +6,9 @@ Each checkout (a git worktree, say) is served as `make bench` serves Serva (`ser
 PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
 one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
 per action is the median over rounds of B's req/s over A's, with each round's ratio, and of
-B's server CPU time per request over A's (from /proc; as noisy here as req/s): on this
-shared 2-core VM a single figure moves ±3 % between minutes, so a change is only as real as
-the share of rounds that agree (bench/README.md, "How to measure a change").
+B's server CPU time per request over A's (from /proc; as noisy here as req/s). On this
+shared 2-core VM one slice moves by several per cent between minutes, on a bad hour by tens,
+so a change is only as real as the share of rounds that agree (bench/README.md, item 25).
 
     python bench/ab.py A_DIR B_DIR [--rounds 6] [--slice 1] [action ...]
     python bench/ab.py . . --env-b SERVA_WRITE_WAITERS=8 add     # a setting, same code
