@@ -531,7 +531,7 @@ def _requested(params):
     """(tokens, {token: order id}) of a batch, or (None, {token: id}) of a single order; None
     when the request is malformed (status_action then reports why). Kept for the request in
     `g`, so status_action does not parse the ids a second time."""
-    kept = g._get_current_object()  # once, not through the proxy twice (bench/README.md, 22)
+    kept = g._get_current_object()  # once, not through the proxy twice (db.get_engine)
     known = kept.get("serva_status")
     if known is not None and known[0] is params:
         return known[1]

@@ -130,9 +130,7 @@ def init_app(app):
 
 def count_key(key_id: int) -> None:
     """One request of an authenticated key, counted by the key's row id."""
-    # The app itself once: an attribute read through the `current_app` proxy costs ~0.6 µs,
-    # a third of what the limiter costs a request (bench/README.md, item 20).
-    limits = current_app._get_current_object().extensions[_EXTENSION]
+    limits = current_app._get_current_object().extensions[_EXTENSION]  # why: db.get_engine
     if limits.per_key is not None:
         limits.hit(limits.per_key, "key", key_id)
 
