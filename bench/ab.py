@@ -5,8 +5,9 @@ Each checkout (a git worktree, say) is served as `make bench` serves Serva (`ser
 --workers 1`, 8 threads, the rate limits on, its own copy of the 1M-order dataset), with
 PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
 one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
-per action is the median over rounds of B's req/s over A's, with each round's ratio, and of
-B's server CPU time per request over A's (from /proc; as noisy here as req/s). On this
+per action is the median over rounds of B's req/s over A's, with each round's ratio, of
+B's server CPU time per request over A's (from /proc; as noisy here as req/s), and each
+side's context switches per request (every thread's, from /proc). On this
 shared 2-core VM one slice moves by several per cent between minutes, on a bad hour by tens,
 so a change is only as real as the share of rounds that agree (bench/README.md, item 25).
 
@@ -39,11 +40,32 @@ def cpu_seconds(server) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(server) -> int:
+    """Context switches of every thread of the server's processes so far (/proc, per task)."""
+    total = 0
+    for pid in server.pids():
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as handle:
+                    total += sum(int(line.split()[1]) for line in handle
+                                 if "ctxt_switches:" in line)
+            except OSError:  # a thread that ended meanwhile
+                pass
+    return total
+
+
 def slice_of(server, action, args, data, name) -> dict:
-    """One wrk slice, with the server's CPU time per request (a second view of the same slice)."""
-    before = cpu_seconds(server)
+    """One wrk slice, with the server's CPU time and context switches per request (a second
+    and a third view of the same slice)."""
+    before, switches = cpu_seconds(server), context_switches(server)
     result = run.combine([run.wrk(server, action, args.slice_s, args.connections, data, name)])
-    result["cpu_us"] = (cpu_seconds(server) - before) / max(result["requests"], 1) * 1e6
+    requests = max(result["requests"], 1)
+    result["cpu_us"] = (cpu_seconds(server) - before) / requests * 1e6
+    result["switches"] = (context_switches(server) - switches) / requests
     return result
 
 
@@ -93,6 +115,7 @@ def main():
             server.wait_ready(f"action=balance&key={open(data['keys']).read().split()[0]}".encode())
         for action in args.actions:
             ratios, cpu_ratios, rates = [], [], {"a": [], "b": []}
+            switches = {"a": [], "b": []}
             for round_no in range(args.rounds):
                 order = ("a", "b") if round_no % 2 == 0 else ("b", "a")
                 got = {side: slice_of(servers[side], action, args, data,
@@ -104,11 +127,14 @@ def main():
                 cpu_ratios.append(got["b"]["cpu_us"] / got["a"]["cpu_us"])
                 for side in "ab":
                     rates[side].append(got[side]["rps"])
+                    switches[side].append(got[side]["switches"])
             print(f"{action:10s} B/A {statistics.median(ratios):.3f}  rounds "
                   f"{' '.join(f'{r:.3f}' for r in ratios)}  (A {statistics.median(rates['a']):.0f}, "
                   f"B {statistics.median(rates['b']):.0f} req/s); CPU per request B/A "
                   f"{statistics.median(cpu_ratios):.3f}  rounds "
-                  f"{' '.join(f'{r:.3f}' for r in cpu_ratios)}", flush=True)
+                  f"{' '.join(f'{r:.3f}' for r in cpu_ratios)}; context switches per request "
+                  f"A {statistics.median(switches['a']):.1f}, B {statistics.median(switches['b']):.1f}",
+                  flush=True)
     finally:
         for server in servers.values():
             server.stop()

@@ -33,7 +33,7 @@ _VERSION = db.Statement(select(serva_meta.c.value)
 _CUSTOM_RATES = db.Statement(select(service_rates.c.service_id, service_rates.c.rate)
                              .where(service_rates.c.account_id == bindparam("account_id")))
 _ACTIVE = db.Statement(select(*_COLUMNS).where(services_table.c.active.is_(True))
-                       .order_by(services_table.c.id))
+                       .order_by(services_table.c.id), held=False)  # every service
 
 
 def _lookup_select(dialect_name):

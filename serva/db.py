@@ -36,7 +36,7 @@ from sqlalchemy import Select, create_engine, event, func, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from . import migrations, schema
+from . import migrations, schema, sqlite_held
 
 READ_ONLY = "serva_read_only"
 WRITE_WAIT_SECONDS = 5  # the default of SERVA_WRITE_WAIT_SECONDS
@@ -716,21 +716,29 @@ class Statement:
     hand-overs (bench/README.md). The values are the driver's (integers, text, NULL; the
     schema has no REAL or BLOB column); a column that is itself a JSON function's result
     (json_group_array) may arrive decoded, which its readers accept (PostgreSQL's driver
-    decodes JSON too)."""
+    decodes JSON too).
 
-    __slots__ = ("statement", "build", "_compiled")
+    A SELECT run by `fast_read` on SQLite keeps the GIL (serva.sqlite_held): the API's
+    lookups of a row or a few by key. `held=False` is for one that reads many rows (the whole
+    catalog, a batch of orders): through sqlite3, SQLite's work on it overlaps the Python of
+    other threads on the other core (with the GIL kept, `status` with 100 ids lost 17 % of its
+    req/s; bench/README.md, item 26)."""
 
-    def __init__(self, statement=None, build=None):
+    __slots__ = ("statement", "build", "held", "_compiled")
+
+    def __init__(self, statement=None, build=None, held=True):
         self.statement = statement
         self.build = build
+        self.held = held
         self._compiled = {}
 
     @classmethod
-    def per_dialect(cls, build):
-        return cls(build=build)
+    def per_dialect(cls, build, held=True):
+        return cls(build=build, held=held)
 
     def compiled(self, dialect):
-        """[sql, default parameters, parameter order or None, row class or None, packed]."""
+        """[sql, default parameters, parameter order or None, row class or None, packed,
+        held (a SELECT to run with the GIL kept)]."""
         entry = self._compiled.get(dialect.name)
         if entry is None:
             statement = self.build(dialect.name) if self.build else self.statement
@@ -745,11 +753,21 @@ class Statement:
             defaults = {name: value for name, value in compiled.params.items() if value is not None}
             order = tuple(compiled.positiontup) if compiled.positional else None
             entry = self._compiled[dialect.name] = [compiled.string, defaults, order, row_class,
-                                                    packed]
+                                                    packed, self.held and isinstance(statement, Select)]
         return entry
 
 
 _loads = orjson.loads  # a packed row (Statement): one JSON array
+
+
+def _driver_params(entry, params):
+    """A statement's parameters as the driver takes them: defaults filled in, in order."""
+    defaults, order = entry[1], entry[2]
+    if defaults:
+        params = {**defaults, **params} if params else defaults
+    if order is not None:
+        return [params[name] for name in order]
+    return params or ()
 
 
 class FastConnection:
@@ -763,18 +781,16 @@ class FastConnection:
 
     def _run(self, statement, params):
         entry = statement.compiled(self.dialect)
-        sql, defaults, order = entry[0], entry[1], entry[2]
-        if defaults:
-            params = {**defaults, **params} if params else defaults
-        if order is not None:
-            params = [params[name] for name in order]
+        return entry, self._cursor(entry[0], _driver_params(entry, params))
+
+    def _cursor(self, sql, params):
         cursor = self.dbapi.cursor()
         try:
-            cursor.execute(sql, params or ())
+            cursor.execute(sql, params)
         except BaseException:
             cursor.close()
             raise
-        return entry, cursor
+        return cursor
 
     @staticmethod
     def _row_class(entry, cursor):
@@ -847,21 +863,49 @@ class _ThreadConnection(FastConnection):
     restarted, backend terminated) runs once more on a new one: only SELECTs run here, so
     the retry cannot do anything twice. It replaces the pool's pre-ping, a round trip per use."""
 
-    __slots__ = ("engine",)
+    __slots__ = ("engine", "held")
 
     def __init__(self, engine):
         FastConnection.__init__(self, _detached(engine), engine.dialect)
         self.engine = engine
+        # SQLite: the thread's SELECTs keep the GIL where they can (serva.sqlite_held).
+        self.held = sqlite_held.reader(engine.url) if engine.dialect.name == "sqlite" else None
 
     def _run(self, statement, params):
+        entry = statement.compiled(self.dialect)
+        params = _driver_params(entry, params)
+        if self.held is not None and entry[5]:
+            rows = self.held.rows(entry[0], params)
+            if rows is not None:
+                return entry, _Rows(rows, self.held.names(entry[0]) if entry[3] is None else None)
         try:
-            return FastConnection._run(self, statement, params)
+            return entry, self._cursor(entry[0], params)
         except self.dialect.dbapi.Error as error:
             if not self.dialect.is_disconnect(error, self.dbapi, None):
                 raise
         _close_quietly(self.dbapi)
         self.dbapi = _detached(self.engine)
-        return FastConnection._run(self, statement, params)
+        return entry, self._cursor(entry[0], params)
+
+
+class _Rows:
+    """What FastConnection reads of a cursor, over the rows a HeldReader returned."""
+
+    __slots__ = ("rows", "description")
+
+    def __init__(self, rows, description):
+        self.rows = rows
+        self.description = description
+
+    def fetchone(self):
+        return self.rows.pop(0) if self.rows else None
+
+    def fetchall(self):
+        rows, self.rows = self.rows, []
+        return rows
+
+    def close(self):
+        pass
 
 
 def _detached(engine):

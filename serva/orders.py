@@ -499,7 +499,8 @@ def _batch_statement(n: int):
     if statement is None:
         statement = _BATCH_BY_LENGTH[n] = db.Statement(
             select(*_STATUS_COLUMNS).where(orders.c.account_id == bindparam("account_id"),
-                                           orders.c.id.in_([bindparam(f"id{i}") for i in range(n)])))
+                                           orders.c.id.in_([bindparam(f"id{i}") for i in range(n)])),
+            held=n == 1)
     return statement
 
 
@@ -523,7 +524,7 @@ def _status_lookup_statement(n: int):
                             orders.c.id.in_([bindparam(f"id{i}") for i in range(n)]))
                      .scalar_subquery())
             return keys.resolve_select(found.label("orders_json"))
-        statement = _STATUS_LOOKUP_BY_LENGTH[n] = db.Statement.per_dialect(build)
+        statement = _STATUS_LOOKUP_BY_LENGTH[n] = db.Statement.per_dialect(build, held=n == 1)
     return statement
 
 

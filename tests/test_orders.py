@@ -11,6 +11,7 @@ from sqlalchemy import event, func, select
 from serva import create_app, db, orders as orders_repo, services
 from serva.demo import CATALOG
 from serva.ids import parse_order
+from serva.sqlite_held import HeldReader
 from serva.schema import (
     accounts, coupon_redemptions, coupons, idempotency_keys, ledger, orders, purchase_guards,
 )
@@ -663,9 +664,11 @@ def test_status_batch_is_one_query(app, api, placed):
     engine.dispose()  # new connections, so each one gets the trace
     event.listen(engine, "connect", trace)
     event.listen(engine, "before_cursor_execute", record)
+    HeldReader.trace = staticmethod(traced.append)  # the API's reads (serva.sqlite_held)
     try:
         body = api("status", orders=",".join(str(100001 + i) for i in range(100)))
     finally:
+        HeldReader.trace = None
         event.remove(engine, "before_cursor_execute", record)
         event.remove(engine, "connect", trace)
         engine.dispose()
