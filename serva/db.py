@@ -857,6 +857,9 @@ def returning_id(dialect_name, statement, column):
     return statement if dialect_name == "sqlite" else statement.returning(column)
 
 
+FAST_READ_CACHE_KIB = 1000  # each: half of SQLite's default page cache (2,000 KiB)
+
+
 class _ThreadConnection(FastConnection):
     """A thread's own connection for `fast_read`, detached from the pool (autocommit on
     PostgreSQL). A statement that fails because the connection is broken (PostgreSQL
@@ -868,8 +871,14 @@ class _ThreadConnection(FastConnection):
     def __init__(self, engine):
         FastConnection.__init__(self, _detached(engine), engine.dialect)
         self.engine = engine
-        # SQLite: the thread's SELECTs keep the GIL where they can (serva.sqlite_held).
-        self.held = sqlite_held.reader(engine.url) if engine.dialect.name == "sqlite" else None
+        # SQLite: the thread's SELECTs keep the GIL where they can (serva.sqlite_held), on a
+        # second connection. The two share SQLite's default page cache between them, so the
+        # process holds as much as with one (the bench's peak RSS rose by 15 MiB without it).
+        self.held = None
+        if engine.dialect.name == "sqlite":
+            self.held = sqlite_held.reader(engine.url, FAST_READ_CACHE_KIB)
+            if self.held is not None:
+                self.dbapi.execute(f"PRAGMA cache_size=-{FAST_READ_CACHE_KIB}")
 
     def _run(self, statement, params):
         entry = statement.compiled(self.dialect)

@@ -36,6 +36,8 @@ _SIGNATURES = (
     ("sqlite3_open_v2", ctypes.c_int, (ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p),
                                        ctypes.c_int, ctypes.c_void_p)),
     ("sqlite3_close_v2", ctypes.c_int, (ctypes.c_void_p,)),
+    ("sqlite3_exec", ctypes.c_int, (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_void_p)),
     ("sqlite3_prepare_v2", ctypes.c_int, (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
                                           ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)),
     ("sqlite3_finalize", ctypes.c_int, (ctypes.c_void_p,)),
@@ -96,11 +98,12 @@ class HeldReader:
 
     trace = None  # tests: called with each statement's SQL, as sqlite3's trace callback is
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cache_kib: int):
         self.db = ctypes.c_void_p()
         self.statements = {}  # sql -> (statement, column count, parameter count) or None
         if _LIB.sqlite3_open_v2(os.fsencode(path), ctypes.byref(self.db),
-                                _OPEN_READONLY | _OPEN_NOMUTEX, None) != _OK:
+                                _OPEN_READONLY | _OPEN_NOMUTEX, None) != _OK or _LIB.sqlite3_exec(
+                self.db, f"PRAGMA cache_size=-{int(cache_kib)}".encode(), None, None, None) != _OK:
             self.close()
             raise sqlite3.OperationalError(f"cannot open {path} to read")
 
@@ -203,12 +206,13 @@ class HeldReader:
         self.close()
 
 
-def reader(url) -> HeldReader | None:
-    """A HeldReader for the engine URL's database file, or None: no such library, a database
-    in memory, or URL options (`?mode=ro`, `uri=true`...) only sqlite3 knows to apply."""
+def reader(url, cache_kib: int) -> HeldReader | None:
+    """A HeldReader for the engine URL's database file, with a page cache of `cache_kib`, or
+    None: no such library, a database in memory, or URL options (`?mode=ro`, `uri=true`...)
+    only sqlite3 knows to apply."""
     if _LIB is None or url.query or url.database in (None, "", ":memory:"):
         return None
     try:
-        return HeldReader(url.database)
+        return HeldReader(url.database, cache_kib)
     except sqlite3.OperationalError:  # this thread's reads go through sqlite3
         return None

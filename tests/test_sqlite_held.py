@@ -10,7 +10,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from serva import sqlite_held
+from serva import db, sqlite_held
 from serva.sqlite_held import HeldReader
 
 pytestmark = pytest.mark.skipif(sqlite_held._LIB is None,
@@ -32,7 +32,7 @@ def path(tmp_path):
 
 @pytest.fixture
 def both(path):
-    reader, plain = HeldReader(path), sqlite3.connect(path, isolation_level=None)
+    reader, plain = HeldReader(path, db.FAST_READ_CACHE_KIB), sqlite3.connect(path, isolation_level=None)
     yield reader, plain
     reader.close()
     plain.close()
@@ -136,25 +136,31 @@ def test_no_read_transaction_is_left_open(both, path):
     other.close()
 
 
-def test_a_locked_database_is_not_waited_for_with_the_gil(both, path):
-    """Another connection holding the database exclusively: the read gives up at once (a wait
-    here would stop every thread of the process) and sqlite3 takes it over, waiting with the
-    GIL released; once the lock is gone the read runs here again."""
-    reader, _ = both
+def test_a_locked_database_is_not_waited_for_with_the_gil(tmp_path):
+    """Another connection holding the database exclusively (a rollback-journal database, where
+    a writer's EXCLUSIVE lock keeps readers out): the read gives up at once, as a wait here
+    would stop every thread of the process, and sqlite3 takes it over, waiting with the GIL
+    released; once the lock is gone the read runs here again."""
+    path = str(tmp_path / "journal.sqlite")
     locker = sqlite3.connect(path, isolation_level=None)
-    locker.execute("PRAGMA locking_mode=EXCLUSIVE")
+    locker.execute("CREATE TABLE t (v)")
+    reader = HeldReader(path, db.FAST_READ_CACHE_KIB)
+    assert reader.rows("SELECT count(*) FROM t", ()) == [(0,)]
     locker.execute("BEGIN EXCLUSIVE")
     locker.execute("INSERT INTO t (v) VALUES ('locked')")
     done = threading.Event()
     results = []
-    worker = threading.Thread(target=lambda: (results.append(reader.rows("SELECT count(*) FROM t", ())),
-                                              done.set()))
-    worker.start()
+
+    def read():
+        results.append(reader.rows("SELECT count(*) FROM t", ()))
+        done.set()
+    threading.Thread(target=read).start()
     assert done.wait(2), "the read waited for the lock"
     assert results == [None]
     locker.execute("COMMIT")
     locker.close()
-    assert reader.rows("SELECT count(*) FROM t", ()) == [(10,)]
+    assert reader.rows("SELECT count(*) FROM t", ()) == [(1,)]
+    reader.close()
 
 
 def test_the_api_reads_through_it_with_the_same_answers(client, catalog, partner, monkeypatch):
@@ -188,3 +194,12 @@ def test_the_api_reads_through_it_with_the_same_answers(client, catalog, partner
     monkeypatch.setattr(HeldReader, "rows", lambda self, sql, params: None)
     assert [ask(**params) for params, _ in asks] == answers
     assert "error" not in str(answers[:3])
+
+
+def test_a_threads_two_connections_share_one_default_page_cache(app):
+    """fast_read's connection and its held reader each get half of SQLite's default cache."""
+    default = sqlite3.connect(":memory:").execute("PRAGMA cache_size").fetchone()[0]  # -KiB
+    assert 2 * db.FAST_READ_CACHE_KIB == -default
+    with app.app_context(), db.fast_read() as conn:
+        assert conn.held.rows("PRAGMA cache_size", ()) == [(-db.FAST_READ_CACHE_KIB,)]
+        assert conn.dbapi.execute("PRAGMA cache_size").fetchone() == (-db.FAST_READ_CACHE_KIB,)
