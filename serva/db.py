@@ -779,7 +779,9 @@ class FastConnection:
         self.dbapi = dbapi_connection
         self.dialect = dialect
 
-    def _run(self, statement, params):
+    def _run(self, statement, params, first=False):
+        """The compiled entry and a cursor of the statement run; `first`: only the first row
+        will be read."""
         entry = statement.compiled(self.dialect)
         return entry, self._cursor(entry[0], _driver_params(entry, params))
 
@@ -809,7 +811,7 @@ class FastConnection:
 
     def first(self, statement, params=None):
         """The first row (a named tuple) or None; the cursor is closed either way."""
-        entry, cursor = self._run(statement, params)
+        entry, cursor = self._run(statement, params, first=True)
         try:
             row = cursor.fetchone()
             if row is None:
@@ -829,7 +831,7 @@ class FastConnection:
             cursor.close()
 
     def scalar(self, statement, params=None):
-        entry, cursor = self._run(statement, params)
+        entry, cursor = self._run(statement, params, first=True)
         try:
             row = cursor.fetchone()
             return None if row is None else _loads(row[0])[0] if entry[4] else row[0]
@@ -880,11 +882,11 @@ class _ThreadConnection(FastConnection):
             if self.held is not None:
                 self.dbapi.execute(f"PRAGMA cache_size=-{FAST_READ_CACHE_KIB}")
 
-    def _run(self, statement, params):
+    def _run(self, statement, params, first=False):
         entry = statement.compiled(self.dialect)
         params = _driver_params(entry, params)
         if self.held is not None and entry[5]:
-            rows = self.held.rows(entry[0], params)
+            rows = self.held.rows(entry[0], params, first, entry[4])
             if rows is not None:
                 return entry, _Rows(rows, self.held.names(entry[0]) if entry[3] is None else None)
         try:

@@ -52,7 +52,6 @@ _SIGNATURES = (
     ("sqlite3_bind_null", ctypes.c_int, (ctypes.c_void_p, ctypes.c_int)),
     ("sqlite3_step", ctypes.c_int, (ctypes.c_void_p,)),
     ("sqlite3_reset", ctypes.c_int, (ctypes.c_void_p,)),
-    ("sqlite3_clear_bindings", ctypes.c_int, (ctypes.c_void_p,)),
     ("sqlite3_column_type", ctypes.c_int, (ctypes.c_void_p, ctypes.c_int)),
     ("sqlite3_column_int64", ctypes.c_int64, (ctypes.c_void_p, ctypes.c_int)),
     ("sqlite3_column_double", ctypes.c_double, (ctypes.c_void_p, ctypes.c_int)),
@@ -87,6 +86,9 @@ def _load():
 
 
 _LIB = _load()
+if _LIB is not None:  # a text column as bytes up to its first NUL: for packed rows only
+    _PACKED_TEXT = _LIB["sqlite3_column_text"]
+    _PACKED_TEXT.restype, _PACKED_TEXT.argtypes = ctypes.c_char_p, (ctypes.c_void_p, ctypes.c_int)
 
 
 def _bytes(pointer, size) -> bytes:
@@ -123,9 +125,11 @@ class HeldReader:
         self.statements[sql] = found
         return found
 
-    def rows(self, sql: str, params) -> list | None:
-        """Every row of a SELECT as tuples of what sqlite3 would return, or None: run it
-        through sqlite3 instead."""
+    def rows(self, sql: str, params, first=False, packed=False) -> list | None:
+        """Every row of a SELECT (the first only, with `first`) as tuples of what sqlite3 would
+        return, or None: run it through sqlite3 instead. `packed`: each row is one column of
+        `json_array` text (db.Statement), never NULL and with no NUL byte in it, so it is
+        read in one call."""
         found = self._prepared(sql)
         if found is None or found[2] != len(params):
             return None
@@ -158,6 +162,14 @@ class HeldReader:
                     return out
                 if rc != _ROW:  # busy, or an error sqlite3 will report
                     return None
+                if packed:
+                    text = _PACKED_TEXT(handle, 0)
+                    if text is None:
+                        return None
+                    out.append((text.decode(),))
+                    if first:
+                        return out
+                    continue
                 row = []
                 for column in range(width):
                     kind = lib.sqlite3_column_type(handle, column)
@@ -175,11 +187,12 @@ class HeldReader:
                         row.append(_bytes(lib.sqlite3_column_blob(handle, column),
                                           lib.sqlite3_column_bytes(handle, column)))
                 out.append(tuple(row))
+                if first:
+                    return out
         except UnicodeError:  # text that is not UTF-8 either way: sqlite3's error
             return None
         finally:
             lib.sqlite3_reset(handle)  # ends the read transaction: nothing lingers
-            lib.sqlite3_clear_bindings(handle)
 
     def _trace(self, handle):
         expanded = _LIB.sqlite3_expanded_sql(handle)

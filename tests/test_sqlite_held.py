@@ -62,6 +62,17 @@ def test_every_stored_kind_reads_as_sqlite3_reads_it(both):
     assert reader.names(sql) == [("id",), ("v",)]
 
 
+def test_first_reads_one_row_and_packed_rows_read_as_text(both):
+    reader, plain = both
+    sql = "SELECT json_array(id, v) FROM t WHERE typeof(v) != 'blob' ORDER BY id"
+    every = plain.execute(sql).fetchall()
+    assert len(every) > 1
+    assert reader.rows(sql, (), first=True) == every[:1]
+    assert reader.rows(sql, (), packed=True) == every == reader.rows(sql, ())
+    assert reader.rows(sql, (), first=True, packed=True) == every[:1]
+    assert reader.rows("SELECT v FROM t WHERE id = -1", (), first=True) == []
+
+
 _VALUES = st.one_of(st.integers(), st.text(), st.none(), st.booleans(), st.floats(),
                     st.binary(max_size=8))
 
@@ -170,8 +181,8 @@ def test_the_api_reads_through_it_with_the_same_answers(client, catalog, partner
     served = []
     rows = HeldReader.rows
 
-    def counted(self, sql, params):
-        got = rows(self, sql, params)
+    def counted(self, sql, params, *how):
+        got = rows(self, sql, params, *how)
         served.append(got is not None)
         return got
     monkeypatch.setattr(HeldReader, "rows", counted)
@@ -191,7 +202,7 @@ def test_the_api_reads_through_it_with_the_same_answers(client, catalog, partner
     for params, held in asks:
         answers.append(ask(**params))
         assert served == held, params
-    monkeypatch.setattr(HeldReader, "rows", lambda self, sql, params: None)
+    monkeypatch.setattr(HeldReader, "rows", lambda self, sql, params, *how: None)
     assert [ask(**params) for params, _ in asks] == answers
     assert "error" not in str(answers[:3])
 
