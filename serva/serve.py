@@ -21,10 +21,13 @@ same way as `serva serve` (the benchmark serves its bare endpoint so, to compare
 like).
 """
 import argparse
+import ctypes
+import errno
 import gc
 import importlib
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -97,33 +100,48 @@ class QueueDepthFilter(logging.Filter):
         return True
 
 
+# write(2) keeping the GIL (ctypes' PyDLL on the process's own C library), for LineHandler.
+_HELD_WRITE = ctypes.PyDLL(None, use_errno=True).write
+_HELD_WRITE.restype, _HELD_WRITE.argtypes = ctypes.c_ssize_t, (ctypes.c_int, ctypes.c_char_p,
+                                                                 ctypes.c_size_t)
+
+
 class LineHandler(logging.StreamHandler):
-    """logging.StreamHandler writing each record as one os.write() of the whole line to the
+    """logging.StreamHandler writing each record as one write() of the whole line to the
     stream's file descriptor, without the handler's lock. StreamHandler holds its lock across
     the write() system call, which releases the GIL: under load the threads that finish their
     requests queue on that lock, one hand-over of the GIL after another (bench/README.md).
     A write() of at most PIPE_BUF bytes is atomic on a pipe (and appended whole to a file), so
     access lines never mix; a longer record (a traceback) is written in one call too and can
-    only be split on a pipe. Nothing is buffered: the line is out when emit returns."""
+    only be split on a pipe. Nothing is buffered: the line is out when emit returns.
+
+    Into a regular file the write keeps the GIL (bench/README.md, item 27): it copies the
+    line into the page cache and returns, and releasing the GIL around it handed the GIL to
+    another request thread on every request. A pipe or a socket (journald, a container's log
+    collector) can be full for as long as its reader is slow, so there os.write() releases
+    the GIL and only the writing thread waits."""
 
     def __init__(self, stream=None):
         super().__init__(stream)
-        self._fd = self._fileno(self.stream)
+        self._fd, self._held = self._descriptor(self.stream)
 
     def createLock(self):
         self.lock = None  # Handler.acquire/release do nothing without one
         self._fallback_lock = threading.Lock()  # for a stream without a descriptor only
 
     @staticmethod
-    def _fileno(stream):
+    def _descriptor(stream):
+        """The stream's file descriptor (None without one: a test's capture), and whether it
+        is a regular file (written with the GIL kept)."""
         try:
-            return stream.fileno()
-        except (AttributeError, OSError, ValueError):  # no descriptor: a test's capture
-            return None
+            fd = stream.fileno()
+            return fd, stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return None, False
 
     def setStream(self, stream):
         old = super().setStream(stream)
-        self._fd = self._fileno(self.stream)
+        self._fd, self._held = self._descriptor(self.stream)
         return old
 
     def emit(self, record):
@@ -141,7 +159,16 @@ class LineHandler(logging.StreamHandler):
         data = (text + self.terminator).encode("utf-8", "backslashreplace")
         self.stream.flush()  # whatever was print()ed before, first
         while data:
-            data = data[os.write(self._fd, data):]
+            if not self._held:
+                data = data[os.write(self._fd, data):]
+                continue
+            written = _HELD_WRITE(self._fd, data, len(data))
+            if written < 0:
+                error = ctypes.get_errno()
+                if error != errno.EINTR:
+                    raise OSError(error, os.strerror(error))
+            else:
+                data = data[written:]
 
 
 def _sole_line_handler(logger):

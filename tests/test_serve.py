@@ -331,6 +331,57 @@ def test_the_log_handler_writes_whole_lines_from_many_threads_at_once(tmp_path):
         assert sorted(seen) == sorted(expected)  # every line once, none lost
 
 
+def test_the_log_handler_keeps_the_gil_only_for_a_regular_file(tmp_path, monkeypatch):
+    """Into a regular file each line is one write() that keeps the GIL (item 27); a pipe is
+    written with os.write(), which releases it: below, a full pipe whose reader is gone for a
+    while stops only the thread writing the line, and the process's other threads go on."""
+    import logging
+
+    from serva import serve
+
+    calls = []
+    held_write = serve._HELD_WRITE
+    monkeypatch.setattr(serve, "_HELD_WRITE", lambda *args: calls.append(args[0]) or held_write(*args))
+    logger = logging.Logger("serva.test.held")
+    with open(tmp_path / "file.log", "a") as file:
+        handler = serve.LineHandler(file)
+        handler.setFormatter(serve._Formatter(serve.LOG_FORMAT))
+        logger.addHandler(handler)
+        logger.info("into a file")
+        assert handler._held and calls == [file.fileno()]
+    assert (tmp_path / "file.log").read_text().endswith(" INFO serva.test.held into a file\n")
+
+    script = """
+import logging, os, sys, threading, time
+from serva import serve
+read_end, write_end = os.pipe()
+os.set_blocking(write_end, False)
+try:
+    while True:
+        os.write(write_end, b"x" * 65536)
+except BlockingIOError:
+    pass
+os.set_blocking(write_end, True)
+handler = serve.LineHandler(os.fdopen(write_end, "w"))
+assert not handler._held
+handler.setFormatter(serve._Formatter(serve.LOG_FORMAT))
+logger = logging.Logger("serva.test.pipe")
+logger.addHandler(handler)
+writer = threading.Thread(target=logger.info, args=("into a full pipe",), daemon=True)
+writer.start()
+time.sleep(0.3)
+assert writer.is_alive()  # it waits for the pipe's reader
+print(sum(range(100000)), flush=True)  # this thread runs meanwhile
+while writer.is_alive():
+    os.read(read_end, 65536)
+print("the line got through", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(Path(serve.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == [str(sum(range(100000))), "the line got through"]
+
+
 def _read_all(fd) -> bytes:
     chunks = []
     while chunk := os.read(fd, 65536):
