@@ -100,10 +100,18 @@ class QueueDepthFilter(logging.Filter):
         return True
 
 
-# write(2) keeping the GIL (ctypes' PyDLL on the process's own C library), for LineHandler.
-_HELD_WRITE = ctypes.PyDLL(None, use_errno=True).write
-_HELD_WRITE.restype, _HELD_WRITE.argtypes = ctypes.c_ssize_t, (ctypes.c_int, ctypes.c_char_p,
-                                                                 ctypes.c_size_t)
+def _held_write():
+    """write(2) keeping the GIL (ctypes' PyDLL on the process's own C library), for
+    LineHandler; None where the process has no such C library to look in (Windows)."""
+    try:
+        write = ctypes.PyDLL(None, use_errno=True).write
+    except (OSError, TypeError, AttributeError):
+        return None
+    write.restype, write.argtypes = ctypes.c_ssize_t, (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+    return write
+
+
+_HELD_WRITE = _held_write()
 
 
 class LineHandler(logging.StreamHandler):
@@ -135,7 +143,7 @@ class LineHandler(logging.StreamHandler):
         is a regular file (written with the GIL kept)."""
         try:
             fd = stream.fileno()
-            return fd, stat.S_ISREG(os.fstat(fd).st_mode)
+            return fd, _HELD_WRITE is not None and stat.S_ISREG(os.fstat(fd).st_mode)
         except (AttributeError, OSError, ValueError):
             return None, False
 

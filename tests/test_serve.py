@@ -350,6 +350,14 @@ def test_the_log_handler_keeps_the_gil_only_for_a_regular_file(tmp_path, monkeyp
         logger.info("into a file")
         assert handler._held and calls == [file.fileno()]
     assert (tmp_path / "file.log").read_text().endswith(" INFO serva.test.held into a file\n")
+    monkeypatch.setattr(serve, "_HELD_WRITE", None)  # no C library to look in (Windows)
+    with open(tmp_path / "plain.log", "a") as file:
+        plain = serve.LineHandler(file)
+        plain.setFormatter(serve._Formatter(serve.LOG_FORMAT))
+        logger.handlers = [plain]
+        logger.info("through os.write")
+        assert not plain._held
+    assert (tmp_path / "plain.log").read_text().endswith(" INFO serva.test.held through os.write\n")
 
     script = """
 import logging, os, sys, threading, time
