@@ -1,4 +1,4 @@
--- Serva schema at revision ledger_moves_balance. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision one_data_path. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -258,13 +258,6 @@ CREATE TABLE ledger (
 CREATE INDEX ix_ledger_account ON ledger (account_id);
 
 CREATE INDEX ix_ledger_order ON ledger (order_id);
-
-CREATE TRIGGER ledger_moves_balance BEFORE INSERT ON ledger
-BEGIN
-    UPDATE accounts SET balance = balance + NEW.amount
-    WHERE id = NEW.account_id AND balance + NEW.amount >= 0;
-    SELECT RAISE(ABORT, 'insufficient_balance') WHERE changes() = 0;
-END;
 
 CREATE TABLE refills (
 	id INTEGER NOT NULL,

@@ -31,13 +31,9 @@ def _bearer(header: str) -> str | None:
 
 
 def raw_key(body_keys) -> str:
-    """The one key this request carries, from any of the four places. The headers are read
-    from the WSGI environ as werkzeug's `request.headers` would give them (HTTP_X_API_KEY,
-    HTTP_AUTHORIZATION), without building its headers view on every request."""
-    environ = request._get_current_object().environ
-    found = [*body_keys, environ.get("HTTP_X_API_KEY"), _bearer(environ.get("HTTP_AUTHORIZATION", ""))]
-    if environ.get("QUERY_STRING"):
-        found += request.args.getlist(KEY.name)
+    """The one key this request carries, from any of the four places."""
+    found = [*body_keys, request.headers.get("X-Api-Key"),
+             _bearer(request.headers.get("Authorization", "")), *request.args.getlist(KEY.name)]
     distinct = {k.strip() if isinstance(k, str) else repr(k) for k in found if k is not None}
     distinct.discard("")
     if not distinct:
@@ -54,8 +50,8 @@ def authenticate(body_keys, statement=None, params=None):
     raw = raw_key(body_keys)
     if not keys.looks_like_key(raw):
         raise ApiError("invalid_key")
-    with db.fast_read() as conn:
-        row = keys.find_key_fast(conn, raw, statement, params)
+    with db.read() as conn:
+        row = keys.find_key(conn, raw, statement, params)
     if row is None:
         raise ApiError("invalid_key")
     if row.revoked_at is not None:
@@ -65,7 +61,7 @@ def authenticate(body_keys, statement=None, params=None):
     if row.api_access != "approved":
         raise ApiError("api_access_not_approved")
     stamp = db.now()
-    interval = current_app._get_current_object().config["KEY_LAST_USED_INTERVAL"]
+    interval = current_app.config["KEY_LAST_USED_INTERVAL"]
     if row.last_used_at is None or stamp - row.last_used_at >= interval:
         _touches().add(row.key_id, stamp)
     return row
@@ -108,7 +104,7 @@ class _Touches:
         if not batch:
             return
         try:
-            with db.write_soon(self.engine, wait) as conn:
+            with db.write(self.engine, wait) as conn:
                 keys.touch_keys(conn, batch, self.interval)
             self.attempts = 0
         except Exception as error:  # noqa: BLE001 - logged, retried by the next timer
@@ -132,7 +128,7 @@ class _Touches:
 
 
 def _touches() -> _Touches:
-    app = current_app._get_current_object()  # on each use of a key not touched for a minute
+    app = current_app
     extensions = app.extensions
     touches = extensions.get(_TOUCHES)
     if touches is None:

@@ -23,31 +23,22 @@ from sqlalchemy import bindparam, func, select
 from . import db, keys
 from .ids import format_service_id, numeric_ids
 from .schema import accounts, serva_meta, service_rates, services as services_table
-from .services import _COLUMNS, CATALOG_VERSION_KEY, effective_rate, entry as services_entry
+from .services import CATALOG_COLUMNS, CATALOG_VERSION_KEY, effective_rate, entry as services_entry
 
 MAX_DISCOUNTS = 64  # distinct (discount, id format) pairs kept rendered (each ~100 KB for 500 services)
 _EXTENSION = "serva.catalog"
 
-_VERSION = db.Statement(select(serva_meta.c.value)
-                        .where(serva_meta.c.key == CATALOG_VERSION_KEY))
-_CUSTOM_RATES = db.Statement(select(service_rates.c.service_id, service_rates.c.rate)
-                             .where(service_rates.c.account_id == bindparam("account_id")))
-_ACTIVE = db.Statement(select(*_COLUMNS).where(services_table.c.active.is_(True))
-                       .order_by(services_table.c.id), held=False)  # every service
-
-
-def _lookup_select(dialect_name):
-    pairs = (func.json_agg(func.json_build_array(service_rates.c.service_id, service_rates.c.rate))
-             if dialect_name == "postgresql" else
-             func.json_group_array(func.json_array(service_rates.c.service_id, service_rates.c.rate)))
-    return keys.resolve_select(
-        select(serva_meta.c.value).where(serva_meta.c.key == CATALOG_VERSION_KEY)
-        .scalar_subquery().label("catalog_version"),
-        select(pairs).where(service_rates.c.account_id == accounts.c.id)
-        .scalar_subquery().label("custom_rates_json"))
-
-
-_LOOKUP = db.Statement.per_dialect(_lookup_select)
+_VERSION = select(serva_meta.c.value).where(serva_meta.c.key == CATALOG_VERSION_KEY)
+_CUSTOM_RATES = (select(service_rates.c.service_id, service_rates.c.rate)
+                 .where(service_rates.c.account_id == bindparam("account_id")))
+_ACTIVE = (select(*CATALOG_COLUMNS).where(services_table.c.active.is_(True))
+           .order_by(services_table.c.id))
+# The account's custom rates as one JSON value of [service id, rate] pairs, so that they fit
+# in the key lookup's one row.
+_CUSTOM_RATES_JSON = (select(db.json_rows(service_rates.c.service_id, service_rates.c.rate))
+                      .where(service_rates.c.account_id == accounts.c.id).scalar_subquery())
+_LOOKUP = keys.resolve_select(_VERSION.scalar_subquery().label("catalog_version"),
+                              _CUSTOM_RATES_JSON.label("custom_rates_json"))
 
 
 def lookup(params):
@@ -68,8 +59,8 @@ def render_entry(row, rate: int, numeric: bool) -> str:
 def public_entries() -> list:
     """The catalog without a caller (the public API page): every active service at its list
     rate, ids in the prefixed form."""
-    with db.fast_read() as conn:
-        rows = conn.all(_ACTIVE)
+    with db.read() as conn:
+        rows = conn.execute(_ACTIVE).all()
     return [service_entry(row, row.rate, numeric=False) for row in rows]
 
 
@@ -98,24 +89,22 @@ class _Rendered:
 
 def response_body(account) -> bytes:
     """The `services` JSON for this account: every active service at its effective rate."""
-    extensions = current_app._get_current_object().extensions
+    extensions = current_app.extensions
     numeric = numeric_ids(account)
     if hasattr(account, "catalog_version"):  # read with the key (lookup)
         version, custom = account.catalog_version, account.custom_rates_json
-        if isinstance(custom, (str, bytes)):
-            custom = json.loads(custom)
         rendered = extensions.get(_EXTENSION)
         if rendered is None or rendered.version != version:
-            with db.fast_read() as conn:
-                rendered = _Rendered(version, conn.all(_ACTIVE))
+            with db.read() as conn:
+                rendered = _Rendered(version, conn.execute(_ACTIVE).all())
             extensions[_EXTENSION] = rendered
     else:
-        with db.fast_read() as conn:
-            version = conn.scalar(_VERSION)
-            custom = conn.all(_CUSTOM_RATES, {"account_id": account.account_id})
+        with db.read() as conn:
+            version = conn.execute(_VERSION).scalar()
+            custom = conn.execute(_CUSTOM_RATES, {"account_id": account.account_id}).all()
             rendered = extensions.get(_EXTENSION)
             if rendered is None or rendered.version != version:
-                rendered = _Rendered(version, conn.all(_ACTIVE))
+                rendered = _Rendered(version, conn.execute(_ACTIVE).all())
                 extensions[_EXTENSION] = rendered
     entries, body = rendered.for_discount(account.discount_bp, numeric)
     if custom:

@@ -1013,8 +1013,26 @@ def demo_command():
         click.echo(keys.create_key(conn, accounts_repo.require(conn, email).id))
 
 
+@click.command("init-db")
+@with_appcontext
+@click.option("--reset", is_flag=True, help="Drop every table first (destroys all data).")
+def init_db_command(reset):
+    """Create the database at the head schema revision, or upgrade it there (keeps data)."""
+    try:
+        click.echo(db.init_schema(db.get_engine(), reset=reset))
+    except db.SchemaMismatch as error:
+        click.echo(f"error: {error}", err=True)
+        raise click.exceptions.Exit(2)
+
+
+@click.command("schema-sql")
+def schema_sql_command():
+    """Print the schema DDL (this is what schema.sql holds)."""
+    click.echo(db.schema_sql(), nl=False)
+
+
 def init_app(app):
-    for command in (db.init_db_command, db.schema_sql_command, demo_command, audit_command,
+    for command in (init_db_command, schema_sql_command, demo_command, audit_command,
                     worker_command,
                     prune_command, account_cli, key_cli, service_cli, coupon_cli, order_cli,
                     refill_cli, provider_cli):

@@ -10,7 +10,7 @@ import secrets
 
 from sqlalchemy import bindparam, insert, select, update
 
-from .db import Statement, now
+from .db import now
 from .schema import accounts, api_keys
 
 RAW_PREFIX = "sk_"
@@ -69,18 +69,16 @@ def resolve_select(*extra_columns, from_=None):
             .where(api_keys.c.key_hash == bindparam("key_hash")))
 
 
-_RESOLVE_FAST = Statement(resolve_select())
+_RESOLVE = resolve_select()
 
 
-def find_key_fast(fast_conn, raw: str, statement=None, params=None):
-    """The key row joined with its account, or None: one query by hash (on a
-    `db.FastConnection`), the match confirmed in constant time. `statement` (a `db.Statement`
-    of `resolve_select`) and its `params` add an action's data to the same row."""
+def find_key(conn, raw: str, statement=None, params=None):
+    """The key row joined with its account, or None: one query by hash, the match confirmed
+    in constant time. `statement` (built by `resolve_select`) and its `params` add an action's
+    data to the same row."""
     digest = hash_key(raw)
-    if statement is None:
-        row = fast_conn.first(_RESOLVE_FAST, {"key_hash": digest})
-    else:
-        row = fast_conn.first(statement, {**params, "key_hash": digest})
+    row = conn.execute(_RESOLVE if statement is None else statement,
+                       {**(params or {}), "key_hash": digest}).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row

@@ -5,12 +5,12 @@ test compares this metadata with the database the revisions build.
 
 Money columns are BigInteger micro-units. Invariants the database enforces by itself:
 no negative balance (CHECK), one active key per account and one active order per
-account+service+target (partial unique indexes), one guard row per repeated target; on
-SQLite also that a ledger row moves its account's balance (trigger `ledger_moves_balance`).
+account+service+target (partial unique indexes), one guard row per repeated target. Every
+balance change is `ledger.post`: a conditional UPDATE of the balance and its ledger row.
 """
 from sqlalchemy import (
-    DDL, BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
-    PrimaryKeyConstraint, String, Table, Text, event, text,
+    BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
+    PrimaryKeyConstraint, String, Table, Text, text,
 )
 
 ACTIVE_STATUSES = ("Pending", "In progress", "Processing")
@@ -253,23 +253,6 @@ ledger = Table(
     Index("ix_ledger_order", "order_id"),
 )
 
-# SQLite: inserting a ledger row applies it to the cached balance in the same statement, by a
-# conditional UPDATE (a debit that would take the balance below zero matches no row, and the
-# insert is refused with `insufficient_balance`, as is a row for no account). A posting is
-# one statement instead of two (each statement is a trip through the driver and a GIL
-# hand-over, on the order path inside the group commit's write lock), and no row can be
-# written without its balance change. PostgreSQL posts with both statements (serva/ledger.py).
-# A batch migration that rebuilds `ledger` drops the trigger with the table: re-create it.
-INSUFFICIENT_BALANCE = "insufficient_balance"
-LEDGER_MOVES_BALANCE = f"""CREATE TRIGGER ledger_moves_balance BEFORE INSERT ON ledger
-BEGIN
-    UPDATE accounts SET balance = balance + NEW.amount
-    WHERE id = NEW.account_id AND balance + NEW.amount >= 0;
-    SELECT RAISE(ABORT, '{INSUFFICIENT_BALANCE}') WHERE changes() = 0;
-END"""
-SQLITE_TRIGGERS = {"ledger": (LEDGER_MOVES_BALANCE,)}  # table -> its triggers (schema.sql too)
-event.listen(ledger, "after_create", DDL(LEDGER_MOVES_BALANCE).execute_if(dialect="sqlite"))
-
 coupon_redemptions = Table(
     "coupon_redemptions", metadata,
     Column("id", Integer, primary_key=True),
@@ -326,65 +309,3 @@ login_failures = Table(
     Index("ix_login_failures_email", "email", "created_at"),
     Index("ix_login_failures_addr", "remote_addr", "created_at"),
 )
-
-
-# PostgreSQL only: `add` as one statement (orders.place; SQLite keeps its transaction). One
-# account's orders queue on its row lock, and a lock held across the round trips of a
-# multi-statement transaction caps that account's orders per second (bench/README.md,
-# PostgreSQL); inside this function it is held for the statements and the commit only. The
-# same rules decide as in orders.place's transaction, in the same order: the account row lock
-# first (so the function and the multi-statement path take locks in one order), the guard's
-# upsert, the order row (the partial unique index raises 23505), the outbox row, the
-# conditional balance UPDATE, the ledger row. An error rolls everything back: refusals are
-# raised with SQLSTATE SV000 and the API error code as the message. p_charge NULL: a charge
-# above MAX_AMOUNT, which no balance covers. A change here is a new revision that replaces the
-# function (tests/test_migrations.py compares it with what the revisions build).
-PLACE_ORDER_FUNCTION = """\
-CREATE OR REPLACE FUNCTION serva_place_order(
-    p_account_id integer, p_service_id integer, p_target text, p_target_key varchar,
-    p_quantity integer, p_inputs_json text, p_charge bigint, p_runs integer,
-    p_interval_minutes integer, p_provider_id integer, p_request_id varchar, p_stamp bigint,
-    p_guard_expires_at bigint, p_note_prefix varchar, p_number_base integer,
-    OUT placed_id integer, OUT new_balance bigint)
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM 1 FROM accounts WHERE id = p_account_id FOR UPDATE;
-    INSERT INTO purchase_guards AS g (account_id, service_id, target_key, quantity, expires_at)
-    VALUES (p_account_id, p_service_id, p_target_key, p_quantity, p_guard_expires_at)
-    ON CONFLICT (account_id, service_id, target_key, quantity)
-    DO UPDATE SET expires_at = excluded.expires_at WHERE g.expires_at <= p_stamp;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'SV000', MESSAGE = 'duplicate_target';
-    END IF;
-    IF p_charge IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'SV000', MESSAGE = 'insufficient_balance';
-    END IF;
-    INSERT INTO orders (account_id, service_id, target, target_key, quantity, inputs_json,
-                        charge, remains, runs, interval_minutes, runs_done, provider_id,
-                        request_id, status, created_at, updated_at)
-    VALUES (p_account_id, p_service_id, p_target, p_target_key, p_quantity, p_inputs_json,
-            p_charge, p_quantity, p_runs, p_interval_minutes,
-            CASE WHEN p_runs IS NULL THEN NULL ELSE 0 END, p_provider_id, p_request_id,
-            'Pending', p_stamp, p_stamp)
-    RETURNING id INTO placed_id;
-    IF p_provider_id IS NOT NULL THEN
-        INSERT INTO dispatches (order_id, kind, state, attempts, due_at, created_at, updated_at)
-        VALUES (placed_id, 'add', 'due', 0, p_stamp, p_stamp, p_stamp);
-    END IF;
-    UPDATE accounts SET balance = accounts.balance - p_charge
-    WHERE id = p_account_id AND accounts.balance - p_charge >= 0
-    RETURNING accounts.balance INTO new_balance;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'SV000', MESSAGE = 'insufficient_balance';
-    END IF;
-    INSERT INTO ledger (account_id, amount, kind, note, order_id, request_id, created_at)
-    VALUES (p_account_id, -p_charge, 'charge', p_note_prefix || (placed_id + p_number_base),
-            placed_id, p_request_id, p_stamp);
-END
-$$"""
-DROP_PLACE_ORDER_FUNCTION = "DROP FUNCTION IF EXISTS serva_place_order"
-# A new database (`serva init-db`, metadata.create_all) gets it with the tables.
-event.listen(metadata, "after_create",
-             DDL(PLACE_ORDER_FUNCTION).execute_if(dialect="postgresql"))
-event.listen(metadata, "before_drop",
-             DDL(DROP_PLACE_ORDER_FUNCTION).execute_if(dialect="postgresql"))

@@ -337,16 +337,10 @@ def _check_database(app) -> None:
 
 
 def _serva_loader(threads):
-    """How a worker makes its app (after the fork): the same factory `serva` uses, with
-    writer places sized from the worker's threads (db.places_for) unless set explicitly."""
+    """How a worker makes its app (after the fork): the same factory `serva` uses."""
     def load():
         from . import create_app
-        from .db import places_for, writer_places
-        app = create_app()
-        engine = app.extensions["serva.engine"]
-        if "SERVA_WRITE_WAITERS" not in os.environ and hasattr(engine, "serva_writers"):
-            writer_places(engine, places_for(threads))
-        return app
+        return create_app()
     return load
 
 

@@ -39,12 +39,12 @@ def effective_rate(list_rate: int, custom_rate: int | None, discount_bp: int) ->
     return discounted(list_rate, discount_bp)
 
 
-_COLUMNS = (services.c.id, services.c.name, services.c.category, services.c.type,
+CATALOG_COLUMNS = (services.c.id, services.c.name, services.c.category, services.c.type,
             services.c.kind, services.c.rate, services.c.min_quantity, services.c.max_quantity,
             services.c.fields_json, services.c.refill_days, services.c.cancel,
             services.c.dripfeed, services.c.fixed_quantity, services.c.provider_id)
 
-_CATALOG = (select(*_COLUMNS, service_rates.c.rate.label("custom_rate"))
+_CATALOG = (select(*CATALOG_COLUMNS, service_rates.c.rate.label("custom_rate"))
             .select_from(services.outerjoin(service_rates, and_(
                 service_rates.c.service_id == services.c.id,
                 service_rates.c.account_id == bindparam("account_id"))))
@@ -57,6 +57,12 @@ _ONE_FOR_ACCOUNT = _CATALOG.where(services.c.id == bindparam("service_id"))
 def catalog(conn, account_id: int):
     """Active services with the account's custom rate (or None) in one query."""
     return conn.execute(_CATALOG, {"account_id": account_id}).all()
+
+
+def one_for_account(conn, account_id: int, service_id: int):
+    """One active service with the account's custom rate (or None); None when there is none."""
+    return conn.execute(_ONE_FOR_ACCOUNT, {"account_id": account_id,
+                                           "service_id": service_id}).first()
 
 
 def field_specs(row) -> list:

@@ -18,7 +18,6 @@ from sqlalchemy import create_engine, event, text
 from serva import accounts, db, keys, ledger, services
 from serva.demo import CATALOG
 from serva.money import parse_amount
-from serva.sqlite_held import HeldReader
 
 
 # Load tests of a real server subprocess send far more than a key's default 100/second: they
@@ -162,17 +161,14 @@ def catalog(app):
 @pytest.fixture
 def sql_log(app):
     """Every SQL statement text that reaches SQLite, via sqlite3's own trace callback on each
-    DBAPI connection the pool hands out and the same text from the API's GIL-holding reads
-    (serva.sqlite_held), so what the app emits, and nothing else."""
+    DBAPI connection the pool hands out: what the app emits, and nothing else."""
     engine = app.extensions["serva.engine"]
     statements = []
 
     def trace(dbapi_connection, _record, _proxy):
         dbapi_connection.set_trace_callback(statements.append)
     event.listen(engine, "checkout", trace)
-    HeldReader.trace = staticmethod(statements.append)
     yield statements
-    HeldReader.trace = None
     event.remove(engine, "checkout", trace)
     engine.dispose()
 

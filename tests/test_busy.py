@@ -153,38 +153,6 @@ def test_reads_answer_and_orders_get_503_while_another_process_holds_the_write_l
     audit_passes(app)
 
 
-def test_a_flood_of_waiting_orders_does_not_take_every_thread(tmp_path):
-    """30 orders and 100 balances at once on a server of 8 threads while another process holds
-    the lock past the bound (3 s): only the writer places (3) wait it out; once a BEGIN has
-    waited over a second, writers without a place are refused at once instead of holding a
-    thread, so every balance is answered well within the bound (before: ~3 s)."""
-    app = make_app(tmp_path, wait=3, RATE_LIMIT_PER_KEY="100000/second")
-    account_id, key = make_partner(app)
-    before = money(app, account_id)
-    try:
-        with serving(app) as url, write_lock_held(db_file(app)):
-            with ThreadPoolExecutor(max_workers=40) as pool:
-                placed = [pool.submit(order, url, key, n) for n in range(30)]
-                time.sleep(0.2)
-                reads = [pool.submit(timed_post, url, action="balance", key=key)
-                         for _ in range(100)]
-                reads = [future.result(timeout=30) for future in reads]
-                answers = [future.result(timeout=30) for future in placed]
-        slowest = max(elapsed for elapsed, _ in reads)
-        assert all(r.status_code == 200 and r.json()["balance"] == "100" for _, r in reads)
-        # Refusals start once a BEGIN has waited db.STALL_SECONDS (1 s); reads then get threads
-        # back. Without the refusals they wait for the whole bound (3 s), which this tells
-        # apart with room for a loaded CI machine (1.55 s was seen on a quiet one).
-        assert slowest < 2.5, f"a balance waited {slowest:.2f}s for a thread"
-        for elapsed, response in answers:
-            assert response.status_code == 503 and response.json()["code"] == "busy"
-            assert response.headers["Retry-After"] == "3"
-            assert elapsed < 4.5, f"an order waited {elapsed:.2f}s, the bound is 3s"
-        assert money(app, account_id) == before
-    finally:
-        app.extensions["serva.engine"].dispose()
-
-
 # ---------------------------------------------------------------- disk full
 
 def test_a_full_disk_answers_503_and_loses_nothing(busy_app):

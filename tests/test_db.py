@@ -1,13 +1,11 @@
 """Storage: SQLite opened with WAL, foreign keys and a busy timeout; writes in real
 BEGIN IMMEDIATE transactions (proved on the SQL that reaches SQLite), reads deferred; the
 schema has one source (schema.sql is generated from it) and a revision check."""
-import json
 import os
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -53,8 +51,7 @@ def test_a_failed_write_is_rolled_back(app, sql_log):
         with app.app_context(), db.write() as conn:
             _new_account(conn)
             raise RuntimeError("abort")
-    # A busy-timeout PRAGMA may come first (db._busy_timeout, when the connect took > 0.1 s).
-    sent = [s for s in normalized(sql_log) if not s.startswith("PRAGMA BUSY_TIMEOUT")]
+    sent = normalized(sql_log)
     assert sent[0] == "BEGIN IMMEDIATE"
     assert "ROLLBACK" in sent and "COMMIT" not in sent
     with app.app_context(), db.read() as conn:
@@ -392,9 +389,6 @@ def test_concurrent_credits_through_one_app_all_land(app, partner):
         except Exception as error:  # noqa: BLE001
             errors.append(error)
 
-    # A writer place for every thread: this is about every credit landing, not about refusing
-    # writers beyond the places (a loaded machine can hold a place past PLACE_WAIT_SECONDS).
-    db.writer_places(app.extensions["serva.engine"], 4)
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -426,161 +420,67 @@ def test_a_deferred_read_then_write_would_fail_without_immediate(app):
         b.close()
 
 
-def test_grouped_works_through_sqlalchemy_commit_and_fail_alone(app):
-    """Works that use the SQLAlchemy connection join the group's driver-level transaction:
-    what succeeds is committed, a work that raises is rolled back alone."""
+def test_a_write_waits_at_most_its_own_bound_and_the_connection_keeps_its_default(app):
+    """A write given a shorter wait (an upkeep write off the request path) fails with an
+    error `unavailable` recognizes while another process holds the write lock; the pooled
+    connection's busy timeout is the engine's bound again afterwards, and nothing was written."""
     engine = app.extensions["serva.engine"]
-    start = threading.Barrier(6)
-    results = {}
-
-    def work(n):
-        def run(conn):
-            conn.execute(insert(schema.serva_meta).values(key=f"t{n}", value=str(n)))
-            if n % 2:
-                raise RuntimeError(n)
-            return n
-        return run
-
-    def thread(n):
-        start.wait()
-        try:
-            results[n] = db.write_grouped(work(n), engine)
-        except RuntimeError as error:
-            results[n] = error
-
-    threads = [threading.Thread(target=thread, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert [results[n] if n % 2 == 0 else str(results[n]) for n in range(6)] == \
-        [0, "1", 2, "3", 4, "5"]
+    holder = sqlite3.connect(db_path(app), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Exception) as raised:
+            with db.write(engine, wait=0.05) as conn:
+                _new_account(conn, "never@example.com")
+        assert db.unavailable(raised.value, only_busy=True)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
     with db.read(engine) as conn:
-        keys = conn.execute(select(schema.serva_meta.c.key)
-                            .where(schema.serva_meta.c.key.like("t%"))).scalars().all()
-        assert sorted(keys) == ["t0", "t2", "t4"]
-        assert not conn.connection.driver_connection.in_transaction
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == \
+            app.config["WRITE_WAIT_SECONDS"] * 1000
+        assert conn.execute(select(accounts.c.id)
+                            .where(accounts.c.email == "never@example.com")).first() is None
+    with db.write(engine, wait=0.05) as conn:  # free again: the short wait is enough
+        _new_account(conn, "now@example.com")
 
 
-def _turns(works, repeatable=True):
-    return [db._Turn(work, time.monotonic() + 5, repeatable) for work in works]
-
-
-def test_repeatable_works_share_one_savepoint_and_a_failing_one_still_fails_alone(app, sql_log):
-    """A group of works that may run twice runs in one SAVEPOINT; when one raises, the group
-    is rolled back to it and run again one work per SAVEPOINT: the others are committed with
-    the same results, the failing one alone gets its error."""
+def test_writes_of_one_process_wait_for_each_other_on_its_lock(app):
+    """While one thread of this process writes, another's write waits on the process's lock
+    (not in SQLite): with a wait shorter than the first write it gets `Busy`, which is the
+    503 `busy` of the API."""
     engine = app.extensions["serva.engine"]
-    calls = []
+    inside, release = threading.Event(), threading.Event()
 
-    def work(n, fail=False):
-        def run(conn):
-            calls.append(n)
-            before = conn.execute(select(serva_meta.c.key).where(serva_meta.c.key.like("g%"))
-                                  ).scalars().all()
-            conn.execute(insert(serva_meta).values(key=f"g{n}", value="x"))
-            if fail:
-                raise RuntimeError(n)
-            return sorted(before)
-        return run
+    def long_write():
+        with db.write(engine) as conn:
+            _new_account(conn, "first@example.com")
+            inside.set()
+            release.wait(10)
 
-    group = _turns([work(1), work(2), work(3)])
-    engine.serva_group_commit._commit(group)
-    assert [turn.result for turn in group] == [[], ["g1"], ["g1", "g2"]]
-    assert calls == [1, 2, 3]
-    assert normalized(sql_log).count("SAVEPOINT SERVA_GROUP_WORK") == 1
-
-    del calls[:], sql_log[:]
-    group = _turns([work(4), work(5, fail=True), work(6)])
-    engine.serva_group_commit._commit(group)
-    assert calls == [4, 5, 4, 5, 6]  # the first pass stopped at 5; the second ran each alone
-    assert group[0].result == ["g1", "g2", "g3"] and group[2].result == ["g1", "g2", "g3", "g4"]
-    assert str(group[1].error) == "5" and group[1].result is None
+    first = threading.Thread(target=long_write)
+    first.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(db.Busy):
+            with db.write(engine, wait=0.05):
+                pass
+    finally:
+        release.set()
+        first.join(10)
     with db.read(engine) as conn:
-        assert sorted(conn.execute(select(serva_meta.c.key).where(serva_meta.c.key.like("g%")))
-                      .scalars()) == ["g1", "g2", "g3", "g4", "g6"]
-
-    del calls[:]
-    group = _turns([work(7), work(8)], repeatable=False)  # never run twice
-    group[1].repeatable = True
-    engine.serva_group_commit._commit(group)
-    assert calls == [7, 8]
+        assert conn.execute(select(accounts.c.email)).scalars().all() == ["first@example.com"]
 
 
-_ONE = db.Statement(select(serva_meta.c.key).limit(1))
-
-
-def test_fast_read_keeps_one_connection_per_thread_and_replaces_one_whose_read_failed(app):
-    """A thread reads on the same connection request after request; another thread has its
-    own; a read that fails closes the connection and the thread's next read opens a new one;
-    engine.dispose() lets go of them all."""
-    with app.app_context():
-        with db.fast_read() as conn:
-            first = conn.dbapi
-            conn.all(_ONE)
-        with db.fast_read() as conn:
-            assert conn.dbapi is first
-
-        seen = []
-
-        def other_thread():
-            with app.app_context(), db.fast_read() as conn:
-                seen.append(conn.dbapi)
-        worker = threading.Thread(target=other_thread)
-        worker.start()
-        worker.join(timeout=10)
-        assert seen and seen[0] is not first
-
-        with pytest.raises(sqlite3.OperationalError):
-            with db.fast_read() as conn:
-                conn.dbapi.execute("SELECT * FROM no_such_table")
-        with pytest.raises(sqlite3.ProgrammingError):  # closed, not handed out again
-            first.execute("SELECT 1")
-        with db.fast_read() as conn:
-            second = conn.dbapi
-            assert second is not first
-            conn.all(_ONE)
-
-        db.get_engine().dispose()
-        with db.fast_read() as conn:
-            assert conn.dbapi is not second
-
-
-def test_a_row_of_several_columns_reads_the_same_through_one_packed_column(app):
-    """On SQLite a Statement of several columns travels as one JSON array (Python 3.11's
-    driver releases the GIL once per column read): the row that comes back must hold the
-    same values, of the same types, as the driver's own row of the same SELECT."""
-    from sqlalchemy import func, literal, null
-
-    tricky = 'quote " backslash \\ tab \t newline \n é 😀 <>&'
+def test_json_rows_aggregates_rows_into_lists(app):
+    """db.json_rows: the rows' columns as one JSON value, decoded to lists of the columns'
+    values (what the key lookup carries for `status` and `services`)."""
     with app.app_context(), db.write() as conn:
-        conn.execute(insert(accounts).values(
-            email="p@example.com", password_hash=tricky, created_at=9007199254740993,
-            api_access="approved", balance=5, discount_bp=250))
-    columns = (accounts.c.id, accounts.c.email, accounts.c.balance, accounts.c.created_at,
-               accounts.c.banned, accounts.c.password_hash, null().label("missing"), literal(-42).label("negative"),
-               accounts.c.access_requested_at)
-    statement = db.Statement(select(*columns).order_by(accounts.c.id))
-    with app.app_context(), db.fast_read() as conn:
-        sql = statement.compiled(conn.dialect)[0]
-        assert sql.startswith("SELECT json_array(")
-        packed = conn.first(statement)
-        driver = conn.dbapi.execute(str(select(*columns).order_by(accounts.c.id)
-                                        .compile(dialect=conn.dialect,
-                                                 compile_kwargs={"literal_binds": True}))).fetchone()
-        assert tuple(packed) == tuple(driver)
-        assert [type(v) for v in packed] == [type(v) for v in driver]
-        assert packed._fields == tuple(c.name for c in columns)
-        assert packed.password_hash == tricky and packed.created_at == 9007199254740993
-        assert conn.all(statement) == [packed]
-        assert conn.scalar(statement) == packed.id
-
-        # a JSON function's value (status' orders, services' custom rates) may come decoded
-        nested = db.Statement(select(accounts.c.id, select(func.json_group_array(accounts.c.email))
-                                     .scalar_subquery().label("emails")))
-        row = conn.first(nested)
-        emails = row.emails if isinstance(row.emails, list) else json.loads(row.emails)
-        assert emails == ["p@example.com"]
-
-        # one column stays as the driver gives it
-        assert not db.Statement(select(accounts.c.email)).compiled(conn.dialect)[4]
+        _new_account(conn, "a@example.com")
+        _new_account(conn, "b@example.com")
+    with app.app_context(), db.read() as conn:
+        rows = conn.execute(select(db.json_rows(accounts.c.id, accounts.c.email,
+                                                accounts.c.balance))).scalar()
+        assert sorted(rows) == [[1, "a@example.com", 0], [2, "b@example.com", 0]]
+        empty = conn.execute(select(db.json_rows(accounts.c.id))
+                             .where(accounts.c.id > 100)).scalar()
+        assert not empty

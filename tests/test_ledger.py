@@ -1,13 +1,14 @@
-"""The ledger on SQLite: a ledger row moves its account's balance by the database's own trigger
-(schema.LEDGER_MOVES_BALANCE), which refuses an overspend whoever writes the row."""
+"""The ledger: every balance change is `ledger.post`, a conditional UPDATE of the balance and
+its ledger row in one transaction; the database's CHECK refuses a negative balance whoever
+writes it."""
 import sqlite3
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from serva import db, ledger
 from serva.money import parse_amount
-from serva.schema import accounts
+from serva.schema import accounts, ledger as ledger_table
 
 
 def _raw(app):
@@ -25,52 +26,65 @@ def _money(raw, account_id):
     return balance, total, rows
 
 
-def test_an_overspend_written_in_plain_sql_is_refused_by_the_database(app, partner):
+def test_a_negative_balance_written_in_plain_sql_is_refused_by_the_database(app, partner):
     raw = _raw(app)
     try:
         before = _money(raw, partner[0])
         assert before[:2] == (parse_amount("100"), parse_amount("100"))
-        with pytest.raises(sqlite3.IntegrityError, match="^insufficient_balance$"):
-            raw.execute("INSERT INTO ledger (account_id, amount, kind, note, created_at) "
-                        "VALUES (?, ?, 'adjustment', 'too much', 0)", (partner[0], -before[0] - 1))
-        assert _money(raw, partner[0]) == before  # neither the row nor the balance change
-        with pytest.raises(sqlite3.IntegrityError, match="^insufficient_balance$"):
-            raw.execute("INSERT INTO ledger (account_id, amount, kind, created_at) "
-                        "VALUES (999, 5, 'topup', 0)")  # a row for no account
-        raw.execute("INSERT INTO ledger (account_id, amount, kind, note, created_at) "
-                    "VALUES (?, ?, 'adjustment', 'all of it', 0)", (partner[0], -before[0]))
-        assert _money(raw, partner[0]) == (0, 0, before[2] + 1)
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            raw.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?",
+                        (before[0] + 1, partner[0]))
+        assert _money(raw, partner[0]) == before
+        raw.execute("UPDATE accounts SET balance = 0 WHERE id = ?", (partner[0],))  # zero is fine
+        assert _money(raw, partner[0])[0] == 0
     finally:
         raw.close()
 
 
-def test_post_is_one_statement_and_returns_the_balance_the_trigger_left(app, partner, sql_log):
+def test_post_moves_the_balance_and_writes_its_row_in_the_callers_transaction(app, partner, sql_log):
     with app.app_context(), db.write() as conn:
         del sql_log[:]
         assert ledger.post(conn, partner[0], -parse_amount("30"), "adjustment", "t") == \
             parse_amount("70")
-        # one statement (sqlite3's trace repeats it for the trigger's steps), no UPDATE of ours
-        assert {s.split()[0] for s in sql_log} == {"INSERT"}
-        with pytest.raises(ledger.InsufficientFunds):
-            ledger.post(conn, partner[0], -parse_amount("70.000001"), "adjustment", "t")
+        # the conditional UPDATE of the balance, then its ledger row
+        assert [" ".join(s.split()[:3]).upper() for s in sql_log] == \
+            ["UPDATE ACCOUNTS SET", "INSERT INTO LEDGER"]
         assert ledger.ledger_sum(conn, partner[0]) == parse_amount("70")
         assert conn.execute(select(accounts.c.balance)
                             .where(accounts.c.id == partner[0])).scalar() == parse_amount("70")
 
 
-def test_a_database_without_the_trigger_is_refused_until_init_db_puts_it_back(app):
-    raw = _raw(app)
-    raw.execute("DROP TRIGGER ledger_moves_balance")
-    raw.close()
-    engine = app.extensions["serva.engine"]
-    assert db.schema_problem(engine) == ("the database lacks the trigger ledger_moves_balance "
-                                         "of its schema revision: run `serva init-db` to "
-                                         "re-create it")
-    with pytest.raises(db.SchemaMismatch):
-        db.require_schema(engine)
-    result = app.test_cli_runner().invoke(args=["init-db"])
-    assert result.exit_code == 0, result.output
-    assert "re-created the trigger ledger_moves_balance" in result.output
-    assert db.schema_problem(engine) is None
-    assert app.test_cli_runner().invoke(args=["init-db"]).output.startswith(
-        "the database is already at schema revision")
+def _rows(conn):
+    return conn.execute(select(func.count()).select_from(ledger_table)).scalar()
+
+
+def test_an_overspend_changes_nothing(app, partner):
+    with app.app_context(), db.write() as conn:
+        rows = _rows(conn)
+        with pytest.raises(ledger.InsufficientFunds):
+            ledger.post(conn, partner[0], -parse_amount("100.000001"), "adjustment", "t")
+        assert _rows(conn) == rows
+        assert ledger.post(conn, partner[0], -parse_amount("100"), "adjustment", "all of it") == 0
+        with pytest.raises(ledger.InsufficientFunds):
+            ledger.post(conn, partner[0], -1, "adjustment", "one too many")
+        assert _rows(conn) == rows + 1
+    with app.app_context(), db.read() as conn:
+        assert ledger.balance_mismatches(conn) == []
+
+
+def test_a_post_for_no_account_is_refused(app, partner):
+    with app.app_context(), db.write() as conn:
+        rows = _rows(conn)
+        with pytest.raises(ledger.InsufficientFunds):
+            ledger.post(conn, 999, 5, "topup", "nobody")
+        assert _rows(conn) == rows
+
+
+def test_each_row_keeps_the_request_id_of_what_caused_it(app, partner):
+    with app.app_context():
+        from serva import request_id
+        with db.write() as conn:
+            ledger.post(conn, partner[0], 7, "topup", "cli")
+            rid = conn.execute(select(ledger_table.c.request_id)
+                               .order_by(ledger_table.c.id.desc())).scalar()
+        assert rid == request_id() and rid.startswith("cli:")

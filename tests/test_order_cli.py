@@ -9,7 +9,7 @@ import requests
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
-from serva import db, ledger as ledger_repo, orders as orders_repo, schema, services
+from serva import db, ledger as ledger_repo, orders as orders_repo, services
 from serva.ids import parse_order
 from serva.schema import accounts, ledger, orders as orders_table
 
@@ -428,11 +428,9 @@ def test_audit_names_a_negative_balance_written_around_the_check(app, runner, pl
     try:
         raw.execute("PRAGMA ignore_check_constraints = ON")
         raw.execute("BEGIN IMMEDIATE")
-        raw.execute("DROP TRIGGER ledger_moves_balance")  # around the trigger too
         raw.execute("INSERT INTO ledger (account_id, amount, kind, note, created_at) "
                     "SELECT id, -(balance + 1), 'adjustment', 'bypass', 0 FROM accounts WHERE id = 2")
         raw.execute("UPDATE accounts SET balance = -1 WHERE id = 2")
-        raw.execute(schema.LEDGER_MOVES_BALANCE)
         raw.execute("COMMIT")
     finally:
         raw.close()
@@ -443,17 +441,14 @@ def test_audit_names_a_negative_balance_written_around_the_check(app, runner, pl
 
 def write_around_the_foreign_keys(app, *statements):
     """Statements through a plain sqlite3 connection, as the sqlite3 shell runs them: foreign
-    keys not enforced (Serva's own connections enforce them), and, as a hand-made restore
-    could, without the ledger's trigger (a row for no account is refused by it)."""
+    keys not enforced (Serva's own connections enforce them)."""
     path = app.config["DATABASE_URL"].removeprefix("sqlite:///")
     app.extensions["serva.engine"].dispose()
     raw = sqlite3.connect(path, isolation_level=None)
     try:
         assert raw.execute("PRAGMA foreign_keys").fetchone() == (0,)
-        raw.execute("DROP TRIGGER ledger_moves_balance")
         for statement in statements:
             raw.execute(statement)
-        raw.execute(schema.LEDGER_MOVES_BALANCE)
     finally:
         raw.close()
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import MetaData, text
 from sqlalchemy.types import Boolean
 
-from serva import create_app, db, migrations
+from serva import accounts, create_app, db, keys, ledger, migrations, services
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
@@ -113,9 +113,30 @@ def check_the_release_data_serves(app):
     again = api(FACTS["keys"][DEMO], action="add", service="1234",  # the guard still works
                 link="https://instagram.com/p/after-the-upgrade", quantity="1000")
     assert again["code"] in ("duplicate_target", "active_order_exists")
+    check_one_data_path(app.extensions["serva.engine"], charges_of=parse_order(placed["order"]))
     audit = app.test_cli_runner().invoke(args=["audit"])
     assert audit.exit_code == 0, audit.output
     assert "audit passed" in audit.output
+
+
+def check_one_data_path(engine, charges_of=None):
+    """After the upgrade to head: no ledger trigger (SQLite), no serva_place_order
+    (PostgreSQL), every balance equal to its ledger sum, and the order `charges_of` (placed
+    after the upgrade) charged by exactly one ledger row."""
+    with db.read(engine) as conn:
+        if conn.dialect.name == "sqlite":
+            assert conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                                ).all() == []
+        else:
+            assert conn.execute(text("SELECT proname FROM pg_proc p JOIN pg_namespace n "
+                                     "ON n.oid = p.pronamespace WHERE n.nspname = "
+                                     "current_schema()")).all() == []
+        assert ledger.balance_mismatches(conn) == []
+        if charges_of is not None:
+            charge = conn.execute(text("SELECT charge FROM orders WHERE id = :id"),
+                                  {"id": charges_of}).scalar()
+            assert conn.execute(text("SELECT amount FROM ledger WHERE order_id = :id"),
+                                {"id": charges_of}).scalars().all() == [-charge]
 
 
 def test_the_committed_database_is_a_first_release_database():
@@ -242,6 +263,109 @@ def test_a_batch_migration_rebuilds_a_referenced_table_with_every_row(tmp_path):
             assert conn.execute(text("SELECT DISTINCT nickname FROM accounts")).scalars().all() == ["-"]
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
-            assert db.missing_triggers(conn) == []  # the ledger's trigger names `accounts`
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------- from ledger_moves_balance
+
+def all_rows(engine) -> dict:
+    """{table: sorted rows} of every table but Alembic's."""
+    with db.read(engine) as conn:
+        tables = MetaData()
+        tables.reflect(conn)
+        return {name: sorted((tuple(_plain(v) for v in row)
+                              for row in conn.execute(table.select()).all()), key=repr)
+                for name, table in tables.tables.items() if name != migrations.VERSION_TABLE}
+
+
+def fill_as_ledger_moves_balance_did(app):
+    """Rows as the Serva of revision ledger_moves_balance wrote them: on SQLite a ledger row
+    moved its balance by the trigger (one INSERT); on PostgreSQL a posting was the UPDATE and
+    the INSERT, and an order was one call of serva_place_order. Returns (key, service id)."""
+    engine = app.extensions["serva.engine"]
+    sqlite = engine.dialect.name == "sqlite"
+    with app.app_context(), db.write(engine) as conn:
+        account_id = accounts.create(conn, "before@example.com", None, approved=True)
+        other_id = accounts.create(conn, "other@example.com", None, approved=True)
+        key = keys.create_key(conn, account_id)
+        service_id = services.add(conn, name="Followers", category="Test", rate=890_000,
+                                  min_quantity=10, max_quantity=100_000)
+
+        def post(account, amount, kind, order_id=None):
+            if not sqlite:
+                conn.execute(text("UPDATE accounts SET balance = balance + :amount "
+                                  "WHERE id = :id"), {"amount": amount, "id": account})
+            conn.execute(text("INSERT INTO ledger (account_id, amount, kind, note, order_id, "
+                              "created_at) VALUES (:account, :amount, :kind, 'before', "
+                              ":order_id, 1)"),
+                         {"account": account, "amount": amount, "kind": kind, "order_id": order_id})
+
+        post(account_id, 100_000_000, "topup")
+        post(other_id, 5_000_000, "topup")
+        post(other_id, -1_000_000, "adjustment")
+        if sqlite:
+            order_id = conn.execute(text(
+                "INSERT INTO orders (account_id, service_id, target, target_key, quantity, "
+                "charge, remains, status, created_at, updated_at) VALUES (:account, :service, "
+                "'https://example.com/old', :target_key, 1000, 890000, 1000, 'Pending', 1, 1)"),
+                {"account": account_id, "service": service_id, "target_key": "k" * 64}).lastrowid
+            post(account_id, -890_000, "charge", order_id)
+        else:
+            conn.execute(text(
+                "SELECT placed_id FROM serva_place_order(:account, :service, "
+                "'https://example.com/old', :target_key, 1000, NULL, 890000, NULL, NULL, NULL, "
+                "'old-request', 1, 2, 'order ORD-', 100000)"),
+                {"account": account_id, "service": service_id, "target_key": "k" * 64})
+    return key, service_id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'serva.sqlite'}"
+        return
+    from conftest import pg_schema
+    with pg_schema() as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_a_database_at_ledger_moves_balance_upgrades_keeping_every_row(database_url):
+    """Today's head before one_data_path, with accounts, ledger rows and an order as that
+    Serva wrote them: `serva init-db` keeps every row, drops the trigger and the function,
+    every balance still equals its ledger sum, and an order placed afterwards is charged
+    exactly once (no trigger left to move the balance a second time)."""
+    operator = cli_app(database_url)
+    engine = operator.extensions["serva.engine"]
+    try:
+        upgrade_by_revisions(engine, "ledger_moves_balance")
+        key, service_id = fill_as_ledger_moves_balance_did(operator)
+        with db.read(engine) as conn:
+            assert ledger.balance_mismatches(conn) == []
+        before = all_rows(engine)
+        result = operator.test_cli_runner().invoke(args=["init-db"])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(
+            f"upgraded the database from schema revision ledger_moves_balance to {migrations.head()}")
+        assert db.schema_revision(engine) == migrations.head()
+        assert all_rows(engine) == before
+        check_one_data_path(engine)
+    finally:
+        engine.dispose()
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": database_url})
+    try:
+        client = app.test_client()
+        placed = client.post("/api/v1", data={
+            "key": key, "action": "add", "service": str(service_id), "quantity": "1000",
+            "link": "https://example.com/after"}).get_json()
+        assert placed["charge"] == "0.89" and placed["balance"] == "98.22", placed
+        assert client.post("/api/v1", data={"key": key, "action": "balance"}).get_json() == \
+            {"balance": "98.22", "currency": "USD"}
+        check_one_data_path(app.extensions["serva.engine"], charges_of=parse_order(placed["order"]))
+        audit = app.test_cli_runner().invoke(args=["audit"])
+        assert audit.exit_code == 0, audit.output
+    finally:
+        flush_key_uses(app)
+        app.extensions["serva.engine"].dispose()
