@@ -60,7 +60,8 @@ def catalog(conn, account_id: int):
 
 
 def one_for_account(conn, account_id: int, service_id: int):
-    """One active service with the account's custom rate (or None); None when there is none."""
+    """One active service with the account's custom rate (or None), or None when the service
+    does not exist or is not active."""
     return conn.execute(_ONE_FOR_ACCOUNT, {"account_id": account_id,
                                            "service_id": service_id}).first()
 

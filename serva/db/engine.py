@@ -92,10 +92,7 @@ def configure_engine(engine, synchronous: str = "FULL", write_wait: float = WRIT
     engine.serva_write_lock = None
     if engine.dialect.name == "sqlite":
         _sqlite_transactions(engine, synchronous, write_wait)
-        # SQLite has one writer at a time. Threads of this process queue for it on a lock,
-        # woken the moment the writer commits, instead of in SQLite's busy handler, which
-        # polls with sleeps of up to 100 ms and so turns a burst of orders into latency.
-        engine.serva_write_lock = threading.Lock()
+        engine.serva_write_lock = threading.Lock()  # this process's writers queue on it (write)
     elif engine.dialect.name == "postgresql":
         _bounded_lock_waits(engine, write_wait)
     return engine
@@ -149,8 +146,9 @@ def write(engine=None, wait=None):
 
     On SQLite the threads of this process first take turns on one lock (`write_lock`), so a
     writer is woken the moment the one before it commits; without it they would all wait in
-    SQLite's busy handler, which sleeps and polls. The busy timeout then bounds the wait for
-    other processes, cut to what the lock's wait left of the bound."""
+    SQLite's busy handler, which sleeps between polls (up to 100 ms at a time) and so turns a
+    burst of orders into latency. The busy timeout then bounds the wait for other processes,
+    cut to what the lock's wait left of the bound."""
     engine = engine or get_engine()
     default = engine.serva_write_wait
     wait = default if wait is None else wait
