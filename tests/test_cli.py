@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from serva import db
+from serva.cli import cli as serva_cli
 from serva.demo import CATALOG, DEMO_EMAIL, DEMO_PASSWORD
 from serva.ledger import ledger_sum
 from serva.schema import accounts, api_keys, ledger, services
@@ -21,7 +22,8 @@ KEY_RE = re.compile(r"sk_[A-Za-z0-9_-]{43}")
 
 
 def run(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
+    """`serva ARGS…` on the test app (the console script's command group)."""
+    result = runner.invoke(serva_cli, args=[str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
 
@@ -147,9 +149,7 @@ def test_demo_puts_a_broken_demo_back_in_working_order(app, runner, client):
 
 
 def test_service_add_refuses_an_empty_name(runner):
-    result = runner.invoke(args=["service", "add", "--name", "  ", "--rate", "1"])
-    assert result.exit_code == 2
-    assert result.output.strip() == "error: a service needs a name"
+    fails(runner, "service", "add", "--name", "  ", "--rate", "1", match="^error: a service needs a name$")
 
 
 def test_demo_keeps_other_accounts_and_services(app, runner, partner):
@@ -636,6 +636,29 @@ def test_the_serva_console_script(tmp_path):
     assert body == {"balance": "102.5", "currency": "USD"}
     assert client.post("/api/v1", data={"action": "balance", "key": key}).get_json()["code"] == "key_revoked"
     app.extensions["serva.engine"].dispose()
+
+
+SERVA_COMMANDS = {"account", "audit", "backup", "coupon", "db", "demo", "init-db", "key", "order",
+                  "provider", "prune", "refill", "schema-sql", "serve", "service", "worker"}
+
+
+def listed_commands(help_text: str) -> set:
+    """The command names of a click help page's `Commands:` section."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ")
+            and not line.startswith("   ")}
+
+
+def test_serva_help_shows_servas_commands_only(tmp_path):
+    """Not Flask's run/routes/shell/--version nor Flask-Limiter's `limiter` plugin."""
+    env = {**os.environ, "SERVA_DATABASE_URL": f"sqlite:///{tmp_path / 'help.sqlite'}"}
+    env.pop("FLASK_APP", None)
+    result = subprocess.run([str(_serva_script()), "--help"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert listed_commands(result.stdout) == SERVA_COMMANDS
+    assert "--version" not in result.stdout and "Flask" not in result.stdout
+    assert "--app" not in result.stdout and "--env-file" not in result.stdout
 
 
 def test_flask_app_serva_runs_the_same_commands(tmp_path):

@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from serva import db, ledger as ledger_repo, orders as orders_repo, schema, services
+from serva.cli import cli as serva_cli
 from serva.ids import parse_order
 from serva.schema import accounts, ledger, orders as orders_table
 
@@ -19,7 +20,8 @@ LINK = "https://example.com/post/1"
 
 
 def cli(runner, *args):
-    return runner.invoke(args=[str(a) for a in args])
+    """`serva ARGS…` on the test app (the console script's command group)."""
+    return runner.invoke(serva_cli, args=[str(a) for a in args])
 
 
 def ok(runner, *args):

@@ -5,7 +5,8 @@ status 2 for arguments that cannot be applied; `audit` exits 1 when an invariant
 import sys
 
 import click
-from flask.cli import FlaskGroup
+from flask.cli import ScriptInfo
+from flask_migrate.cli import db as migrate_commands
 
 from .. import db
 from ..backup import backup_command
@@ -21,17 +22,39 @@ COMMANDS = (init_db_command, schema_sql_command, demo_command, audit_command, wo
             refill.group, provider.group, serve_command, backup_command)
 
 
+def load_app():
+    """The app `serva`'s commands run in, made here and nowhere else, when the first command
+    that needs it runs (so `--help` works whatever the settings)."""
+    from .. import create_app
+    return create_app()
+
+
+class ServaGroup(click.Group):
+    """Serva's commands only: none of Flask's (`run`, `routes`, `shell`, `--version`) nor the
+    plugins' that FlaskGroup would load. Commands get their app from `load_app` through the
+    ScriptInfo that Flask's `with_appcontext` reads (a test runner passes its own)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        if parent is None and "obj" not in extra:
+            extra["obj"] = ScriptInfo(create_app=load_app)
+        return super().make_context(info_name, args, parent, **extra)
+
+
+cli = ServaGroup("serva", help="Serva operator commands.",
+                 commands=[*COMMANDS, migrate_commands])
+
+
 def init_app(app):
+    """`flask --app serva …` (and the app's test runner) get the same commands."""
     for command in COMMANDS:
         app.cli.add_command(command)
 
 
 def main():
-    """The `serva` console script: the same commands as `flask --app serva`. A database that
-    cannot be written now (busy, full, read-only) is one line and exit status 2."""
-    from .. import create_app
+    """The `serva` console script. A database that cannot be written now (busy, full,
+    read-only) is one line and exit status 2."""
     try:
-        FlaskGroup(create_app=create_app, help="Serva operator commands.").main(prog_name="serva")
+        cli.main(prog_name="serva")
     except Exception as error:
         if not db.unavailable(error):
             raise
