@@ -586,6 +586,29 @@ def test_service_import_missing_file(app, runner, tmp_path):
     assert result.exit_code == 2
 
 
+# ---------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("args, match", [
+    (["order", "list", "--limit", "x"], r"^error: Invalid value for '--limit': 'x'"),
+    (["order", "set-status", "ORD-100001", "Lost"], r"'Lost' is not one of"),
+    (["service", "disable", "abc"], r"'abc' is not a valid integer"),
+    (["account", "create"], r"^error: Missing argument 'EMAIL'\.$"),
+    (["account", "credit", "partner@example.com", "5"], r"Missing option '--note'"),
+    (["account", "requests", "--bogus"], r"^error: No such option '--bogus'"),
+    (["--bogus"], r"No such option '--bogus'"),
+    (["bogus"], r"^error: No such command 'bogus'\.$"),
+    (["account", "bogus"], r"No such command 'bogus'"),
+    (["db", "current", "--bogus"], r"No such option '--bogus'"),
+])
+def test_a_usage_error_is_one_error_line(app, runner, partner, args, match):
+    fails(runner, *args, match=match)
+
+
+def test_a_bare_group_still_shows_its_help(runner):
+    result = run(runner, "account")
+    assert "Commands:" in result.output and "credit" in result.output
+
+
 # ---------------------------------------------------------------- the console script
 
 def _serva_script() -> Path:

@@ -1,8 +1,10 @@
 """The operator CLI: the `serva` console script (or `flask --app serva …`), one module per noun.
 
 Every command is scriptable: results on stdout, a one-line `error: …` on stderr and exit
-status 2 for arguments that cannot be applied; `audit` exits 1 when an invariant is broken."""
+status 2 for arguments that cannot be applied (click's own usage errors included); `audit`
+exits 1 when an invariant is broken."""
 import sys
+from contextlib import contextmanager
 
 import click
 from flask.cli import ScriptInfo
@@ -12,6 +14,7 @@ from .. import db
 from ..backup import backup_command
 from ..serve import serve_command
 from . import account, coupon, key, order, provider, refill, service
+from .common import fail
 from .database import init_db_command, schema_sql_command
 from .demo import demo_command
 from .upkeep import audit_command, prune_command
@@ -29,6 +32,18 @@ def load_app():
     return create_app()
 
 
+@contextmanager
+def one_line_usage_errors():
+    """Click's usage errors (a bad option value, a missing argument, an unknown option or
+    command) as our own one `error: …` line; a bare group still shows its help."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as error:
+        fail(" ".join(error.format_message().split("\n")))
+
+
 class ServaGroup(click.Group):
     """Serva's commands only: none of Flask's (`run`, `routes`, `shell`, `--version`) nor the
     plugins' that FlaskGroup would load. Commands get their app from `load_app` through the
@@ -37,7 +52,12 @@ class ServaGroup(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         if parent is None and "obj" not in extra:
             extra["obj"] = ScriptInfo(create_app=load_app)
-        return super().make_context(info_name, args, parent, **extra)
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx):
+        with one_line_usage_errors():
+            return super().invoke(ctx)
 
 
 cli = ServaGroup("serva", help="Serva operator commands.",
