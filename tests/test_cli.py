@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from serva import db
@@ -607,6 +608,29 @@ def test_a_usage_error_is_one_error_line(app, runner, partner, args, match):
 def test_a_bare_group_still_shows_its_help(runner):
     result = run(runner, "account")
     assert "Commands:" in result.output and "credit" in result.output
+
+
+# ---------------------------------------------------------------- settings the app refuses
+
+@pytest.fixture
+def refused_settings(monkeypatch):
+    """create_app refusing a setting, as it does for a bad SERVA_* value."""
+    def create_app(test_config=None):
+        raise ValueError("SERVA_CURRENCY must be three letters, not 'dollars'")
+    monkeypatch.setattr("serva.create_app", create_app)
+
+
+@pytest.mark.parametrize("args", [["account", "requests"], ["audit"], ["init-db"]])
+def test_a_refused_setting_is_one_error_line(refused_settings, args):
+    result = CliRunner().invoke(serva_cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: SERVA_CURRENCY must be three letters, not 'dollars'\n"
+    assert result.stdout == ""
+
+
+def test_help_needs_no_app(refused_settings):
+    result = CliRunner().invoke(serva_cli, ["order", "--help"])
+    assert result.exit_code == 0 and "set-status" in result.stdout
 
 
 # ---------------------------------------------------------------- the console script

@@ -27,9 +27,13 @@ COMMANDS = (init_db_command, schema_sql_command, demo_command, audit_command, wo
 
 def load_app():
     """The app `serva`'s commands run in, made here and nowhere else, when the first command
-    that needs it runs (so `--help` works whatever the settings)."""
+    that needs it runs (so `--help` works whatever the settings). A setting the app refuses
+    is one line naming it, and exit status 2."""
     from .. import create_app
-    return create_app()
+    try:
+        return create_app()
+    except ValueError as error:
+        fail(str(error))
 
 
 @contextmanager
