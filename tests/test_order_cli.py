@@ -123,6 +123,14 @@ def test_order_show(runner, placed):
     assert fields["inputs"] == '{"player_id": "42", "server_id": "7"}'
 
 
+def test_order_show_prints_a_dash_for_every_empty_field(runner, placed):
+    fields, _ = show(runner, "ORD-100001")  # Pending: no start count yet
+    assert fields["start_count"] == "-"
+    assert "None" not in ok(runner, "order", "show", "ORD-100001")
+    ok(runner, "order", "set-status", "ORD-100001", "In progress", "--start-count", "0")
+    assert show(runner, "ORD-100001")[0]["start_count"] == "0"
+
+
 @pytest.mark.parametrize("order", ["ORD-999999", "banana", "0"])
 def test_order_show_unknown(runner, placed, order):
     fails(runner, "order", "show", order)

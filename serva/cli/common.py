@@ -62,6 +62,11 @@ def show_time(stamp) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def show_value(value) -> str:
+    """A field of a record as shown: `-` when it has no value (never `None`)."""
+    return "-" if value is None else str(value)
+
+
 def echo_lines(lines) -> None:
     """A list command's output: one line per item."""
     for line in lines:

@@ -5,7 +5,8 @@ from flask.cli import AppGroup
 from .. import db, order_lookup, orders as orders_repo, providers as providers_repo, worker
 from ..ids import present_order, present_refill
 from ..money import format_amount
-from .common import account_named, echo_lines, fail, order_id_arg, require_schema, show_time
+from .common import (account_named, echo_lines, fail, order_id_arg, require_schema, show_time,
+                     show_value)
 
 group = AppGroup("order", help="Orders: list, inspect, move through statuses.",
                  callback=require_schema)
@@ -94,8 +95,8 @@ def order_show(order):
     fields = [("order", present_order(row.id)), ("account", row.email),
               ("service", row.service_id), ("target", row.target),
               ("inputs", row.inputs_json or "-"), ("quantity", row.quantity),
-              ("status", row.status), ("start_count", row.start_count),
-              ("remains", row.remains), ("charge", format_amount(row.charge)),
+              ("status", row.status), ("start_count", show_value(row.start_count)),
+              ("remains", show_value(row.remains)), ("charge", format_amount(row.charge)),
               ("refunded", format_amount(row.refunded))]
     if row.runs is not None:
         fields.append(("runs", f"{row.runs_done}/{row.runs} done, every "
