@@ -587,6 +587,21 @@ def test_service_import_missing_file(app, runner, tmp_path):
     assert result.exit_code == 2
 
 
+# ---------------------------------------------------------------- empty lists
+
+@pytest.mark.parametrize("command", [["account", "requests"], ["service", "list"], ["coupon", "list"],
+                                     ["order", "list"], ["order", "unknown"], ["refill", "list"],
+                                     ["provider", "list"]])
+def test_an_empty_list_says_none(runner, command):
+    assert ok(runner, *command) == "none\n"
+
+
+def test_a_filter_that_matches_nothing_says_none(app, runner, partner):
+    ok(runner, "service", "add", "--id", "1234", "--name", "F", "--rate", "0.89")
+    assert ok(runner, "order", "list", "--status", "Completed") == "none\n"
+    assert ok(runner, "refill", "list", "--status", "Rejected") == "none\n"
+
+
 # ---------------------------------------------------------------- usage errors
 
 @pytest.mark.parametrize("args, match", [

@@ -56,6 +56,12 @@ def sql(app, statement, **params):
         return conn.execute(text(statement), params)
 
 
+def listed_ids(runner, *args):
+    """The ids `order list ARGS…` prints, newest first ([] when it says `none`)."""
+    out = ok(runner, "order", "list", *args)
+    return [] if out == "none\n" else [line.split("\t")[0] for line in out.splitlines()]
+
+
 def show(runner, order):
     """`order show` as a dict of its labelled lines (ledger lines as a list)."""
     fields, entries = {}, []
@@ -90,17 +96,14 @@ def test_order_list_newest_first_with_filters(runner, placed):
     assert lines[-1] == f"ORD-100001\tPending\tpartner@example.com\tservice 1234\tqty 1000\t0.89\t{LINK}"
     assert lines[1].endswith("\tplayer_id=42; server_id=7")
 
-    def listed(*args):
-        return [line.split("\t")[0] for line in ok(runner, "order", "list", *args).splitlines()]
-
-    assert listed("--account", "other@example.com") == ["ORD-100004"]
-    assert listed("--account", "PARTNER@example.com") == ["ORD-100003", "ORD-100002", "ORD-100001"]
-    assert listed("--service", "1234") == ["ORD-100004", "ORD-100001"]
-    assert listed("--service", "1234", "--account", "partner@example.com") == ["ORD-100001"]
+    assert listed_ids(runner, "--account", "other@example.com") == ["ORD-100004"]
+    assert listed_ids(runner, "--account", "PARTNER@example.com") == ["ORD-100003", "ORD-100002", "ORD-100001"]
+    assert listed_ids(runner, "--service", "1234") == ["ORD-100004", "ORD-100001"]
+    assert listed_ids(runner, "--service", "1234", "--account", "partner@example.com") == ["ORD-100001"]
     ok(runner, "order", "set-status", "ORD-100002", "Completed")
-    assert listed("--status", "Completed") == ["ORD-100002"]
-    assert listed("--status", "Pending", "--service", "1235") == []
-    assert listed("--limit", "2") == ["ORD-100004", "ORD-100003"]
+    assert listed_ids(runner, "--status", "Completed") == ["ORD-100002"]
+    assert listed_ids(runner, "--status", "Pending", "--service", "1235") == []
+    assert listed_ids(runner, "--limit", "2") == ["ORD-100004", "ORD-100003"]
 
 
 def test_order_list_errors(runner, placed):
@@ -144,10 +147,6 @@ def rows_of(app, table, **where):
         for name, value in where.items():
             query = query.where(table.c[name] == value)
         return conn.execute(query.order_by(table.c.id)).all()
-
-
-def listed_ids(runner, *args):
-    return [line.split("\t")[0] for line in ok(runner, "order", "list", *args).splitlines()]
 
 
 def test_order_and_ledger_rows_keep_the_request_id_that_placed_them(app, client, runner, partner,

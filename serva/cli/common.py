@@ -68,9 +68,14 @@ def show_value(value) -> str:
 
 
 def echo_lines(lines) -> None:
-    """A list command's output: one line per item."""
+    """A list command's output: one line per item, or `none`, so that an empty list is told
+    apart from a command that printed nothing."""
+    empty = True
     for line in lines:
         click.echo(line)
+        empty = False
+    if empty:
+        click.echo("none")
 
 
 def account_named(conn, email):
