@@ -93,7 +93,8 @@ def placed(app, api, catalog):
 def test_order_list_newest_first_with_filters(runner, placed):
     lines = ok(runner, "order", "list").splitlines()
     assert [line.split("\t")[0] for line in lines] == ["ORD-100004", "ORD-100003", "ORD-100002", "ORD-100001"]
-    assert lines[-1] == f"ORD-100001\tPending\tpartner@example.com\tservice 1234\tqty 1000\t0.89\t{LINK}"
+    assert lines[-1] == (f"ORD-100001\tPending\tpartner@example.com\tservice 1234\tqty 1000\tcharge 0.89\t"
+                        f"refunded 0\tnet 0.89\t{LINK}")
     assert lines[1].endswith("\tplayer_id=42; server_id=7")
 
     assert listed_ids(runner, "--account", "other@example.com") == ["ORD-100004"]
@@ -104,6 +105,19 @@ def test_order_list_newest_first_with_filters(runner, placed):
     assert listed_ids(runner, "--status", "Completed") == ["ORD-100002"]
     assert listed_ids(runner, "--status", "Pending", "--service", "1235") == []
     assert listed_ids(runner, "--limit", "2") == ["ORD-100004", "ORD-100003"]
+
+
+def test_order_list_and_show_name_the_money_alike(runner, placed):
+    """`charge` is the original charge in both, `refunded` what went back, `net` the charge
+    after refunds (what the API's status calls `charge`)."""
+    ok(runner, "order", "set-status", "ORD-100001", "Partial", "--remains", "250")
+    (line,) = [line for line in ok(runner, "order", "list").splitlines()
+               if line.startswith("ORD-100001\t")]
+    listed = dict(column.split(" ", 1) for column in line.split("\t")
+                  if column.split(" ", 1)[0] in ("charge", "refunded", "net"))
+    assert listed == {"charge": "0.89", "refunded": "0.2225", "net": "0.6675"}
+    fields, _ = show(runner, "ORD-100001")
+    assert {name: fields[name] for name in listed} == listed
 
 
 def test_order_list_errors(runner, placed):
@@ -118,6 +132,7 @@ def test_order_show(runner, placed):
     assert fields == {"order": "ORD-100001", "account": "partner@example.com", "service": "1234",
                       "target": LINK, "inputs": "-", "quantity": "1000", "status": "Partial",
                       "start_count": "77", "remains": "250", "charge": "0.89", "refunded": "0.2225",
+                      "net": "0.6675",
                       "created": fields["created"], "updated": fields["updated"],
                       "completed": fields["updated"], "request_id": fields["request_id"]}
     assert re.fullmatch(r"[0-9a-f]{32}", fields["request_id"])

@@ -1,4 +1,8 @@
-"""`serva order …`: orders listed, inspected, settled and moved through statuses."""
+"""`serva order …`: orders listed, inspected, settled and moved through statuses.
+
+Money is named the same way everywhere here: `charge` is what the order was charged when it
+was placed, `refunded` what went back since, `net` the charge after refunds (what the API's
+`status` calls its `charge`)."""
 import click
 from flask.cli import AppGroup
 
@@ -12,14 +16,21 @@ group = AppGroup("order", help="Orders: list, inspect, move through statuses.",
                  callback=require_schema)
 
 
+def money_columns(row) -> list:
+    """(label, amount) of an order's charge, refunds and net, as both list and show name them."""
+    return [("charge", format_amount(row.charge)), ("refunded", format_amount(row.refunded)),
+            ("net", format_amount(row.charge - row.refunded))]
+
+
 def order_line(row) -> str:
     extra = ""
     if row.runs is not None:
         extra += f"\truns {row.runs_done}/{row.runs} every {row.interval_minutes} min"
     if row.cancel_requested_at is not None:
         extra += f"\tcancel requested {show_time(row.cancel_requested_at)}"
+    money = "\t".join(f"{label} {amount}" for label, amount in money_columns(row))
     return (f"{present_order(row.id)}\t{row.status}\t{row.email}\tservice {row.service_id}\t"
-            f"qty {row.quantity}\t{format_amount(row.charge - row.refunded)}\t{row.target}" + extra)
+            f"qty {row.quantity}\t{money}\t{row.target}" + extra)
 
 
 @group.command("list")
@@ -36,7 +47,8 @@ def order_line(row) -> str:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def order_list(email, status, service_id, cancel_requested, provider_name, unknown, attention,
                request_id, limit):
-    """Newest orders first."""
+    """Newest orders first: id, status, account, service, quantity, charge, refunded, net,
+    target."""
     with db.read() as conn:
         account_id = account_named(conn, email).id if email else None
         provider_id = None
@@ -96,8 +108,7 @@ def order_show(order):
               ("service", row.service_id), ("target", row.target),
               ("inputs", row.inputs_json or "-"), ("quantity", row.quantity),
               ("status", row.status), ("start_count", show_value(row.start_count)),
-              ("remains", show_value(row.remains)), ("charge", format_amount(row.charge)),
-              ("refunded", format_amount(row.refunded))]
+              ("remains", show_value(row.remains)), *money_columns(row)]
     if row.runs is not None:
         fields.append(("runs", f"{row.runs_done}/{row.runs} done, every "
                                f"{row.interval_minutes} min"))
