@@ -1,8 +1,9 @@
-"""The operator CLI: the `serva` console script (or `flask --app serva …`), one module per noun.
+"""The operator CLI: the `serva` console script, one module per noun (`flask --app serva …`
+runs the same commands inside Flask's own CLI).
 
 Every command is scriptable: results on stdout, a one-line `error: …` on stderr and exit
-status 2 for arguments that cannot be applied (click's own usage errors included); `audit`
-exits 1 when an invariant is broken."""
+status 2 for arguments that cannot be applied (under `serva`, click's usage errors too);
+`audit` exits 1 when an invariant is broken."""
 import sys
 from contextlib import contextmanager
 
@@ -29,7 +30,7 @@ def load_app():
     """The app `serva`'s commands run in, made here and nowhere else, when the first command
     that needs it runs (so `--help` works whatever the settings). A setting the app refuses
     is one line naming it, and exit status 2."""
-    from .. import create_app
+    from .. import create_app  # here: create_app itself imports this package
     try:
         return create_app()
     except ValueError as error:
