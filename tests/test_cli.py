@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from serva import db
+from serva.cli import cli as serva_cli
 from serva.demo import CATALOG, DEMO_EMAIL, DEMO_PASSWORD
 from serva.ledger import ledger_sum
 from serva.schema import accounts, api_keys, ledger, services
@@ -21,7 +23,8 @@ KEY_RE = re.compile(r"sk_[A-Za-z0-9_-]{43}")
 
 
 def run(runner, *args):
-    result = runner.invoke(args=[str(a) for a in args])
+    """`serva ARGS…` on the test app (the console script's command group)."""
+    result = runner.invoke(serva_cli, args=[str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
 
@@ -147,9 +150,7 @@ def test_demo_puts_a_broken_demo_back_in_working_order(app, runner, client):
 
 
 def test_service_add_refuses_an_empty_name(runner):
-    result = runner.invoke(args=["service", "add", "--name", "  ", "--rate", "1"])
-    assert result.exit_code == 2
-    assert result.output.strip() == "error: a service needs a name"
+    fails(runner, "service", "add", "--name", "  ", "--rate", "1", match="^error: a service needs a name$")
 
 
 def test_demo_keeps_other_accounts_and_services(app, runner, partner):
@@ -586,6 +587,67 @@ def test_service_import_missing_file(app, runner, tmp_path):
     assert result.exit_code == 2
 
 
+# ---------------------------------------------------------------- empty lists
+
+@pytest.mark.parametrize("command", [["account", "requests"], ["service", "list"], ["coupon", "list"],
+                                     ["order", "list"], ["order", "unknown"], ["refill", "list"],
+                                     ["provider", "list"]])
+def test_an_empty_list_says_none(runner, command):
+    assert ok(runner, *command) == "none\n"
+
+
+def test_a_filter_that_matches_nothing_says_none(app, runner, partner):
+    ok(runner, "service", "add", "--id", "1234", "--name", "F", "--rate", "0.89")
+    assert ok(runner, "order", "list", "--status", "Completed") == "none\n"
+    assert ok(runner, "refill", "list", "--status", "Rejected") == "none\n"
+
+
+# ---------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("args, match", [
+    (["order", "list", "--limit", "x"], r"^error: Invalid value for '--limit': 'x'"),
+    (["order", "set-status", "ORD-100001", "Lost"], r"'Lost' is not one of"),
+    (["service", "disable", "abc"], r"'abc' is not a valid integer"),
+    (["account", "create"], r"^error: Missing argument 'EMAIL'\.$"),
+    (["account", "credit", "partner@example.com", "5"], r"Missing option '--note'"),
+    (["account", "requests", "--bogus"], r"^error: No such option '--bogus'"),
+    (["--bogus"], r"No such option '--bogus'"),
+    (["bogus"], r"^error: No such command 'bogus'\.$"),
+    (["account", "bogus"], r"No such command 'bogus'"),
+    (["db", "current", "--bogus"], r"No such option '--bogus'"),
+])
+def test_a_usage_error_is_one_error_line(app, runner, partner, args, match):
+    fails(runner, *args, match=match)
+
+
+def test_a_bare_group_still_shows_its_help(runner):
+    result = run(runner, "account")
+    assert "Commands:" in result.output and "credit" in result.output
+
+
+# ---------------------------------------------------------------- settings the app refuses
+
+@pytest.fixture
+def refused_settings(monkeypatch):
+    """create_app refusing a setting, as it does for a bad SERVA_* value."""
+    def create_app(test_config=None):
+        raise ValueError("SERVA_CURRENCY must be three letters, not 'dollars'")
+    monkeypatch.setattr("serva.create_app", create_app)
+
+
+@pytest.mark.parametrize("args", [["account", "requests"], ["audit"], ["init-db"]])
+def test_a_refused_setting_is_one_error_line(refused_settings, args):
+    result = CliRunner().invoke(serva_cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: SERVA_CURRENCY must be three letters, not 'dollars'\n"
+    assert result.stdout == ""
+
+
+def test_help_needs_no_app(refused_settings):
+    result = CliRunner().invoke(serva_cli, ["order", "--help"])
+    assert result.exit_code == 0 and "set-status" in result.stdout
+
+
 # ---------------------------------------------------------------- the console script
 
 def _serva_script() -> Path:
@@ -636,6 +698,29 @@ def test_the_serva_console_script(tmp_path):
     assert body == {"balance": "102.5", "currency": "USD"}
     assert client.post("/api/v1", data={"action": "balance", "key": key}).get_json()["code"] == "key_revoked"
     app.extensions["serva.engine"].dispose()
+
+
+SERVA_COMMANDS = {"account", "audit", "backup", "coupon", "db", "demo", "init-db", "key", "order",
+                  "provider", "prune", "refill", "schema-sql", "serve", "service", "worker"}
+
+
+def listed_commands(help_text: str) -> set:
+    """The command names of a click help page's `Commands:` section."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ")
+            and not line.startswith("   ")}
+
+
+def test_serva_help_shows_servas_commands_only(tmp_path):
+    """Not Flask's run/routes/shell/--version nor Flask-Limiter's `limiter` plugin."""
+    env = {**os.environ, "SERVA_DATABASE_URL": f"sqlite:///{tmp_path / 'help.sqlite'}"}
+    env.pop("FLASK_APP", None)
+    result = subprocess.run([str(_serva_script()), "--help"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert listed_commands(result.stdout) == SERVA_COMMANDS
+    assert "--version" not in result.stdout and "Flask" not in result.stdout
+    assert "--app" not in result.stdout and "--env-file" not in result.stdout
 
 
 def test_flask_app_serva_runs_the_same_commands(tmp_path):

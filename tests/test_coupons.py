@@ -220,7 +220,7 @@ def test_invalid_coupon_releases_the_purchase_guard(app, api, catalog, coupon):
 # ---------------------------------------------------------------- CLI
 
 def test_cli_list(runner, coupon):
-    assert runner.invoke(args=["coupon", "list"]).output == ""
+    assert runner.invoke(args=["coupon", "list"]).output == "none\n"
     coupon("A10", "--percent", "10", "--max-uses", "5", "--starts", "2031-01-01", "--expires", "2031-02-01T12:30:00")
     coupon("B2", "--amount", "2.5")
     lines = runner.invoke(args=["coupon", "list"]).output.splitlines()

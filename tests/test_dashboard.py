@@ -225,7 +225,7 @@ def test_unapproved_partner_requests_access_and_the_operator_approves_it(app, cl
     page = client.get("/profile/api/").text
     assert "Not requested" in page and "Request API access" in page
     assert "Create key" not in page
-    assert runner.invoke(args=["account", "requests"]).output == ""
+    assert runner.invoke(args=["account", "requests"]).output == "none\n"
 
     response = post(client, "/profile/api/request-access")
     assert response.status_code == 302
@@ -240,7 +240,7 @@ def test_unapproved_partner_requests_access_and_the_operator_approves_it(app, cl
     assert runner.invoke(args=["account", "approve", EMAIL]).exit_code == 0
     page = client.get("/profile/api/").text
     assert "Approved" in page and "Create key" in page
-    assert runner.invoke(args=["account", "requests"]).output == ""
+    assert runner.invoke(args=["account", "requests"]).output == "none\n"
     raw = revealed_key(post(client, "/profile/api/key"))
     assert raw and call_api(client, raw)["balance"] == "25.5"
 

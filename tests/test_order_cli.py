@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from serva import db, ledger as ledger_repo, orders as orders_repo, services
+from serva.cli import cli as serva_cli
 from serva.ids import parse_order
 from serva.schema import accounts, ledger, orders as orders_table
 
@@ -19,7 +20,8 @@ LINK = "https://example.com/post/1"
 
 
 def cli(runner, *args):
-    return runner.invoke(args=[str(a) for a in args])
+    """`serva ARGS…` on the test app (the console script's command group)."""
+    return runner.invoke(serva_cli, args=[str(a) for a in args])
 
 
 def ok(runner, *args):
@@ -54,6 +56,12 @@ def sql(app, statement, **params):
         return conn.execute(text(statement), params)
 
 
+def listed_ids(runner, *args):
+    """The ids `order list ARGS…` prints, newest first ([] when it says `none`)."""
+    out = ok(runner, "order", "list", *args)
+    return [] if out == "none\n" else [line.split("\t")[0] for line in out.splitlines()]
+
+
 def show(runner, order):
     """`order show` as a dict of its labelled lines (ledger lines as a list)."""
     fields, entries = {}, []
@@ -85,20 +93,31 @@ def placed(app, api, catalog):
 def test_order_list_newest_first_with_filters(runner, placed):
     lines = ok(runner, "order", "list").splitlines()
     assert [line.split("\t")[0] for line in lines] == ["ORD-100004", "ORD-100003", "ORD-100002", "ORD-100001"]
-    assert lines[-1] == f"ORD-100001\tPending\tpartner@example.com\tservice 1234\tqty 1000\t0.89\t{LINK}"
+    assert lines[-1] == (f"ORD-100001\tPending\tpartner@example.com\tservice 1234\tqty 1000\tcharge 0.89\t"
+                        f"refunded 0\tnet 0.89\t{LINK}")
     assert lines[1].endswith("\tplayer_id=42; server_id=7")
 
-    def listed(*args):
-        return [line.split("\t")[0] for line in ok(runner, "order", "list", *args).splitlines()]
-
-    assert listed("--account", "other@example.com") == ["ORD-100004"]
-    assert listed("--account", "PARTNER@example.com") == ["ORD-100003", "ORD-100002", "ORD-100001"]
-    assert listed("--service", "1234") == ["ORD-100004", "ORD-100001"]
-    assert listed("--service", "1234", "--account", "partner@example.com") == ["ORD-100001"]
+    assert listed_ids(runner, "--account", "other@example.com") == ["ORD-100004"]
+    assert listed_ids(runner, "--account", "PARTNER@example.com") == ["ORD-100003", "ORD-100002", "ORD-100001"]
+    assert listed_ids(runner, "--service", "1234") == ["ORD-100004", "ORD-100001"]
+    assert listed_ids(runner, "--service", "1234", "--account", "partner@example.com") == ["ORD-100001"]
     ok(runner, "order", "set-status", "ORD-100002", "Completed")
-    assert listed("--status", "Completed") == ["ORD-100002"]
-    assert listed("--status", "Pending", "--service", "1235") == []
-    assert listed("--limit", "2") == ["ORD-100004", "ORD-100003"]
+    assert listed_ids(runner, "--status", "Completed") == ["ORD-100002"]
+    assert listed_ids(runner, "--status", "Pending", "--service", "1235") == []
+    assert listed_ids(runner, "--limit", "2") == ["ORD-100004", "ORD-100003"]
+
+
+def test_order_list_and_show_name_the_money_alike(runner, placed):
+    """`charge` is the original charge in both, `refunded` what went back, `net` the charge
+    after refunds (what the API's status calls `charge`)."""
+    ok(runner, "order", "set-status", "ORD-100001", "Partial", "--remains", "250")
+    (line,) = [line for line in ok(runner, "order", "list").splitlines()
+               if line.startswith("ORD-100001\t")]
+    listed = dict(column.split(" ", 1) for column in line.split("\t")
+                  if column.split(" ", 1)[0] in ("charge", "refunded", "net"))
+    assert listed == {"charge": "0.89", "refunded": "0.2225", "net": "0.6675"}
+    fields, _ = show(runner, "ORD-100001")
+    assert {name: fields[name] for name in listed} == listed
 
 
 def test_order_list_errors(runner, placed):
@@ -113,12 +132,21 @@ def test_order_show(runner, placed):
     assert fields == {"order": "ORD-100001", "account": "partner@example.com", "service": "1234",
                       "target": LINK, "inputs": "-", "quantity": "1000", "status": "Partial",
                       "start_count": "77", "remains": "250", "charge": "0.89", "refunded": "0.2225",
+                      "net": "0.6675",
                       "created": fields["created"], "updated": fields["updated"],
                       "completed": fields["updated"], "request_id": fields["request_id"]}
     assert re.fullmatch(r"[0-9a-f]{32}", fields["request_id"])
     assert [e.split(" ", 2)[2].rsplit(" ", 1)[0] for e in entries] == ["charge -0.89", "refund 0.2225"]
     fields, _ = show(runner, "100003")
     assert fields["inputs"] == '{"player_id": "42", "server_id": "7"}'
+
+
+def test_order_show_prints_a_dash_for_every_empty_field(runner, placed):
+    fields, _ = show(runner, "ORD-100001")  # Pending: no start count yet
+    assert fields["start_count"] == "-"
+    assert "None" not in ok(runner, "order", "show", "ORD-100001")
+    ok(runner, "order", "set-status", "ORD-100001", "In progress", "--start-count", "0")
+    assert show(runner, "ORD-100001")[0]["start_count"] == "0"
 
 
 @pytest.mark.parametrize("order", ["ORD-999999", "banana", "0"])
@@ -134,10 +162,6 @@ def rows_of(app, table, **where):
         for name, value in where.items():
             query = query.where(table.c[name] == value)
         return conn.execute(query.order_by(table.c.id)).all()
-
-
-def listed_ids(runner, *args):
-    return [line.split("\t")[0] for line in ok(runner, "order", "list", *args).splitlines()]
 
 
 def test_order_and_ledger_rows_keep_the_request_id_that_placed_them(app, client, runner, partner,

@@ -58,7 +58,7 @@ def test_refill_of_a_completed_order_moves_to_completed(app, api, runner, comple
     assert api("refill_status", refill="5001") == {"status": "In progress"}
     cli(runner, "refill", "set-status", "5001", "Completed")
     assert api("refill_status", refill="REF-5001") == {"status": "Completed"}
-    assert cli(runner, "refill", "list", "--status", "Pending") == ""
+    assert cli(runner, "refill", "list", "--status", "Pending") == "none\n"
     assert api("balance")["balance"] == "99.11"  # a refill costs nothing
     shown = cli(runner, "order", "show", completed).splitlines()
     assert [line.split()[:3] for line in shown if line.startswith("refill:")] == \
@@ -222,7 +222,7 @@ def test_an_accepted_cancel_ends_canceled_with_a_full_refund(app, api, runner, c
     assert api("status", order=order) == {"charge": "0", "start_count": None, "status": "Canceled",
                                           "remains": 1000, "currency": "USD"}
     assert api("balance")["balance"] == "100"
-    assert cli(runner, "order", "list", "--cancel-requested") == ""  # answered
+    assert cli(runner, "order", "list", "--cancel-requested") == "none\n"  # answered
     refused(runner, "order", "set-status", order, "Canceled")  # refunded once, final
     with app.app_context(), db.read() as conn:
         assert conn.execute(select(ledger.c.amount).where(ledger.c.kind == "refund")).scalars().all() \
