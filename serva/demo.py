@@ -12,10 +12,10 @@ DEMO_PASSWORD = "demo-password"
 DEMO_BALANCE = 100 * MICRO
 DEMO_COUPON = "DEMO10"
 DEMO_PROVIDER = "simulated"
-# Every demo order completes about six seconds after the worker hands it over, so a first run
-# follows an order to its end and can refill it; plain `sim://` adds the partial and canceled
-# outcomes of a real provider.
-DEMO_PROVIDER_URL = "sim://?partial=0&canceled=0"
+# Every demo order completes about fifteen seconds after the worker hands it over: slow enough
+# to cancel one by hand, quick enough to follow one to its end and refill it. Plain `sim://`
+# adds the partial and canceled outcomes of a real provider.
+DEMO_PROVIDER_URL = "sim://?seconds=15&partial=0&canceled=0"
 # The demo catalog's fulfilment by the built-in simulated provider (serva/simulated.py):
 # local service id -> (the simulator's service id, its rate). Game top-ups stay manual.
 DEMO_LINKS = {1234: ("1", 500_000), 1235: ("2", 9 * MICRO), 1236: ("3", 8 * MICRO)}
