@@ -12,6 +12,10 @@ DEMO_PASSWORD = "demo-password"
 DEMO_BALANCE = 100 * MICRO
 DEMO_COUPON = "DEMO10"
 DEMO_PROVIDER = "simulated"
+# Every demo order completes about fifteen seconds after the worker hands it over: slow enough
+# to cancel one by hand, quick enough to follow one to its end and refill it. Plain `sim://`
+# adds the partial and canceled outcomes of a real provider.
+DEMO_PROVIDER_URL = "sim://?seconds=15&partial=0&canceled=0"
 # The demo catalog's fulfilment by the built-in simulated provider (serva/simulated.py):
 # local service id -> (the simulator's service id, its rate). Game top-ups stay manual.
 DEMO_LINKS = {1234: ("1", 500_000), 1235: ("2", 9 * MICRO), 1236: ("3", 8 * MICRO)}
@@ -58,7 +62,8 @@ def seed():
         if coupons.get(conn, DEMO_COUPON) is None:
             coupons.create(conn, DEMO_COUPON, "percent", 1000)
         provider = providers.get(conn, DEMO_PROVIDER)
-        provider_id = provider.id if provider else providers.add(conn, DEMO_PROVIDER, "sim://",
+        provider_id = provider.id if provider else providers.add(conn, DEMO_PROVIDER,
+                                                                 DEMO_PROVIDER_URL,
                                                                  "demo-simulated-key")
         for service_id, (provider_service, provider_rate) in DEMO_LINKS.items():
             services.update_service(conn, service_id, provider_id=provider_id,
@@ -67,6 +72,6 @@ def seed():
                + ", ".join(f"{e['id']} {e['name']}" for e in CATALOG)
                + f"; coupon {DEMO_COUPON} (10% off); services "
                + ", ".join(str(i) for i in DEMO_LINKS)
-               + f" fulfilled by the simulated provider ({DEMO_PROVIDER}, sim://) through "
-                 f"`serva worker`")
+               + f" fulfilled by the simulated provider ({DEMO_PROVIDER}, {DEMO_PROVIDER_URL}) "
+                 f"through `serva worker`")
     return DEMO_EMAIL, DEMO_PASSWORD, summary
