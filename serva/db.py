@@ -658,7 +658,7 @@ def init_app(app):
     app.teardown_appcontext_funcs.remove(sqla._teardown_session)
     with app.app_context():
         engine = configure_engine(sqla.engine, app.config["SQLITE_SYNCHRONOUS"],
-                                  app.config["WRITE_WAIT_SECONDS"], app.config["WRITE_WAITERS"])
+                                  app.config["WRITE_WAIT_SECONDS"], app.config.get("WRITE_WAITERS", 3))
     app.config["DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
     app.extensions["serva.engine"] = engine  # what get_engine() returns on the hot path
     migrate.init_app(app, sqla, directory=migrations.DIRECTORY)
