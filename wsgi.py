@@ -7,6 +7,7 @@ serves (serva.serve.checked_app): a bad setting is one line and exit status 2; a
 prepared by `serva init-db`, on another schema revision or not writable, one line and 1.
 `--no-clear-untrusted-proxy-headers` lets X-Forwarded-* through to the app, where
 SERVA_TRUSTED_PROXIES decides whether they are believed (waitress 3 drops them otherwise)."""
+from serva import create_app
 from serva.serve import checked_app
 
-app = checked_app()
+app = checked_app(create_app)

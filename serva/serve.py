@@ -27,7 +27,7 @@ import os
 import sys
 
 import click
-from flask.cli import with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 
 from . import logs
 
@@ -64,11 +64,10 @@ def startup_problem() -> str | None:
     return None
 
 
-def checked_app():
-    """The app as waitress serves it (wsgi.py): logging configured, the settings and the
-    database checked — a problem is one line on stderr and exit status 2 (settings) or 1 —
-    and what startup made frozen out of the garbage collector's way (`load_frozen`)."""
-    from . import create_app
+def checked_app(create_app):
+    """`create_app()` as waitress serves it (wsgi.py): the settings and the database checked
+    — a problem is one line on stderr and exit status 2 (settings) or 1 —, logging
+    configured, and what startup made frozen out of the garbage collector's way."""
     from .db import SchemaMismatch
     from .settings import SettingsError
     try:
@@ -163,9 +162,11 @@ def run(app_loader, options: dict) -> None:
     Application(prog="serva serve").run()
 
 
-def _serva_app():
-    from . import create_app
-    return create_app()
+def _app_loader():
+    """How each worker makes its app after the fork: as the command line made the master's
+    (flask.cli.ScriptInfo: `serva`'s factory, or `flask --app …`'s), made anew."""
+    made = click.get_current_context().ensure_object(ScriptInfo)
+    return lambda: ScriptInfo(made.app_import_path, made.create_app).load_app()
 
 
 @click.command("serve")
@@ -186,7 +187,7 @@ def serve_command(host, port, workers, threads, timeout, max_requests):
     problem = startup_problem()
     if problem:
         raise click.ClickException(problem)
-    run(_serva_app, gunicorn_options(host, port, workers, threads, timeout, max_requests))
+    run(_app_loader(), gunicorn_options(host, port, workers, threads, timeout, max_requests))
 
 
 def _import_app(spec: str):
