@@ -290,6 +290,41 @@ def test_hup_reloads_the_workers_gracefully(app, tmp_path):
     assert answers and set(answers) == {200}, answers
 
 
+def test_logging_is_set_up_once_on_stderr_with_the_standard_library():
+    """serva.logs.configure (serva serve, wsgi.py, serva worker): one StreamHandler on stderr,
+    INFO and up, one line per record; configured again, still one handler (no doubled
+    lines); an operator's own handlers on the root logger are left as they are."""
+    script = """
+import logging, sys
+from serva import logs
+logs.configure()
+logs.configure()
+root = logging.getLogger()
+assert [type(h) for h in root.handlers] == [logging.StreamHandler], root.handlers
+assert root.handlers[0].stream is sys.stderr and root.level == logging.INFO
+logging.getLogger("serva.access").info("GET %s %s %.1fms rid=%s", "/api/v1", 200, 1.25, "ab")
+logging.getLogger("serva.x").debug("not shown")
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO serva\.access "
+                        r"GET /api/v1 200 1\.2ms rid=ab\n", done.stderr), done.stderr
+
+    own = """
+import logging
+logging.basicConfig(format="OWN %(message)s")
+from serva import logs
+logs.configure()
+logging.getLogger("serva.access").warning("kept")
+"""
+    done = subprocess.run([sys.executable, "-c", own], capture_output=True, text=True,
+                          timeout=30, env=env)
+    assert done.stderr == "OWN kept\n", done.stderr
+
+
 def test_a_worker_freezes_what_startup_made_out_of_the_collectors_way():
     """load_frozen (each gunicorn worker's and wsgi.py's app) moves every object alive after the
     app is made into the permanent generation: a full collection no longer walks the app, its

@@ -3,6 +3,7 @@ request id, JSON on every response, real statuses for 404/405/413/500, and no 50
 malformed request."""
 import json
 import logging
+import re
 
 import pytest
 import requests
@@ -500,6 +501,16 @@ def test_the_request_id_is_in_the_access_log_line(client, partner, caplog):
         assert len(lines) == 1
         assert str(response.status_code) in lines[0]
     assert len([r for r in caplog.records if r.name == "serva.access"]) == 3
+
+
+def test_the_access_line_has_method_path_status_time_and_id_never_the_query(client, partner,
+                                                                            caplog):
+    caplog.set_level(logging.INFO, logger="serva.access")
+    response = client.get(f"/api/v1/?action=balance&key={partner[1]}")
+    lines = [r.getMessage() for r in caplog.records if r.name == "serva.access"]
+    assert len(lines) == 1
+    assert re.fullmatch(r"GET /api/v1/ 200 \d+\.\dms rid=([0-9a-f]{32})", lines[0]), lines[0]
+    assert lines[0].endswith(f"rid={response.headers[REQUEST_ID_HEADER]}")
 
 
 def test_the_request_id_is_in_the_access_log_for_a_500(client, partner, monkeypatch, caplog):
