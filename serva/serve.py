@@ -81,7 +81,8 @@ def checked_app(create_app):
     if problem:
         _refuse(problem, 1)
     logs.configure()  # after the imports, whose own set-up lines (alembic's) are not news
-    return load_frozen(lambda: app)
+    gc.freeze()  # as in each gunicorn worker (load_frozen)
+    return app
 
 
 def _refuse(problem, status: int):
