@@ -2,8 +2,8 @@
 # with `serva worker` beside it (stopped with the server) so demo orders reach the simulated
 # provider and complete by themselves.
 # `make test`: install and run the whole test suite (what .ci/run calls).
-# `make serve-workers`: production serving on every core (`serva serve`: gunicorn, one worker
-# process per core); `make run` and `make serve` are single-process waitress.
+# `make serve`: production serving on every core (`serva serve`: gunicorn, one worker process
+# per core, WORKERS=N THREADS=T); `make run` is single-process waitress.
 # `make fuzz`: the property-based fuzz of the API (tests/test_fuzz.py) with many more examples
 # than `make test` runs (HYPOTHESIS_PROFILE=fuzz; FUZZ_EXAMPLES=N per test to change it).
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
@@ -24,20 +24,21 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve serve-workers bench bench-pg bench-cpu bench-instructions bench-ab bench-profile bench-worker clean
+.PHONY: run test fuzz install serve bench bench-pg bench-cpu bench-instructions bench-ab bench-profile bench-worker clean
 
+# The demo's output is kept in a variable and printed from there: `tee /dev/stderr` would
+# reopen a redirected log (`make run > log 2>&1`) and truncate what came before.
+# --no-clear-untrusted-proxy-headers: waitress passes X-Forwarded-* on to the app, which
+# believes them only with SERVA_TRUSTED_PROXIES set (behind a reverse proxy).
 run: install
 	$(BIN)/serva init-db
-	@KEY=$$($(BIN)/serva demo | tee /dev/stderr | tail -n 1); \
+	@DEMO=$$($(BIN)/serva demo) || exit 1; echo "$$DEMO"; KEY=$$(echo "$$DEMO" | tail -n 1); \
 	  echo; echo "Try it:  curl -s http://$(HOST):$(PORT)/api/v1 -d action=balance -d key=$$KEY"; echo
 	@SERVA_SYNC_INTERVAL_SECONDS=$${SERVA_SYNC_INTERVAL_SECONDS:-2} $(BIN)/serva worker & WORKER=$$!; \
 	  trap 'kill -TERM $$WORKER 2>/dev/null; wait $$WORKER' EXIT INT TERM; \
-	  $(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
+	  $(BIN)/waitress-serve --listen=$(HOST):$(PORT) --no-clear-untrusted-proxy-headers wsgi:app
 
 serve: install
-	$(BIN)/waitress-serve --listen=$(HOST):$(PORT) wsgi:app
-
-serve-workers: install
 	$(BIN)/serva serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --threads $(THREADS)
 
 bench: install

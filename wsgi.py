@@ -1,22 +1,13 @@
-"""Production entry point: `waitress-serve --listen=127.0.0.1:8000 wsgi:app`.
+"""The app for waitress (`make run`; Windows, where gunicorn does not run):
 
-Refuses to start on a database that `serva init-db` has not prepared, that is behind or ahead
-of this Serva's schema revision (it never migrates by itself), or that it cannot write."""
+    waitress-serve --listen=127.0.0.1:8000 --no-clear-untrusted-proxy-headers wsgi:app
+
+`serva serve` is the production server everywhere else. The app is checked before it
+serves (serva.serve.checked_app): a bad setting is one line and exit status 2; a database not
+prepared by `serva init-db`, on another schema revision or not writable, one line and 1.
+`--no-clear-untrusted-proxy-headers` lets X-Forwarded-* through to the app, where
+SERVA_TRUSTED_PROXIES decides whether they are believed (waitress 3 drops them otherwise)."""
 from serva import create_app
-from serva.db import NotWritable, SchemaMismatch, check_writable, get_engine, require_schema
-from serva.serve import configure_logging, load_frozen
+from serva.serve import checked_app
 
-
-def checked_app():
-    app = create_app()
-    with app.app_context():
-        require_schema()
-        check_writable(get_engine())
-    return app
-
-
-configure_logging()  # as `serva serve` does: INFO and up on stderr, each line written at once
-try:
-    app = load_frozen(checked_app)  # as `serva serve`'s workers: startup's objects frozen
-except (SchemaMismatch, NotWritable) as error:
-    raise SystemExit(f"serva: {error}") from None
+app = checked_app(create_app)

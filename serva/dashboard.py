@@ -349,14 +349,11 @@ def init_app(app):
     login_manager.login_view = "dashboard.login"
     login_manager.login_message = "Please sign in to open the API dashboard."
     login_manager.login_message_category = "info"
-    # The CSRF check and Flask-Login's remember-cookie upkeep are the dashboard's: its forms
-    # and its signed-in sessions. The JSON API authenticates by key, never by cookie, so they
-    # run on the dashboard's requests only, not on every API call (~7 % of a `balance`,
-    # bench/README.md). WTF_CSRF_CHECK_DEFAULT off + `protect()` in the blueprint's hook is
-    # Flask-WTF's documented way to check selected views.
+    # The CSRF check is the dashboard's: its forms. The JSON API authenticates by key, never
+    # by cookie, so the check runs in the blueprint's own hook (`check_csrf`):
+    # WTF_CSRF_CHECK_DEFAULT off + `protect()` is Flask-WTF's documented way to check
+    # selected views.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
-    app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
-    app.after_request_funcs.setdefault(bp.name, []).append(login_manager._update_remember_cookie)
     app.jinja_env.filters["utc_time"] = utc_time
     app.register_blueprint(bp)

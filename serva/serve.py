@@ -7,229 +7,34 @@ port, forks the workers and supervises them — a worker that dies or stops answ
 `--timeout` seconds is replaced, `kill -HUP` reloads gracefully (new workers with the new code,
 the old ones finish their requests), `--max-requests` recycles workers, SIGTERM stops
 gracefully. Each worker builds its own app *after* the fork (its own engine, pool and locks:
-nothing of a database connection crosses a fork) and serves it with T threads.
+nothing of a database connection crosses a fork) and serves it with T threads. Every gunicorn
+setting Serva uses is in `gunicorn_options`.
 
 The workers share the database file safely: SQLite in WAL mode lets readers run in every
 process at once, and every write transaction is BEGIN IMMEDIATE, which SQLite serializes
-across processes, so the money checks that hold for one process hold for several
-(tests/test_serve.py proves it on a real multi-worker server, also through `kill -9` of a
-worker).
+across processes, so the money checks that hold for one process hold for several.
 
-waitress stays the single-process server (`make run`, `waitress-serve wsgi:app`, Windows, where
-gunicorn does not run). `python -m serva.serve [options] module:app` serves any WSGI app the
-same way as `serva serve` (the benchmark serves its bare endpoint so, to compare like with
-like).
+waitress is the single-process server of `make run` and of Windows, where gunicorn does not
+run: `waitress-serve … wsgi:app` serves `checked_app()`, refused on the same grounds.
+`python -m serva.serve [options] module:app` serves any WSGI app the way `serva serve` serves
+Serva (the benchmark serves its bare endpoint so, to compare like with like).
 """
 import argparse
-import ctypes
-import errno
 import gc
 import importlib
 import logging
 import os
-import stat
 import sys
-import threading
-import time
 
 import click
-from flask import current_app
-from flask.cli import with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
+
+from . import logs
 
 log = logging.getLogger("serva.serve")
-DEFAULT_THREADS = 8  # enough in-flight orders per worker for group commits (bench/README.md)
+DEFAULT_THREADS = 8
 WORKER_TIMEOUT = 30
 GRACEFUL_SECONDS = 10
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-class _Formatter(logging.Formatter):
-    """logging.Formatter, with the date and time text made once per second, not per line."""
-
-    _second = _text = None
-
-    def formatTime(self, record, datefmt=None):
-        if datefmt:
-            return time.strftime(datefmt, self.converter(record.created))
-        return self._asctime(record.created, record.msecs)
-
-    def _asctime(self, created, msecs):
-        second = int(created)
-        if second != self._second:
-            self._text = time.strftime(self.default_time_format, self.converter(created))
-            self._second = second
-        return self.default_msec_format % (self._text, msecs)
-
-    def line(self, levelname: str, name: str, message: str) -> str | None:
-        """What format() makes of a record of now with these fields, when the format is
-        LOG_FORMAT and no date format is set (None otherwise): without a LogRecord."""
-        if self._fmt != LOG_FORMAT or self.datefmt:
-            return None
-        created = time.time()
-        msecs = int((created - int(created)) * 1000) + 0.0  # as LogRecord computes it
-        return f"{self._asctime(created, msecs)} {levelname} {name} {message}"
-
-
-class QueueDepthFilter(logging.Filter):
-    """waitress logs "Task queue depth is N" for every request that waits for a thread, which
-    under sustained load is most requests: let one such line through per INTERVAL seconds,
-    with the largest depth seen since the last one, so the saturation stays visible without
-    doubling the log."""
-
-    INTERVAL = 10.0
-
-    def __init__(self):
-        super().__init__()
-        self.shown_at = 0.0
-        self.deepest = 0
-        self.hidden = 0
-
-    def filter(self, record):
-        depth = record.args[0] if isinstance(record.args, tuple) and record.args else 0
-        self.deepest = max(self.deepest, depth if isinstance(depth, int) else 0)
-        now = time.monotonic()
-        if now - self.shown_at < self.INTERVAL:
-            self.hidden += 1
-            return False
-        if self.hidden:
-            record.msg = "Task queue depth is %d (deepest %d; %d such warnings in the last %ds)"
-            record.args = (depth, self.deepest, self.hidden + 1, int(now - self.shown_at))
-        self.shown_at, self.deepest, self.hidden = now, 0, 0
-        return True
-
-
-def _held_write():
-    """write(2) keeping the GIL (ctypes' PyDLL on the process's own C library), for
-    LineHandler; None where the process has no such C library to look in (Windows)."""
-    try:
-        write = ctypes.PyDLL(None, use_errno=True).write
-    except (OSError, TypeError, AttributeError):
-        return None
-    write.restype, write.argtypes = ctypes.c_ssize_t, (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
-    return write
-
-
-_HELD_WRITE = _held_write()
-
-
-class LineHandler(logging.StreamHandler):
-    """logging.StreamHandler writing each record as one write() of the whole line to the
-    stream's file descriptor, without the handler's lock. StreamHandler holds its lock across
-    the write() system call, which releases the GIL: under load the threads that finish their
-    requests queue on that lock, one hand-over of the GIL after another (bench/README.md).
-    A write() of at most PIPE_BUF bytes is atomic on a pipe (and appended whole to a file), so
-    access lines never mix; a longer record (a traceback) is written in one call too and can
-    only be split on a pipe. Nothing is buffered: the line is out when emit returns.
-
-    Into a regular file the write keeps the GIL (bench/README.md, item 27): it copies the
-    line into the page cache and returns, and releasing the GIL around it handed the GIL to
-    another request thread on every request. A pipe or a socket (journald, a container's log
-    collector) can be full for as long as its reader is slow, so there os.write() releases
-    the GIL and only the writing thread waits."""
-
-    def __init__(self, stream=None):
-        super().__init__(stream)
-        self._fd, self._held = self._descriptor(self.stream)
-
-    def createLock(self):
-        self.lock = None  # Handler.acquire/release do nothing without one
-        self._fallback_lock = threading.Lock()  # for a stream without a descriptor only
-
-    @staticmethod
-    def _descriptor(stream):
-        """The stream's file descriptor (None without one: a test's capture), and whether it
-        is a regular file (written with the GIL kept)."""
-        try:
-            fd = stream.fileno()
-            return fd, _HELD_WRITE is not None and stat.S_ISREG(os.fstat(fd).st_mode)
-        except (AttributeError, OSError, ValueError):
-            return None, False
-
-    def setStream(self, stream):
-        old = super().setStream(stream)
-        self._fd, self._held = self._descriptor(self.stream)
-        return old
-
-    def emit(self, record):
-        if self._fd is None:
-            with self._fallback_lock:
-                return super().emit(record)
-        try:
-            self._write(self.format(record))
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
-            self.handleError(record)
-
-    def _write(self, text: str) -> None:
-        data = (text + self.terminator).encode("utf-8", "backslashreplace")
-        self.stream.flush()  # whatever was print()ed before, first
-        while data:
-            if not self._held:
-                data = data[os.write(self._fd, data):]
-                continue
-            written = _HELD_WRITE(self._fd, data, len(data))
-            if written < 0:
-                error = ctypes.get_errno()
-                if error != errno.EINTR:
-                    raise OSError(error, os.strerror(error))
-            else:
-                data = data[written:]
-
-
-def _sole_line_handler(logger):
-    """The LineHandler that a record of `logger` would reach, when it is the only handler on
-    the way and nothing filters (configure_logging's own setup); None for any other setup."""
-    found = None
-    while logger is not None:
-        if logger.filters:
-            return None
-        for handler in logger.handlers:
-            if found is not None or type(handler) is not LineHandler:
-                return None
-            found = handler
-        if not logger.propagate:
-            break
-        logger = logger.parent
-    if (found is None or found.filters or found._fd is None or found.level > logging.INFO
-            or not isinstance(found.formatter, _Formatter)):
-        return None
-    return found
-
-
-def log_info(logger, message: str) -> None:
-    """`logger.info(message)`, written straight to Serva's LineHandler when that is where the
-    record would go and all it would do there (`configure_logging`'s setup): every request's
-    access line, where logging's LogRecord, handler chain and formatter cost ~48 k of a
-    `balance`'s ~700 k instructions (bench/README.md, item 21). Any other setup (an operator's
-    own handlers or filters, a test's capture) gets the record through logging, unchanged."""
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    handler = _sole_line_handler(logger)
-    line = handler.formatter.line("INFO", logger.name, message) if handler is not None else None
-    if line is None:
-        logger.info(message)
-        return
-    try:
-        handler._write(line)
-    except Exception:  # noqa: BLE001 - let logging report it, as emit() would
-        logger.info(message)
-
-
-def configure_logging() -> None:
-    """The access log and errors on stderr, one line each, written out as each request is
-    answered: a partner quoting a request id must find its line after a crash."""
-    handler = LineHandler()
-    handler.setFormatter(_Formatter(LOG_FORMAT))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("waitress.queue").addFilter(QueueDepthFilter())
-    # What no format shows is not computed for every record: thread names and the caller's
-    # file and line (a walk up the stack per record). Process ids stay: gunicorn logs them.
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
 
 
 def default_workers() -> int:
@@ -240,12 +45,49 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _flush_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        try:
-            handler.flush()
-        except Exception:  # noqa: BLE001 - a broken stderr must not stop the exit
-            pass
+def startup_problem() -> str | None:
+    """Why the current app must not serve (one line), or None: a database that `serva init-db`
+    has not prepared, that is behind or ahead of this Serva's schema (a server never migrates
+    by itself), or that cannot be written. Afterwards no connection is left open, so none
+    crosses a fork."""
+    from .db import NotWritable, check_writable, get_engine, schema_problem
+    engine = get_engine()
+    try:
+        message = schema_problem(engine)
+        if message:
+            return message
+        check_writable(engine)
+    except NotWritable as error:
+        return str(error)
+    finally:
+        engine.dispose()
+    return None
+
+
+def checked_app(create_app):
+    """`create_app()` as waitress serves it (wsgi.py): the settings and the database checked
+    — a problem is one line on stderr and exit status 2 (settings) or 1 —, logging
+    configured, and what startup made frozen out of the garbage collector's way."""
+    from .db import SchemaMismatch
+    from .settings import SettingsError
+    try:
+        app = create_app()
+        with app.app_context():
+            problem = startup_problem()
+    except SettingsError as error:
+        _refuse(error, 2)
+    except SchemaMismatch as error:  # create_app checks a SQLite database's revision itself
+        _refuse(error, 1)
+    if problem:
+        _refuse(problem, 1)
+    logs.configure()  # after the imports, whose own set-up lines (alembic's) are not news
+    gc.freeze()  # as in each gunicorn worker (load_frozen)
+    return app
+
+
+def _refuse(problem, status: int):
+    print(f"error: {problem}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def _when_ready(server) -> None:
@@ -257,15 +99,14 @@ def _when_ready(server) -> None:
 
 def _worker_exit(_server, worker) -> None:
     """A worker stops (SIGTERM, HUP reload, max-requests): write what it still holds — the
-    queued "last used" times of keys and any log line not yet out."""
+    queued "last used" times of keys."""
     app = getattr(worker, "wsgi", None)
     if getattr(app, "extensions", {}).get("serva.key_touches") is not None:
         try:
             from .auth import flush_key_uses
             flush_key_uses(app)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the worker is going away either way
             log.exception("worker %d could not flush key use times", os.getpid())
-    _flush_logs()
 
 
 def _bind_address(host: str, port: int) -> str:
@@ -284,7 +125,7 @@ def gunicorn_options(host, port, workers, threads, timeout=WORKER_TIMEOUT, max_r
         "max_requests": max_requests,
         "max_requests_jitter": max_requests // 10 if max_requests else 0,
         "backlog": 2048,
-        "accesslog": None,  # the app writes the access line itself, with the request id
+        "accesslog": None,  # the app writes the access line (serva.access), with the request id
         "errorlog": "-",
         "loglevel": "info",
         "preload_app": False,  # each worker makes its app after the fork
@@ -298,10 +139,9 @@ def gunicorn_options(host, port, workers, threads, timeout=WORKER_TIMEOUT, max_r
 
 def load_frozen(app_loader):
     """`app_loader()`, then everything made so far (modules, the app, its routes and engine)
-    moved out of the garbage collector's generations (`gc.freeze`). It lives as long as the
-    worker, yet every full collection would walk all of it: with Serva's ~150,000 objects a
-    collection paused all threads for 60-160 ms every few thousand requests (bench/README.md,
-    item 24). Frozen objects are never collected; what startup leaves behind is kept once."""
+    moved out of the garbage collector's generations (`gc.freeze`): it lives as long as the
+    process, yet every full collection would walk all of it, pausing every thread. Frozen
+    objects are never collected; what startup leaves behind is kept once."""
     app = app_loader()
     gc.freeze()
     return app
@@ -323,25 +163,11 @@ def run(app_loader, options: dict) -> None:
     Application(prog="serva serve").run()
 
 
-def _check_database(app) -> None:
-    from .db import NotWritable, check_writable, get_engine, schema_problem
-    with app.app_context():
-        message = schema_problem(get_engine())  # behind or ahead of head, or not initialized
-        if message:
-            raise click.ClickException(message)
-        try:
-            check_writable(get_engine())
-        except NotWritable as error:
-            raise click.ClickException(str(error)) from None
-        get_engine().dispose()  # no connection of the master survives into the workers
-
-
-def _serva_loader(threads):
-    """How a worker makes its app (after the fork): the same factory `serva` uses."""
-    def load():
-        from . import create_app
-        return create_app()
-    return load
+def _app_loader():
+    """How each worker makes its app after the fork: as the command line made the master's
+    (flask.cli.ScriptInfo: `serva`'s factory, or `flask --app …`'s), made anew."""
+    made = click.get_current_context().ensure_object(ScriptInfo)
+    return lambda: ScriptInfo(made.app_import_path, made.create_app).load_app()
 
 
 @click.command("serve")
@@ -358,10 +184,11 @@ def _serva_loader(threads):
 @with_appcontext
 def serve_command(host, port, workers, threads, timeout, max_requests):
     """Serve the API with gunicorn: a worker process per core, T threads each."""
-    configure_logging()
-    _check_database(current_app._get_current_object())
-    run(_serva_loader(threads),
-        gunicorn_options(host, port, workers, threads, timeout, max_requests))
+    logs.configure()
+    problem = startup_problem()
+    if problem:
+        raise click.ClickException(problem)
+    run(_app_loader(), gunicorn_options(host, port, workers, threads, timeout, max_requests))
 
 
 def _import_app(spec: str):
@@ -379,7 +206,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
-    configure_logging()
+    logs.configure()
     sys.path.insert(0, os.getcwd())
     run(lambda: _import_app(args.app), gunicorn_options(args.host, args.port, args.workers,
                                                         args.threads))

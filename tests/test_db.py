@@ -122,18 +122,6 @@ def test_a_read_does_not_take_the_write_lock(app):
 
 # ---------------------------------------------------------------- configuration
 
-def test_the_default_database_is_a_sqlite_file_in_the_instance_folder(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-    from serva import default_config
-    monkeypatch.delenv("SERVA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("SERVA_CURRENCY", raising=False)
-    config = default_config(SimpleNamespace(instance_path=str(tmp_path / "instance")))
-    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'instance' / 'serva.sqlite'}"
-    assert config["CURRENCY"] == "USD"
-    assert config["INTEGER_IDS"] is False
-    assert config["MAX_CONTENT_LENGTH"] > 0
-
-
 def test_database_url_and_secret_key_from_the_environment(monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'env.sqlite'}"
     monkeypatch.setenv("SERVA_DATABASE_URL", url)

@@ -47,7 +47,7 @@ def _children(pid: int) -> list:
         return []
 
 
-def _workers(pid: int, count: int, deadline) -> list:
+def worker_pids(pid: int, count: int, deadline) -> list:
     """The master's worker processes, once there are `count` of them (gunicorn forks them one
     after another, and the first may answer before the last exists)."""
     while time.monotonic() < deadline:
@@ -58,9 +58,11 @@ def _workers(pid: int, count: int, deadline) -> list:
     pytest.fail(f"expected {count} workers, found {_children(pid)}")
 
 
-def _start(database_url, log_path, workers=2):
+def start_server(database_url, log_path, workers=2, env=None):
+    """`serva serve --workers N` on a free port, its output into log_path; `env`: settings
+    on top of the test environment's (no rate limits unless given)."""
     env = {**os.environ, **NO_RATE_LIMITS, "SERVA_DATABASE_URL": database_url,
-           "SERVA_SECRET_KEY": "test-secret",
+           "SERVA_SECRET_KEY": "test-secret", **(env or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-c", "from serva.cli import main; main()",
                "serve", "--workers", str(workers), "--threads", "4", "--port", "0"]
@@ -69,7 +71,7 @@ def _start(database_url, log_path, workers=2):
                                 start_new_session=True)
 
 
-def _url(process, log_path, deadline) -> str:
+def server_url(process, log_path, deadline) -> str:
     """The address from the server's first log line (it was started on port 0)."""
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -81,7 +83,7 @@ def _url(process, log_path, deadline) -> str:
     pytest.fail(f"serva serve did not start:\n{log_path.read_text()}")
 
 
-def _stop(process) -> int:
+def stop_server(process) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -104,12 +106,12 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
     app.extensions["serva.engine"].dispose()  # the server processes own the database now
 
     log_path = tmp_path / "serve.log"
-    process = _start(app.config["DATABASE_URL"], log_path)
+    process = start_server(app.config["DATABASE_URL"], log_path)
     try:
         deadline = time.monotonic() + 60
-        url = _url(process, log_path, deadline)
+        url = server_url(process, log_path, deadline)
         wait_until_serving(url, partners[0][1], deadline)
-        workers = _workers(process.pid, 2, deadline)
+        workers = worker_pids(process.pid, 2, deadline)
         before = {pid: _cpu_ticks(pid) for pid in workers}
 
         # Every request on a connection of its own, from 30 threads at once: the kernel spreads
@@ -124,7 +126,7 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
         used = {pid: _cpu_ticks(pid) - before[pid] for pid in workers}
         assert sorted(_children(process.pid)) == sorted(workers)  # no worker died
     finally:
-        code = _stop(process)
+        code = stop_server(process)
     assert code == 0, log_path.read_text()
     assert all(used[pid] > 0 for pid in workers), f"a worker served nothing: {used}"
 
@@ -162,7 +164,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp
     app.extensions["serva.engine"].dispose()
 
     log_path = tmp_path / "serve.log"
-    process = _start(app.config["DATABASE_URL"], log_path)
+    process = start_server(app.config["DATABASE_URL"], log_path)
     acknowledged, failed, other = [], [], []
     stop = threading.Event()
 
@@ -181,9 +183,9 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp
 
     try:
         deadline = time.monotonic() + 60
-        url = _url(process, log_path, deadline)
+        url = server_url(process, log_path, deadline)
         wait_until_serving(url, key, deadline)
-        victim, survivor = _workers(process.pid, 2, deadline)
+        victim, survivor = worker_pids(process.pid, 2, deadline)
         clients = [threading.Thread(target=place, args=(t,)) for t in range(8)]
         for client in clients:
             client.start()
@@ -193,7 +195,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp
         stop.set()
         for client in clients:
             client.join(timeout=60)
-        replaced = _workers(process.pid, 2, time.monotonic() + 30)
+        replaced = worker_pids(process.pid, 2, time.monotonic() + 30)
         assert victim not in replaced and survivor in replaced
         status, text = post(url, action="add", key=key, service=svc, quantity="1000",
                             link="https://example.com/after")
@@ -201,7 +203,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp
         acknowledged.append(json.loads(text))
     finally:
         stop.set()
-        code = _stop(process)
+        code = stop_server(process)
     assert code == 0, log_path.read_text()
     assert not other, other[:3]
     assert len(acknowledged) > 20, "too few orders went through for the test to mean anything"
@@ -228,10 +230,10 @@ def test_every_answered_request_has_its_access_log_line(app, tmp_path, ending):
     _, key = make_partner(app)
     app.extensions["serva.engine"].dispose()
     log_path = tmp_path / "serve.log"
-    process = _start(app.config["DATABASE_URL"], log_path, workers=1)
+    process = start_server(app.config["DATABASE_URL"], log_path, workers=1)
     try:
         deadline = time.monotonic() + 60
-        url = _url(process, log_path, deadline)
+        url = server_url(process, log_path, deadline)
         wait_until_serving(url, key, deadline)
         answered = together(8, lambda i: [
             requests.post(f"{url}/api/v1", data={"action": "balance", "key": key},
@@ -240,7 +242,7 @@ def test_every_answered_request_has_its_access_log_line(app, tmp_path, ending):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
     finally:
-        _stop(process)
+        stop_server(process)
     logged = set(re.findall(r"rid=([0-9a-f]{32})", log_path.read_text(errors="replace")))
     answered = [rid for batch in answered for rid in batch]
     assert len(answered) == 200
@@ -254,7 +256,7 @@ def test_hup_reloads_the_workers_gracefully(app, tmp_path):
     _, key = make_partner(app)
     app.extensions["serva.engine"].dispose()
     log_path = tmp_path / "serve.log"
-    process = _start(app.config["DATABASE_URL"], log_path)
+    process = start_server(app.config["DATABASE_URL"], log_path)
     answers = []
     stop = threading.Event()
 
@@ -264,9 +266,9 @@ def test_hup_reloads_the_workers_gracefully(app, tmp_path):
 
     try:
         deadline = time.monotonic() + 60
-        url = _url(process, log_path, deadline)
+        url = server_url(process, log_path, deadline)
         wait_until_serving(url, key, deadline)
-        old = set(_workers(process.pid, 2, deadline))
+        old = set(worker_pids(process.pid, 2, deadline))
         pollers = [threading.Thread(target=poll) for _ in range(4)]
         for poller in pollers:
             poller.start()
@@ -282,211 +284,51 @@ def test_hup_reloads_the_workers_gracefully(app, tmp_path):
         new = set(_children(process.pid))
     finally:
         stop.set()
-        code = _stop(process)
+        code = stop_server(process)
     assert code == 0
     assert len(new) == 2 and not new & old, (old, new)
     assert answers and set(answers) == {200}, answers
 
 
-def test_the_log_handler_writes_whole_lines_from_many_threads_at_once(tmp_path):
-    """serve.LineHandler writes without logging's lock: lines from 16 threads at once through
-    a pipe (what gunicorn's stderr often is) and into a file must each arrive whole, every
-    one of them, and a stream without a descriptor (a test's capture) still gets its lines."""
-    import io
-    import logging
-
-    from serva.serve import LOG_FORMAT, LineHandler, _Formatter
-
-    def hammer(handler, threads=16, lines=300):
-        logger = logging.Logger("serva.test.lines")
-        logger.addHandler(handler)
-        handler.setFormatter(_Formatter(LOG_FORMAT))
-        together(threads, lambda t: [logger.info("thread %02d line %04d %s", t, i, "x" * (t * 7))
-                                     for i in range(lines)])
-        return {(t, i) for t in range(threads) for i in range(lines)}
-
-    read_end, write_end = os.pipe()
-    received = []
-    reader = threading.Thread(target=lambda: received.append(_read_all(read_end)))
-    reader.start()
-    with os.fdopen(write_end, "w") as pipe:
-        through_pipe = hammer(LineHandler(pipe))
-    reader.join(timeout=30)
-    path = tmp_path / "log.txt"
-    with open(path, "a") as file:
-        into_file = hammer(LineHandler(file))
-    captured = io.StringIO()
-    into_capture = hammer(LineHandler(captured), threads=2, lines=5)
-
-    line = re.compile(r"^\S+ \S+ INFO serva\.test\.lines thread (\d\d) line (\d{4}) (x*)$")
-    for text, expected in ((received[0].decode(), through_pipe), (path.read_text(), into_file),
-                           (captured.getvalue(), into_capture)):
-        seen = []
-        for row in text.splitlines():
-            match = line.match(row)
-            assert match, f"a mixed or broken line: {row[:120]!r}"
-            t, i = int(match.group(1)), int(match.group(2))
-            assert len(match.group(3)) == t * 7
-            seen.append((t, i))
-        assert sorted(seen) == sorted(expected)  # every line once, none lost
-
-
-def test_the_log_handler_keeps_the_gil_only_for_a_regular_file(tmp_path, monkeypatch):
-    """Into a regular file each line is one write() that keeps the GIL (item 27); a pipe is
-    written with os.write(), which releases it: below, a full pipe whose reader is gone for a
-    while stops only the thread writing the line, and the process's other threads go on."""
-    import logging
-
-    from serva import serve
-
-    calls = []
-    held_write = serve._HELD_WRITE
-    monkeypatch.setattr(serve, "_HELD_WRITE", lambda *args: calls.append(args[0]) or held_write(*args))
-    logger = logging.Logger("serva.test.held")
-    with open(tmp_path / "file.log", "a") as file:
-        handler = serve.LineHandler(file)
-        handler.setFormatter(serve._Formatter(serve.LOG_FORMAT))
-        logger.addHandler(handler)
-        logger.info("into a file")
-        assert handler._held and calls == [file.fileno()]
-    assert (tmp_path / "file.log").read_text().endswith(" INFO serva.test.held into a file\n")
-    monkeypatch.setattr(serve, "_HELD_WRITE", None)  # no C library to look in (Windows)
-    with open(tmp_path / "plain.log", "a") as file:
-        plain = serve.LineHandler(file)
-        plain.setFormatter(serve._Formatter(serve.LOG_FORMAT))
-        logger.handlers = [plain]
-        logger.info("through os.write")
-        assert not plain._held
-    assert (tmp_path / "plain.log").read_text().endswith(" INFO serva.test.held through os.write\n")
-
+def test_logging_is_set_up_once_on_stderr_with_the_standard_library():
+    """serva.logs.configure (serva serve, wsgi.py, serva worker): one StreamHandler on stderr,
+    INFO and up, one line per record; configured again, still one handler (no doubled
+    lines); an operator's own handlers on the root logger are left as they are."""
     script = """
-import logging, os, sys, threading, time
-from serva import serve
-read_end, write_end = os.pipe()
-os.set_blocking(write_end, False)
-try:
-    while True:
-        os.write(write_end, b"x" * 65536)
-except BlockingIOError:
-    pass
-os.set_blocking(write_end, True)
-handler = serve.LineHandler(os.fdopen(write_end, "w"))
-assert not handler._held
-handler.setFormatter(serve._Formatter(serve.LOG_FORMAT))
-logger = logging.Logger("serva.test.pipe")
-logger.addHandler(handler)
-writer = threading.Thread(target=logger.info, args=("into a full pipe",), daemon=True)
-writer.start()
-time.sleep(0.3)
-assert writer.is_alive()  # it waits for the pipe's reader
-print(sum(range(100000)), flush=True)  # this thread runs meanwhile
-while writer.is_alive():
-    os.read(read_end, 65536)
-print("the line got through", flush=True)
+import logging, sys
+from serva import logs
+logs.configure()
+logs.configure()
+root = logging.getLogger()
+assert [type(h) for h in root.handlers] == [logging.StreamHandler], root.handlers
+assert root.handlers[0].stream is sys.stderr and root.level == logging.INFO
+logging.getLogger("serva.access").info("GET %s %s %.1fms rid=%s", "/api/v1", 200, 1.25, "ab")
+logging.getLogger("serva.x").debug("not shown")
 """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "PYTHONPATH": str(Path(serve.__file__).parents[1])})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split("\n")[:2] == [str(sum(range(100000))), "the line got through"]
+                          timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO serva\.access "
+                        r"GET /api/v1 200 1\.2ms rid=ab\n", done.stderr), done.stderr
 
-
-def _read_all(fd) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
-
-
-def test_the_access_line_is_written_straight_only_where_logging_would_write_just_that(tmp_path):
-    """serve.log_info writes an access line without a LogRecord when Serva's own setup (one
-    LineHandler, its formatter, no filter) is all the line would meet, and then writes exactly
-    what logging would have written; any other setup gets the record through logging."""
-    import contextlib
-    import logging
-
-    from freezegun import freeze_time
-
-    from serva.serve import LOG_FORMAT, LineHandler, _Formatter, log_info
-
-    streams = contextlib.ExitStack()  # every log file the test opens, closed at its end
-
-    def setup(name, formatter=None):
-        logger = logging.Logger(name)  # no parent: only what the test adds
-        path = tmp_path / f"{name}.log"
-        handler = LineHandler(streams.enter_context(open(path, "a")))
-        handler.setFormatter(formatter or _Formatter(LOG_FORMAT))
-        logger.addHandler(handler)
-        return logger, handler, path
-
-    records = []
-
-    class Seen(logging.Filter):
-        def filter(self, record):
-            records.append(record.getMessage())
-            return True
-
-    with streams, freeze_time("2026-11-28 04:05:06.789"):
-        logger, handler, path = setup("serva.access")
-        log_info(logger, "POST /api/v1 200 1.2ms rid=ab")
-        handler.stream.flush()
-        written = path.read_text()
-        record = logger.makeRecord(logger.name, logging.INFO, "", 0, "POST /api/v1 200 1.2ms rid=ab",
-                                   None, None)
-        assert written == handler.format(record) + "\n"
-        assert written.startswith("2026-11-28 04:05:06,789 INFO serva.access POST /api/v1")
-        assert records == []
-
-        # Anything more than that setup: the record goes through logging, whole.
-        others = {"a filter on the logger": lambda lg, h: lg.addFilter(Seen()),
-                  "a filter on the handler": lambda lg, h: h.addFilter(Seen()),
-                  "a second handler": lambda lg, h: lg.addHandler(_Recording(records))}
-        for number, (what, change) in enumerate(others.items()):
-            records.clear()
-            logger, handler, path = setup(f"serva.other{number}")
-            change(logger, handler)
-            log_info(logger, "GET /api/v1 405 0.3ms rid=cd")
-            assert records == ["GET /api/v1 405 0.3ms rid=cd"], what
-            assert path.read_text().endswith(" INFO serva.other%d GET /api/v1 405 0.3ms rid=cd\n"
-                                             % number), what
-        logger, handler, path = setup("serva.plain", _Formatter("%(levelname)s: %(message)s"))
-        log_info(logger, "GET /api/v1 405 0.3ms rid=cd")
-        assert path.read_text() == "INFO: GET /api/v1 405 0.3ms rid=cd\n"
-
-        # Not enabled for INFO: nothing at all.
-        logger, handler, path = setup("serva.quiet")
-        logger.setLevel(logging.WARNING)
-        log_info(logger, "GET /api/v1 200 0.1ms rid=ef")
-        assert path.read_text() == ""
-
-        # A descriptor that fails: logging reports it as it reports any handler's error.
-        logger, handler, path = setup("serva.broken")
-        read_end, write_end = os.pipe()
-        os.close(read_end)
-        handler._fd = write_end  # a pipe nobody reads any more: EPIPE
-        reported = []
-        handler.handleError = lambda record: reported.append(record.getMessage())
-        try:
-            log_info(logger, "GET /api/v1 200 0.1ms rid=01")
-        finally:
-            os.close(write_end)
-        assert reported == ["GET /api/v1 200 0.1ms rid=01"]
-
-
-class _Recording:
-    """A handler (duck-typed enough for logging) that records messages."""
-
-    def __init__(self, into):
-        self.into, self.level = into, 0
-
-    def handle(self, record):
-        self.into.append(record.getMessage())
+    own = """
+import logging
+logging.basicConfig(format="OWN %(message)s")
+from serva import logs
+logs.configure()
+logging.getLogger("serva.access").warning("kept")
+"""
+    done = subprocess.run([sys.executable, "-c", own], capture_output=True, text=True,
+                          timeout=30, env=env)
+    assert done.stderr == "OWN kept\n", done.stderr
 
 
 def test_a_worker_freezes_what_startup_made_out_of_the_collectors_way():
     """load_frozen (each gunicorn worker's and wsgi.py's app) moves every object alive after the
     app is made into the permanent generation: a full collection no longer walks the app, its
-    modules and routes (bench/README.md, item 24); what requests make is still collected."""
+    modules and routes; what requests make is still collected."""
     import gc
 
     from serva import create_app
