@@ -23,7 +23,7 @@ from .errors import ApiError
 from .ids import (MAX_ID, ORDER_NUMBER_BASE, ORDER_PREFIX, format_order_id, numeric_ids,
                   parse_order, parse_service, present_order)
 from .money import MAX_AMOUNT, div_half_up, format_amount
-from .params import BadText, load_json, parse_digits
+from .params import BadText, load_json, parse_digits, requested_ids, whole_number
 from .schema import (ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES, accounts, dispatches,
                      idempotency_keys, orders, purchase_guards, service_rates,
                      services as services_table)
@@ -36,7 +36,7 @@ MAX_FIELD_LENGTH = 255
 MAX_LINES_LENGTH = 100_000
 REFUNDED_STATUSES = ("Partial", "Canceled")
 DEFAULT_PORTS = {"http": 80, "https": 443}
-MIN_RUNS, MAX_RUNS = 2, 1000  # drip-feed (CONTRACT.md: add)
+MIN_RUNS, MAX_RUNS = 2, 1000  # drip-feed (docs/CONTRACT.md: add)
 MIN_INTERVAL, MAX_INTERVAL = 1, 1440  # minutes between runs
 
 
@@ -149,15 +149,17 @@ def parse_dripfeed(params, service):
     raw_runs = RUNS.get(params)
     if raw_runs is None:
         return None, None
-    if parse_digits(raw_runs) == 1:
+    runs = whole_number(raw_runs, RUNS.name)
+    if runs == 1:
         return None, None  # one run is an ordinary order
     if not service.dripfeed:
         raise ApiError("dripfeed_not_available")
-    runs = _bounded(raw_runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
+    runs = _bounded(runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
     raw_interval = INTERVAL.get(params)
     if raw_interval is None:
         raise ApiError("missing_parameter", name=INTERVAL.name)
-    return runs, _bounded(raw_interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
+    interval = whole_number(raw_interval, INTERVAL.name)
+    return runs, _bounded(interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
 
 
 def _check_bounds(quantity: int, service) -> None:
@@ -529,26 +531,18 @@ def _status_lookup_statement(n: int):
 
 
 def _requested(params):
-    """(tokens, {token: order id}) of a batch, or (None, {token: id}) of a single order; None
-    when the request is malformed (status_action then reports why). Kept for the request in
-    `g`, so status_action does not parse the ids a second time."""
+    """(ids as sent, is_batch, their order ids) of a status request, or the ApiError that says
+    why it is malformed (status_action raises it). Kept for the request in `g`, so
+    status_action does not parse the ids a second time."""
     kept = g._get_current_object()  # once, not through the proxy twice (db.get_engine)
     known = kept.get("serva_status")
     if known is not None and known[0] is params:
         return known[1]
-    batch = params.get(ORDERS.name)
-    requested = None
     try:
-        if batch not in (None, "", []):
-            tokens = batch_ids(batch)
-            if len(tokens) <= MAX_BATCH:
-                requested = tokens, {token: parse_order(token) for token in tokens}
-        else:
-            single = params.get(ORDER.name)
-            if single not in (None, ""):
-                requested = None, {single: parse_order(single)}
-    except (ApiError, TypeError):
-        requested = None
+        tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
+        requested = tokens, is_batch, [parse_order(token) for token in tokens]
+    except ApiError as error:
+        requested = error
     kept.serva_status = (params, requested)
     return requested
 
@@ -556,9 +550,9 @@ def _requested(params):
 def status_lookup(params):
     """What `status` reads with the key: the requested orders of the key's account."""
     requested = _requested(params)
-    if requested is None:
+    if isinstance(requested, ApiError):
         return None
-    ids = sorted({i for i in requested[1].values() if i is not None})
+    ids = sorted({i for i in requested[2] if i is not None})
     if not ids:
         return None
     return _status_lookup_statement(len(ids)), {f"id{i}": order_id for i, order_id in enumerate(ids)}
@@ -599,38 +593,18 @@ def _find(account_id, order_ids):
     return {row.id: row for row in rows}
 
 
-def batch_ids(value, name="orders") -> list:
-    """The ids of a batch parameter (`orders=a,b,c`, or a JSON list), as sent, in order."""
-    if isinstance(value, list):
-        tokens = [str(v).strip() for v in value if not isinstance(v, (dict, list))]
-    elif isinstance(value, (str, int)) and not isinstance(value, bool):
-        tokens = [t.strip() for t in str(value).split(",")]
-    else:
-        raise ApiError("invalid_request", detail=f"{name} must be a comma-separated list")
-    return [t for t in tokens if t]
-
-
 def status_action(account, params):
-    batch = params.get(ORDERS.name)
-    if batch not in (None, "", []):
-        requested = _requested(params)
-        if requested is not None and requested[0] is not None:
-            parsed = requested[1]
-        else:
-            tokens = batch_ids(batch)
-            if len(tokens) > MAX_BATCH:
-                raise ApiError("too_many_orders", max=MAX_BATCH)
-            parsed = {token: parse_order(token) for token in tokens}
-        found = _found(account, parsed.values())
+    requested = _requested(params)
+    if isinstance(requested, ApiError):
+        raise requested
+    tokens, is_batch, order_ids = requested
+    found = _found(account, order_ids)
+    if is_batch:
         missing = ApiError("order_not_found").message
         currency = current_app._get_current_object().config["CURRENCY"]
         return {token: status_entry(found[order_id], currency) if order_id in found
-                else {"error": missing} for token, order_id in parsed.items()}
-    single = params.get(ORDER.name)
-    if single in (None, ""):
-        raise ApiError("missing_parameter", name=ORDER.name)
-    order_id = parse_order(single)
-    row = _found(account, [order_id]).get(order_id)
+                else {"error": missing} for token, order_id in zip(tokens, order_ids)}
+    row = found.get(order_ids[0])
     if row is None:
         raise ApiError("order_not_found")
     return status_entry(row)

@@ -317,7 +317,7 @@ BAD_ADDS = [
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "0", "interval": "5"},
      "dripfeed_not_available", "Incorrect runs"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "2.5", "interval": "5"},
-     "dripfeed_not_available", "Incorrect runs"),
+     "invalid_request", "Incorrect request: runs must be a whole number (digits 0-9)"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3"}, "missing_parameter",
      "Missing required parameter: interval"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3", "interval": "0"},
