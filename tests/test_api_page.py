@@ -138,6 +138,15 @@ def test_the_error_table_is_on_the_page(client):
         assert re.sub(r"\{(\w+)\}", r"<\1>", message) in page
 
 
+def test_every_html_id_of_the_page_is_unique(client, demo):
+    """Anchors and snippets are found by id (links, copy buttons, the page's own test)."""
+    page = client.get("/api").text
+    ids = re.findall(r'\sid="([^"]*)"', page)
+    assert ids and len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+    for anchor in re.findall(r'href="#([^"]*)"', page):
+        assert anchor in ids, anchor
+
+
 def test_an_action_added_to_the_dispatch_table_appears_with_its_example(client, monkeypatch):
     nonce = Param(("nonce", "n"), "No", "Echoed back as `pong`.")
     monkeypatch.setitem(api.ACTIONS, "ping", Action(

@@ -451,6 +451,26 @@ def test_reveal_page_fills_the_examples_with_the_new_key(signed):
     assert "YOUR_API_KEY" in signed.get("/profile/api/").text
 
 
+def test_the_status_example_asks_for_two_different_orders(signed):
+    """A batch of one id twice answers one entry: the example would teach nothing."""
+    code = html.unescape(re.search(r'<code id="example-curl">(.*?)</code>',
+                                   signed.get("/profile/api/").text, re.S).group(1))
+    batch = re.search(r"orders=(\S+?)\)", code).group(1).split(",")
+    assert len(batch) == 2 and len(set(batch)) == 2, batch
+
+
+def test_every_html_id_of_the_dashboard_is_unique(signed, priced_catalog):
+    """The copy buttons find their text by id: a repeated id copies the wrong snippet."""
+    pages = {"no key": signed.get("/profile/api/").text,
+             "reveal": post(signed, "/profile/api/key").text,
+             "a key": signed.get("/profile/api/").text}
+    for state, page in pages.items():
+        ids = re.findall(r'\sid="([^"]*)"', page)
+        assert ids and len(ids) == len(set(ids)), (state, sorted({i for i in ids if ids.count(i) > 1}))
+        for target in re.findall(r'data-copy="([^"]*)"', page):
+            assert target in ids, (state, target)
+
+
 def test_examples_run_as_pasted(app, live_server, priced_catalog, tmp_path):
     """The Python, curl and JavaScript snippets of the reveal page work against a real server."""
     session = requests.Session()
