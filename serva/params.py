@@ -61,6 +61,8 @@ def requested_ids(params, single, batch, limit: int) -> tuple:
         if tokens:
             return tokens, True
     one = params.get(single.name)
+    if isinstance(one, (dict, list)):  # order[]=1, or a JSON list or object
+        raise ApiError("invalid_request", detail=f"{single.name} must be one id, not a list")
     if one not in (None, ""):
         return [one], False
     raise ApiError("missing_parameter", name=single.name if value is None else batch.name)

@@ -216,6 +216,16 @@ def test_a_json_batch_that_names_no_id_is_missing_by_its_own_name(client, partne
         assert body["error"] == "Missing required parameter: orders"
 
 
+@pytest.mark.parametrize("action, single", [("status", "order"), ("refill", "order"),
+                                            ("cancel", "order"), ("refill_status", "refill")])
+def test_a_single_id_that_is_a_list_is_invalid_request(client, partner, action, single):
+    for request in (dict(data={"action": action, "key": partner[1], f"{single}[]": "1"}),
+                    dict(json={"action": action, "key": partner[1], single: ["1"]}),
+                    dict(json={"action": action, "key": partner[1], single: {"a": "1"}})):
+        body = assert_api_error(client.post("/api/v1", **request), "invalid_request")
+        assert body["error"] == f"Incorrect request: {single} must be one id, not a list"
+
+
 @pytest.mark.parametrize("action", ["status", "refill", "cancel"])
 def test_an_empty_batch_beside_a_single_id_reads_the_single_id(api, catalog, action):
     order = api("add", service=FOLLOWERS, link=LINK, quantity="100")["order"]
