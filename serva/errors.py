@@ -49,10 +49,10 @@ WHEN = {
     "ambiguous_action": "`action` repeated with different values in the query string or in the "
                         "body (the same value twice is fine; the body's wins over the query's).",
     "invalid_request": "The request cannot be read: a body that is neither a form nor JSON, "
-                       "text that is not valid Unicode, `orders` that is not a list, or `runs` / "
+                       "text that is not valid Unicode, a list where one id belongs, or `runs` / "
                        "`interval` that is not a whole number.",
-    "missing_parameter": "A parameter the action needs is absent or empty (an `orders` that "
-                         "names no id is named as such).",
+    "missing_parameter": "A parameter the action needs is absent or empty; the message names "
+                         "it (`orders` when the `orders` sent names no id).",
     "service_unavailable": "The service id is unknown or the service is not active.",
     "invalid_link": "The link is not an absolute http(s) URL.",
     "invalid_quantity": "The quantity is not a whole number, is outside min..max, or disagrees "
