@@ -147,6 +147,40 @@ def test_every_html_id_of_the_page_is_unique(client, demo):
         assert anchor in ids, anchor
 
 
+CONTRACT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "CONTRACT.md")
+
+
+def test_the_contract_document_names_what_the_code_does():
+    """docs/CONTRACT.md is written by hand from the same sources as this page: every action,
+    every parameter and alias, every public code with each of its messages, every status."""
+    with open(CONTRACT, encoding="utf-8") as handle:
+        contract = handle.read()
+    for name, action in api.ACTIONS.items():
+        assert f"### `{name}`" in contract, name
+        for param in action.params:
+            assert " / ".join(f"`{alias}`" for alias in param.names) in contract, param.names
+    for param in (spec.KEY, spec.ACTION):
+        assert f"`{param.name}`" in contract
+    for code, message in errors.MESSAGES.items():
+        public = errors.PUBLIC_CODE.get(code, code)
+        row = re.search(rf"^\| `{public}`( \(HTTP (\d+)\))? \|(.*)$", contract, re.M)
+        assert row, public
+        assert "`" + re.sub(r"\{(\w+)\}", r"<\1>", message) + "`" in row.group(3), (code, message)
+        assert row.group(2) == (str(errors.HTTP_STATUS[public]) if public in errors.HTTP_STATUS
+                                else None), public
+    for status in ("Pending", "In progress", "Processing", "Completed", "Partial", "Canceled",
+                   "Rejected"):
+        assert f"`{status}`" in contract, status
+
+
+def test_the_contract_document_stands_alone():
+    """It names no path outside the repository."""
+    with open(CONTRACT, encoding="utf-8") as handle:
+        contract = handle.read()
+    assert not re.search(r"\.\./|/work/|/home/|/tmp/|shared/", contract)
+
+
 def test_an_action_added_to_the_dispatch_table_appears_with_its_example(client, monkeypatch):
     nonce = Param(("nonce", "n"), "No", "Echoed back as `pong`.")
     monkeypatch.setitem(api.ACTIONS, "ping", Action(

@@ -1,4 +1,4 @@
-"""The per-account id format (CONTRACT.md, Compatibility settings): `prefixed` ("ORD-100023",
+"""The per-account id format (docs/CONTRACT.md, Ids): `prefixed` ("ORD-100023",
 "1234") or `numeric` (100023, 1234 as JSON integers), chosen by the partner in the dashboard or
 by the operator (`serva account id-format`); accounts that have not chosen follow the deployment
 default (SERVA_INTEGER_IDS). Ids are accepted in either form whatever the format."""

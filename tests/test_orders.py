@@ -1,5 +1,5 @@
 """`add` and `status` through HTTP: every service kind, every fields encoding, the purchase
-guard, idempotency, every order-related error row of CONTRACT.md, and "any failure leaves
+guard, idempotency, every order-related error row of docs/CONTRACT.md, and "any failure leaves
 no trace"."""
 import json
 import re

@@ -1,4 +1,4 @@
-"""`refill`, `refill_status` and `cancel` (CONTRACT.md): shapes, the rules of each, the
+"""`refill`, `refill_status` and `cancel` (docs/CONTRACT.md): shapes, the rules of each, the
 operator's answers (`serva refill …`, `order list --cancel-requested`, `order set-status`), and
 the races the database decides."""
 import json

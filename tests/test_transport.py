@@ -1,4 +1,4 @@
-"""The /api/v1 transport (CONTRACT.md, Transport): methods, where parameters come from, the
+"""The /api/v1 transport (docs/CONTRACT.md, Transport): methods, where parameters come from, the
 request id, JSON on every response, real statuses for 404/405/413/500, and no 500 for any
 malformed request."""
 import json
