@@ -349,8 +349,6 @@ def _repeated_action(client, key, where, *actions):
     pairs = [("action", action) for action in actions]
     if where == "query":
         return client.post("/api/v1", query_string=[*pairs, ("key", key)])
-    if where == "json":  # a JSON object cannot repeat a name: a list is not an action
-        return client.post("/api/v1", json={"action": list(actions), "key": key})
     body = MultiDict([*pairs, ("key", key)])
     return client.post("/api/v1", data=body, content_type=(
         "multipart/form-data" if where == "multipart" else FORM))
