@@ -2,7 +2,6 @@
 then a dispatch table."""
 import json
 import re
-from urllib.parse import unquote
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -90,67 +89,44 @@ def nest(items) -> dict:
     return {key: _listify(value) for key, value in out.items()}
 
 
-def _storable_urlencoded(raw: bytes) -> bool:
-    """A url-encoded string decodes to storable text (serva.params) unless it has a NUL: raw
-    or as %00. Percent-escapes that are not UTF-8 stay escaped (werkzeug.url_quote), so they
-    cannot make a surrogate."""
-    return b"\x00" not in raw and b"%00" not in raw
+def _utf8(raw: bytes, where: str) -> None:
+    """Refuse bytes that are not UTF-8 before werkzeug parses them: its url-encoded parser would
+    read them as an empty form, and the partner would be told "API key is required"."""
+    if not raw.isascii():
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            raise ApiError("invalid_request", detail=f"the {where} is not valid UTF-8") from None
 
 
-def _urlencoded_items(req):
-    """The pairs of a url-encoded body in the order `request.form.items(multi=True)` gives them
-    (grouped by name, names in order of first appearance), parsed exactly as werkzeug parses
-    them (`parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")`) but without
-    building its form parser, stream wrappers and MultiDict per request, and decoding only the
-    parts that hold a `%` or a `+` (tests/test_transport.py compares the two)."""
-    raw = req.get_data(cache=True)
-    if not _storable_urlencoded(raw):
+def _pairs(parsed) -> list:
+    """The (name, value) pairs of a parsed query string or form, every text storable, and one
+    `action` however often it is repeated: two different ones are refused, as two different
+    keys are. (Escapes that are not UTF-8 stay escaped text, so no surrogate comes from here;
+    a multipart part without a name is werkzeug's None key, and ignored.)"""
+    pairs = [(name, value) for name, value in parsed.items(multi=True) if name is not None]
+    if not all(storable(name) and storable(value) for name, value in pairs):
         raise ApiError("invalid_request", detail=BAD_TEXT)
-    try:
-        text = raw.decode()
-    except ValueError:  # say so, rather than read it as an empty form ("API key is required")
-        raise ApiError("invalid_request", detail="the form body is not valid UTF-8") from None
-    grouped = {}
-    for item in text.split("&"):
-        if not item:
-            continue
-        name, _, value = item.partition("=")
-        if "%" in item or "+" in item:
-            name = unquote(name.replace("+", " "), errors="werkzeug.url_quote")
-            value = unquote(value.replace("+", " "), errors="werkzeug.url_quote")
-        grouped.setdefault(name, []).append(value)
-    return [(name, value) for name, values in grouped.items() for value in values]
+    if len({value.strip().lower() for value in parsed.getlist(spec.ACTION.name)}) > 1:
+        raise ApiError("ambiguous_action")
+    return pairs
 
 
 def read_params():
-    """All parameters merged (body over query) and the key(s) the body carried. Every text
-    in them is storable (serva.params): anything else is `invalid_request` here, once."""
+    """All parameters merged (body over query) and the key(s) the body carried, as werkzeug
+    parses them (`request.args`, `request.form`) or as JSON. Every text in them is storable
+    (serva.params): anything else is `invalid_request` here, once."""
     params = {}
-    req = request._get_current_object()  # not through the proxy on each read (db.get_engine)
-    # The body's limit, set on the request as Flask 3.1 allows: otherwise Flask's Request
-    # reads it from the app through the `current_app` proxy, twice per body (bench/README.md).
-    req.max_content_length = current_app._get_current_object().config["MAX_CONTENT_LENGTH"]
-    query = req.query_string
-    if query:
-        if not _storable_urlencoded(query):
-            raise ApiError("invalid_request", detail=BAD_TEXT)
-        params = nest(req.args.items(multi=True))
-    # What the ecosystem's clients send, compared as is before werkzeug parses the header.
-    content_type = req.environ.get("CONTENT_TYPE")
-    mimetype = _URLENCODED if content_type == _URLENCODED else req.mimetype
-    if mimetype == _URLENCODED:
-        items = _urlencoded_items(req)
-        params.update(nest(items))
-        return params, [value for name, value in items if name == spec.KEY.name]
+    if request.query_string:
+        _utf8(request.query_string, "query string")
+        params = nest(_pairs(request.args))
+    mimetype = request.mimetype
     if mimetype in _FORM_TYPES:
-        form = req.form
-        # A part without a name (no `name=` in its Content-Disposition) is werkzeug's None key.
-        items = [(name, value) for name, value in form.items(multi=True) if name is not None]
-        if not all(storable(name) and storable(value) for name, value in items):
-            raise ApiError("invalid_request", detail=BAD_TEXT)
-        params.update(nest(items))
-        return params, form.getlist(spec.KEY.name)
-    raw = req.get_data(cache=True)
+        if mimetype == _URLENCODED:
+            _utf8(request.get_data(cache=True), "form body")
+        params.update(nest(_pairs(request.form)))
+        return params, request.form.getlist(spec.KEY.name)
+    raw = request.get_data(cache=True)
     if not raw.strip():
         return params, []
     try:
@@ -167,7 +143,7 @@ def read_params():
 
 def balance(account, params):
     return {"balance": format_amount(account.balance),
-            "currency": current_app._get_current_object().config["CURRENCY"]}
+            "currency": current_app.config["CURRENCY"]}
 
 
 class Encoded:

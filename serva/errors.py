@@ -1,4 +1,4 @@
-"""The API's error table: one stable code, one message each (CONTRACT.md, Errors)."""
+"""The API's error table: one stable code, one message each (docs/CONTRACT.md, Errors)."""
 
 MESSAGES = {
     "missing_key": "API key is required",
@@ -8,6 +8,7 @@ MESSAGES = {
     "api_access_not_approved": "API access is not approved for this account",
     "account_banned": "Account is banned",
     "unknown_action": "Incorrect request",
+    "ambiguous_action": "Conflicting actions in one request",
     "invalid_request": "Incorrect request: {detail}",
     "missing_parameter": "Missing required parameter: {name}",
     "service_unavailable": "Incorrect service ID",
@@ -33,7 +34,7 @@ MESSAGES = {
     "cancel_not_available": "Cancel is not available for this order",
 }
 
-# Transport-level failures keep real statuses (CONTRACT.md, Transport) and say when to retry.
+# Transport-level failures keep real statuses (docs/CONTRACT.md, Transport) and say when to retry.
 HTTP_STATUS = {"rate_limited": 429, "busy": 503}
 
 # When each public code is answered, for people (the public page's error table).
@@ -45,8 +46,13 @@ WHEN = {
     "api_access_not_approved": "The account is not approved for API use yet.",
     "account_banned": "The account is banned.",
     "unknown_action": "The action is missing or not one of the supported actions.",
-    "invalid_request": "The request cannot be read (say, a body that is neither a form nor JSON).",
-    "missing_parameter": "A parameter the action needs is absent.",
+    "ambiguous_action": "`action` repeated with different values in the query string or in the "
+                        "body (the same value twice is fine; the body's wins over the query's).",
+    "invalid_request": "The request cannot be read: a body that is neither a form nor JSON, "
+                       "text that is not valid Unicode, a list where one id belongs, or `runs` / "
+                       "`interval` that is not a whole number.",
+    "missing_parameter": "A parameter the action needs is absent or empty; the message names "
+                         "it (`orders` when the `orders` sent names no id).",
     "service_unavailable": "The service id is unknown or the service is not active.",
     "invalid_link": "The link is not an absolute http(s) URL.",
     "invalid_quantity": "The quantity is not a whole number, is outside min..max, or disagrees "

@@ -1,6 +1,6 @@
 """How order, service and refill ids look to partners.
 
-Each account has an id format (CONTRACT.md, Compatibility settings): `prefixed` — strings as on
+Each account has an id format (docs/CONTRACT.md, Ids): `prefixed` — strings as on
 the public page ("ORD-100023", "1234", "REF-5001") — or `numeric` — JSON integers (100023,
 1234, 5001), for panel scripts that store a provider's ids in integer columns. An account that
 has not chosen follows the deployment default, the INTEGER_IDS setting. Every id the API returns

@@ -5,6 +5,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from .db import now
 from .schema import accounts, ledger
+from .request_ids import request_id
 
 # One statement decides and applies the change: a debit that would take the balance below
 # zero matches no row, whatever other transactions are doing (and the CHECK on `balance`
@@ -24,7 +25,6 @@ def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id
     """Apply `amount` (negative for a debit) and record it, in the caller's write transaction,
     with this request's or command's id; returns the new balance. Raises InsufficientFunds
     (and changes nothing) when the balance would go below zero or there is no such account."""
-    from . import request_id
     balance = conn.execute(_APPLY, {"account_id": account_id, "amount": amount}).scalar()
     if balance is None:
         raise InsufficientFunds(account_id)

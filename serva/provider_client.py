@@ -34,7 +34,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError as Urllib3Error, 
                                 NewConnectionError, ProtocolError, ReadTimeoutError)
 
 DEFAULT_TIMEOUTS = (5.0, 30.0)
-SERVA_HEADER = "x-serva-request-id"  # every Serva response carries it (CONTRACT.md, Transport)
+SERVA_HEADER = "x-serva-request-id"  # every Serva response carries it (docs/CONTRACT.md, Transport)
 USER_AGENT = "Serva-provider-client/1"
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Rate limits of the API (HTTP 429 `rate_limited` with Retry-After).
+"""Rate limits of the API (docs/CONTRACT.md: HTTP 429 `rate_limited` with Retry-After).
 
 Two limits, counted where the caller is known:
 - per key (SERVA_RATE_LIMIT_PER_KEY, default 100/second), right after the key resolved, before

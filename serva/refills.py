@@ -1,4 +1,4 @@
-"""After an order: the partner's `refill`, `refill_status` and `cancel` (CONTRACT.md), and the
+"""After an order: the partner's `refill`, `refill_status` and `cancel` (docs/CONTRACT.md), and the
 operator's answers to them.
 
 A refill is a row of its own (`refills`); the database allows one Pending/In progress refill
@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from . import db, forwarding
 from .errors import ApiError
 from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
-from .orders import MAX_BATCH, batch_ids
+from .orders import MAX_BATCH
+from .params import requested_ids
 from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
                      refills, services)
 from .spec import ORDER, ORDERS, REFILL, REFILLS
@@ -24,21 +25,6 @@ DAY = 86_400
 
 class RefillError(ValueError):
     """An operator's refill change that cannot be applied."""
-
-
-def _requested(params, single, batch):
-    """(ids as sent, is_batch) of a single-or-list action (`order` / `orders=a,b`), given as
-    their spec.Param."""
-    value = params.get(batch.name)
-    if value not in (None, "", []):
-        tokens = batch_ids(value, batch.name)
-        if len(tokens) > MAX_BATCH:
-            raise ApiError("too_many_orders", max=MAX_BATCH)
-        return tokens, True
-    value = params.get(single.name)
-    if value in (None, ""):
-        raise ApiError("missing_parameter", name=single.name)
-    return [value], False
 
 
 def _each(tokens, work):
@@ -100,7 +86,7 @@ def _refill(conn, account_id: int, order_id, stamp: int) -> int:
 
 
 def refill_action(account, params):
-    tokens, is_batch = _requested(params, ORDER, ORDERS)
+    tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
     stamp = db.now()
     with db.write() as conn:
         outcomes = _each(tokens, lambda t: _refill(conn, account.account_id, parse_order(t), stamp))
@@ -110,7 +96,7 @@ def refill_action(account, params):
 
 
 def refill_status_action(account, params):
-    tokens, is_batch = _requested(params, REFILL, REFILLS)
+    tokens, is_batch = requested_ids(params, REFILL, REFILLS, MAX_BATCH)
     wanted = {token: parse_refill(token) for token in tokens}
     ids = sorted({i for i in wanted.values() if i is not None})
     found = {}
@@ -157,7 +143,7 @@ def _cancel(conn, account_id: int, order_id, stamp: int) -> int:
 
 
 def cancel_action(account, params):
-    tokens, is_batch = _requested(params, ORDER, ORDERS)
+    tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
     stamp = db.now()
     with db.write() as conn:
         outcomes = _each(tokens, lambda t: _cancel(conn, account.account_id, parse_order(t), stamp))

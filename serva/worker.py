@@ -49,7 +49,7 @@ MAX_BACKOFF_SECONDS = 6 * 3600
 MAX_SYNC_INTERVAL_SECONDS = 3600
 BALANCE_REFRESH_SECONDS = 300
 MAX_DUE_PER_PASS = 200_000
-# Provider messages that mean "not now" rather than "never" (CONTRACT.md, Fulfilment): the
+# Provider messages that mean "not now" rather than "never" (docs/CONTRACT.md, Fulfilment): the
 # provider's funds, its duplicate/active-order guards, its rate limits, its key or access.
 FOR_NOW = ("not enough funds", "insufficient", "balance", "active order", "duplicate",
            "too many", "rate limit", "retry", "temporarily", "busy", "api key", "key",

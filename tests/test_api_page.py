@@ -17,6 +17,7 @@ import requests
 from serva import api, errors, spec
 from serva.page import EXAMPLE_KEY, KEY_ENV
 from serva.spec import Action, Example, Param
+from serva.cli import cli as serva_cli
 
 from test_snippets import _php_has_curl
 
@@ -91,7 +92,7 @@ def need(program):
 @pytest.fixture
 def demo(app, runner):
     """The demo data, as `make run` prepares it; the printed key."""
-    result = runner.invoke(args=["demo"])
+    result = runner.invoke(serva_cli, args=["demo"])
     assert result.exit_code == 0, result.output
     return result.stdout.splitlines()[-1]
 
@@ -138,6 +139,49 @@ def test_the_error_table_is_on_the_page(client):
         assert re.sub(r"\{(\w+)\}", r"<\1>", message) in page
 
 
+def test_every_html_id_of_the_page_is_unique(client, demo):
+    """Anchors and snippets are found by id (links, copy buttons, the page's own test)."""
+    page = client.get("/api").text
+    ids = re.findall(r'\sid="([^"]*)"', page)
+    assert ids and len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+    for anchor in re.findall(r'href="#([^"]*)"', page):
+        assert anchor in ids, anchor
+
+
+CONTRACT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                        "CONTRACT.md")
+
+
+def test_the_contract_document_names_what_the_code_does():
+    """docs/CONTRACT.md is written by hand from the same sources as this page: every action,
+    every parameter and alias, every public code with each of its messages, every status."""
+    with open(CONTRACT, encoding="utf-8") as handle:
+        contract = handle.read()
+    for name, action in api.ACTIONS.items():
+        assert f"### `{name}`" in contract, name
+        for param in action.params:
+            assert " / ".join(f"`{alias}`" for alias in param.names) in contract, param.names
+    for param in (spec.KEY, spec.ACTION):
+        assert f"`{param.name}`" in contract
+    for code, message in errors.MESSAGES.items():
+        public = errors.PUBLIC_CODE.get(code, code)
+        row = re.search(rf"^\| `{public}`( \(HTTP (\d+)\))? \|(.*)$", contract, re.M)
+        assert row, public
+        assert "`" + re.sub(r"\{(\w+)\}", r"<\1>", message) + "`" in row.group(3), (code, message)
+        assert row.group(2) == (str(errors.HTTP_STATUS[public]) if public in errors.HTTP_STATUS
+                                else None), public
+    for status in ("Pending", "In progress", "Processing", "Completed", "Partial", "Canceled",
+                   "Rejected"):
+        assert f"`{status}`" in contract, status
+
+
+def test_the_contract_document_stands_alone():
+    """It names no path outside the repository."""
+    with open(CONTRACT, encoding="utf-8") as handle:
+        contract = handle.read()
+    assert not re.search(r"\.\./|/work/|/home/|/tmp/|shared/", contract)
+
+
 def test_an_action_added_to_the_dispatch_table_appears_with_its_example(client, monkeypatch):
     nonce = Param(("nonce", "n"), "No", "Echoed back as `pong`.")
     monkeypatch.setitem(api.ACTIONS, "ping", Action(
@@ -157,7 +201,7 @@ def test_the_catalog_shown_is_the_live_one_without_a_caller(app, client, runner,
     catalog = page[page.index('id="catalog"'):page.index('id="snippets"')]
     for service_id in ("1234", "1235", "1236", "7788"):
         assert f"<td>{service_id}</td>" in catalog
-    runner.invoke(args=["service", "disable", "1235"])
+    runner.invoke(serva_cli, args=["service", "disable", "1235"])
     assert "<td>1235</td>" not in client.get("/api").text
 
 
@@ -178,7 +222,7 @@ def test_every_example_runs_as_shown_in_page_order(app, runner, page, demo):
     assert len(found) == sum(len(action.examples) for action in api.ACTIONS.values())
     for ident, action, number, request, shown in found:
         for command in api.ACTIONS[action].examples[number - 1].setup:
-            result = runner.invoke(args=list(command))
+            result = runner.invoke(serva_cli, args=list(command))
             assert result.exit_code == 0, (ident, command, result.output)
         assert request.count(EXAMPLE_KEY) == 1
         actual = json.loads(run(["bash", "-c", request.replace(EXAMPLE_KEY, demo)]))

@@ -1,4 +1,4 @@
-"""Credentials (CONTRACT.md): four key sources that must agree, the authentication errors in
+"""Credentials (docs/CONTRACT.md): four key sources that must agree, the authentication errors in
 their order, one active key per account, keys stored only as a hash, last-used bookkeeping
 that keeps read-only requests free of writes."""
 import glob

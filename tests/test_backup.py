@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 
 from serva import create_app, db
 from serva.schema import accounts, ledger, orders
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner, post_retrying_busy, serving
 
@@ -75,7 +76,7 @@ def test_a_backup_taken_under_write_load_is_consistent_and_audits_clean(app, cat
     plain.close()
     copy = create_app({"TESTING": True, "SECRET_KEY": "t", "DATABASE_URL": f"sqlite:///{target}"})
     try:
-        result = copy.test_cli_runner().invoke(args=["audit"])
+        result = copy.test_cli_runner().invoke(serva_cli, args=["audit"])
         assert result.exit_code == 0, result.output
         copied = count_orders(copy)
         assert before <= copied <= after

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from serva import api as api_module, db, services
+from serva.cli import cli as serva_cli
 
 from test_dashboard import EMAIL, PASSWORD, make_account
 
@@ -90,7 +91,7 @@ def test_sign_in_create_copy_reload_revoke(app, live_server, browser):
 def test_the_public_api_page_renders_without_console_errors(app, runner, live_server, browser):
     """GET /api in headless Chromium: no console error, no script error, no blocked resource
     (the CSP allows no inline script); a snippet's copy button copies the snippet."""
-    assert runner.invoke(args=["demo"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["demo"]).exit_code == 0
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
     page = context.new_page()

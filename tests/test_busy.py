@@ -23,6 +23,7 @@ from serva.auth import flush_key_uses
 from serva.demo import CATALOG
 from serva.schema import api_keys, ledger, orders
 from serva import services
+from serva.cli import cli as serva_cli
 
 from conftest import NO_RATE_LIMITS, make_partner, serving
 
@@ -107,7 +108,7 @@ def assert_busy(response):
 
 
 def audit_passes(app):
-    result = app.test_cli_runner().invoke(args=["audit"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
 
 

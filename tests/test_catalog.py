@@ -1,4 +1,4 @@
-"""The `balance` and `services` actions (CONTRACT.md, Actions and Money): exact shapes,
+"""The `balance` and `services` actions (docs/CONTRACT.md, Actions and Money): exact shapes,
 account-aware rates per 1000 units, inactive services hidden, the INTEGER_IDS setting."""
 import json
 

@@ -95,7 +95,7 @@ def test_init_db_on_a_fresh_file(tmp_path):
     app = create_app({"TESTING": True, "SECRET_KEY": "t",
                       "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite'}"})
     assert db.schema_revision(app.extensions["serva.engine"]) is None
-    result = app.test_cli_runner().invoke(args=["init-db"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["init-db"])
     assert result.exit_code == 0
     assert db.schema_revision(app.extensions["serva.engine"]) is not None
     app.extensions["serva.engine"].dispose()

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from serva import db, services
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, coupon_redemptions, ledger, orders
+from serva.cli import cli as serva_cli
 
 from conftest import (NO_RATE_LIMITS, make_partner, post, post_retrying_busy, together,
                       wait_until_serving)
@@ -47,7 +48,7 @@ def balance(app, account_id):
 
 
 def assert_audit_passes(runner):
-    result = runner.invoke(args=["audit"])
+    result = runner.invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("audit passed")
 
@@ -145,7 +146,7 @@ def test_two_accounts_in_parallel_only_spend_their_own(app, runner, live_server)
 
 def test_coupon_limits_hold_under_concurrency(app, runner, live_server):
     """A coupon with 5 uses in all and 2 per account, raced by 3 accounts x 8 threads."""
-    result = runner.invoke(args=["coupon", "create", "RUSH", "--percent", "50", "--max-uses", "5",
+    result = runner.invoke(serva_cli, args=["coupon", "create", "RUSH", "--percent", "50", "--max-uses", "5",
                                  "--per-account", "2"])
     assert result.exit_code == 0, result.output
     keys = [make_partner(app, f"p{i}@example.com")[1] for i in range(3)]
@@ -161,7 +162,7 @@ def test_coupon_limits_hold_under_concurrency(app, runner, live_server):
     per_account = [sum("order" in b for b in bodies[k::3]) for k in range(3)]
     assert sorted(per_account) == [1, 2, 2]
     assert counts(app) == (5, 3 + 5, 5)
-    assert "uses 5/5" in runner.invoke(args=["coupon", "list"]).output
+    assert "uses 5/5" in runner.invoke(serva_cli, args=["coupon", "list"]).output
     assert_audit_passes(runner)
 
 

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from serva import db, services
 from serva.ids import parse_order
 from serva.schema import accounts, coupon_redemptions, coupons, ledger, orders, purchase_guards
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner
 
@@ -17,7 +18,7 @@ LINK = "https://example.com/post/1"
 def coupon(runner):
     """Create a coupon through the CLI; asserts it worked."""
     def create(code, *options):
-        result = runner.invoke(args=["coupon", "create", code, *options])
+        result = runner.invoke(serva_cli, args=["coupon", "create", code, *options])
         assert result.exit_code == 0, result.output
         assert result.output == f"coupon {code.strip().upper()} created\n"
     return create
@@ -56,7 +57,7 @@ def assert_invalid(app, api, **params):
 
 
 def audit_passes(runner):
-    result = runner.invoke(args=["audit"])
+    result = runner.invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
 
 
@@ -113,14 +114,14 @@ def test_percent_is_rounded_once(app, api, coupon):
 
 
 def test_coupon_applies_after_the_accounts_effective_rate(api, runner, catalog, coupon):
-    assert runner.invoke(args=["account", "rate", "partner@example.com", "1234", "2"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["account", "rate", "partner@example.com", "1234", "2"]).exit_code == 0
     coupon("TEN", "--percent", "10")
     assert add(api, coupon="TEN")["charge"] == "1.8"
 
 
 def test_code_is_case_insensitive(api, catalog, coupon, runner):
     coupon("Summer10", "--percent", "10")
-    assert "SUMMER10" in runner.invoke(args=["coupon", "list"]).output
+    assert "SUMMER10" in runner.invoke(serva_cli, args=["coupon", "list"]).output
     assert add(api, coupon="summer10")["charge"] == "0.801"
     assert add(api, link=LINK + "/2", coupon=" SUMMER10 ")["charge"] == "0.801"
 
@@ -165,7 +166,7 @@ def test_max_uses(app, api, catalog, coupon, runner):
     assert add(api, key=other_key, coupon="TWICE")["charge"] == "0.445"
     assert_invalid(app, api, link=LINK + "/3", coupon="TWICE")
     assert state(app)["uses"] == {"TWICE": 2}
-    assert "uses 2/2" in runner.invoke(args=["coupon", "list"]).output
+    assert "uses 2/2" in runner.invoke(serva_cli, args=["coupon", "list"]).output
     audit_passes(runner)
 
 
@@ -203,10 +204,10 @@ def test_category_restriction(app, api, catalog, coupon):
 def test_disabled_coupon(app, api, catalog, coupon, runner):
     coupon("GONE", "--percent", "10")
     assert "order" in add(api, coupon="GONE")
-    result = runner.invoke(args=["coupon", "disable", "gone"])
+    result = runner.invoke(serva_cli, args=["coupon", "disable", "gone"])
     assert result.exit_code == 0 and result.output == "coupon GONE disabled\n"
     assert_invalid(app, api, link=LINK + "/2", coupon="GONE")
-    assert "GONE\tdisabled" in runner.invoke(args=["coupon", "list"]).output
+    assert "GONE\tdisabled" in runner.invoke(serva_cli, args=["coupon", "list"]).output
 
 
 def test_invalid_coupon_releases_the_purchase_guard(app, api, catalog, coupon):
@@ -220,10 +221,10 @@ def test_invalid_coupon_releases_the_purchase_guard(app, api, catalog, coupon):
 # ---------------------------------------------------------------- CLI
 
 def test_cli_list(runner, coupon):
-    assert runner.invoke(args=["coupon", "list"]).output == "none\n"
+    assert runner.invoke(serva_cli, args=["coupon", "list"]).output == "none\n"
     coupon("A10", "--percent", "10", "--max-uses", "5", "--starts", "2031-01-01", "--expires", "2031-02-01T12:30:00")
     coupon("B2", "--amount", "2.5")
-    lines = runner.invoke(args=["coupon", "list"]).output.splitlines()
+    lines = runner.invoke(serva_cli, args=["coupon", "list"]).output.splitlines()
     assert lines == ["A10\tactive\t10% off\tuses 0/5\t2031-01-01 00:00:00Z .. 2031-02-01 12:30:00Z",
                      "B2\tactive\t2.5 off\tuses 0/∞\t- .. -"]
 
@@ -259,7 +260,7 @@ def test_cli_create_stores_every_option(app, runner, catalog, coupon):
     ["X" * 65, "--percent", "10"],
 ])
 def test_cli_create_errors(app, runner, catalog, args):
-    result = runner.invoke(args=["coupon", "create", *args])
+    result = runner.invoke(serva_cli, args=["coupon", "create", *args])
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -270,18 +271,18 @@ def test_cli_create_errors(app, runner, catalog, args):
 
 def test_cli_create_duplicate_code(runner, coupon):
     coupon("DUP", "--percent", "10")
-    result = runner.invoke(args=["coupon", "create", "dup", "--amount", "1"])
+    result = runner.invoke(serva_cli, args=["coupon", "create", "dup", "--amount", "1"])
     assert result.exit_code == 2
     assert result.stderr == "error: coupon DUP already exists\n"
 
 
 def test_cli_disable_unknown(runner):
-    result = runner.invoke(args=["coupon", "disable", "NOPE"])
+    result = runner.invoke(serva_cli, args=["coupon", "disable", "NOPE"])
     assert result.exit_code == 2
     assert result.stderr == "error: no coupon NOPE\n"
 
 
 @pytest.mark.parametrize("option", ["--max-uses", "--per-account"])
 def test_cli_limits_must_be_positive(runner, option):
-    result = runner.invoke(args=["coupon", "create", "X", "--percent", "10", option, "0"])
+    result = runner.invoke(serva_cli, args=["coupon", "create", "X", "--percent", "10", option, "0"])
     assert result.exit_code == 2

@@ -18,6 +18,7 @@ from serva import accounts, db, keys, ledger, services
 from serva.auth import flush_key_uses
 from serva.money import parse_amount
 from serva.schema import api_keys, login_failures
+from serva.cli import cli as serva_cli
 
 EMAIL = "partner@example.com"
 PASSWORD = "correct horse battery"
@@ -181,7 +182,7 @@ def test_the_json_api_needs_no_csrf_token_even_with_a_session(app, client):
 # ---------------------------------------------------------------- bans
 
 def test_banned_account_cannot_sign_in_and_is_told_why(app, client, runner, account):
-    result = runner.invoke(args=["account", "ban", EMAIL, "--reason", "chargebacks <fraud>"])
+    result = runner.invoke(serva_cli, args=["account", "ban", EMAIL, "--reason", "chargebacks <fraud>"])
     assert result.exit_code == 0
     response = sign_in(client)
     assert response.status_code == 403
@@ -190,28 +191,28 @@ def test_banned_account_cannot_sign_in_and_is_told_why(app, client, runner, acco
 
 
 def test_ban_reason_is_not_shown_for_a_wrong_password(client, runner, account):
-    runner.invoke(args=["account", "ban", EMAIL, "--reason", "chargebacks"])
+    runner.invoke(serva_cli, args=["account", "ban", EMAIL, "--reason", "chargebacks"])
     response = sign_in(client, password="wrong password")
     assert "Wrong email or password." in response.text and "chargebacks" not in response.text
 
 
 def test_banned_without_reason(client, runner, account):
-    runner.invoke(args=["account", "ban", EMAIL])
+    runner.invoke(serva_cli, args=["account", "ban", EMAIL])
     assert "This account is banned." in sign_in(client).text
 
 
 def test_partner_banned_while_signed_in_is_signed_out_on_next_request(app, signed, runner, account):
-    runner.invoke(args=["account", "ban", EMAIL, "--reason", "chargebacks"])
+    runner.invoke(serva_cli, args=["account", "ban", EMAIL, "--reason", "chargebacks"])
     response = signed.get("/profile/api/")
     assert response.status_code == 302 and response.headers["Location"] == "/profile/login"
     assert "This account is banned: chargebacks" in signed.get("/profile/login").text
-    runner.invoke(args=["account", "unban", EMAIL])
+    runner.invoke(serva_cli, args=["account", "unban", EMAIL])
     assert not signed_in(signed)  # the session is gone, not just hidden
 
 
 def test_banned_partner_cannot_create_a_key_with_an_open_page(app, signed, runner, account):
     token = csrf_token(signed)
-    runner.invoke(args=["account", "ban", EMAIL])
+    runner.invoke(serva_cli, args=["account", "ban", EMAIL])
     response = signed.post("/profile/api/key", data={"csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"] == "/profile/login"
     assert key_rows(app, account) == []
@@ -225,22 +226,22 @@ def test_unapproved_partner_requests_access_and_the_operator_approves_it(app, cl
     page = client.get("/profile/api/").text
     assert "Not requested" in page and "Request API access" in page
     assert "Create key" not in page
-    assert runner.invoke(args=["account", "requests"]).output == "none\n"
+    assert runner.invoke(serva_cli, args=["account", "requests"]).output == "none\n"
 
     response = post(client, "/profile/api/request-access")
     assert response.status_code == 302
     page = client.get("/profile/api/").text
     assert "Pending approval" in page and "API access requested" in page
     assert "Request API access" not in page and "Create key" not in page
-    assert EMAIL in runner.invoke(args=["account", "requests"]).output
+    assert EMAIL in runner.invoke(serva_cli, args=["account", "requests"]).output
 
     post(client, "/profile/api/request-access")
     assert "already waiting" in client.get("/profile/api/").text
 
-    assert runner.invoke(args=["account", "approve", EMAIL]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["account", "approve", EMAIL]).exit_code == 0
     page = client.get("/profile/api/").text
     assert "Approved" in page and "Create key" in page
-    assert runner.invoke(args=["account", "requests"]).output == "none\n"
+    assert runner.invoke(serva_cli, args=["account", "requests"]).output == "none\n"
     raw = revealed_key(post(client, "/profile/api/key"))
     assert raw and call_api(client, raw)["balance"] == "25.5"
 
@@ -256,7 +257,7 @@ def test_unapproved_partner_cannot_create_a_key(app, client):
 
 def test_unapproved_partner_with_a_key_is_warned_and_may_only_revoke_it(app, client, runner):
     account_id, raw = make_account(app, key=True)
-    runner.invoke(args=["account", "unapprove", EMAIL])
+    runner.invoke(serva_cli, args=["account", "unapprove", EMAIL])
     sign_in(client)
     page = client.get("/profile/api/").text
     assert "api_access_not_approved" in page and "Revoke key" in page and "Rotate key" not in page
@@ -383,7 +384,7 @@ def test_revoke_without_a_key_is_refused(signed):
 
 def test_key_revoked_from_the_cli_disappears_from_the_dashboard(signed, runner):
     post(signed, "/profile/api/key")
-    runner.invoke(args=["key", "revoke", EMAIL])
+    runner.invoke(serva_cli, args=["key", "revoke", EMAIL])
     assert "No active key." in signed.get("/profile/api/").text
 
 
@@ -449,6 +450,26 @@ def test_reveal_page_fills_the_examples_with_the_new_key(signed):
     raw = revealed_key(response)
     assert response.text.count(raw) == 5 and "YOUR_API_KEY" not in response.text
     assert "YOUR_API_KEY" in signed.get("/profile/api/").text
+
+
+def test_the_status_example_asks_for_two_different_orders(signed):
+    """A batch of one id twice answers one entry: the example would teach nothing."""
+    code = html.unescape(re.search(r'<code id="example-curl">(.*?)</code>',
+                                   signed.get("/profile/api/").text, re.S).group(1))
+    batch = re.search(r"orders=(\S+?)\)", code).group(1).split(",")
+    assert len(batch) == 2 and len(set(batch)) == 2, batch
+
+
+def test_every_html_id_of_the_dashboard_is_unique(signed, priced_catalog):
+    """The copy buttons find their text by id: a repeated id copies the wrong snippet."""
+    pages = {"no key": signed.get("/profile/api/").text,
+             "reveal": post(signed, "/profile/api/key").text,
+             "a key": signed.get("/profile/api/").text}
+    for state, page in pages.items():
+        ids = re.findall(r'\sid="([^"]*)"', page)
+        assert ids and len(ids) == len(set(ids)), (state, sorted({i for i in ids if ids.count(i) > 1}))
+        for target in re.findall(r'data-copy="([^"]*)"', page):
+            assert target in ids, (state, target)
 
 
 def test_examples_run_as_pasted(app, live_server, priced_catalog, tmp_path):

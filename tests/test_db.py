@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from serva import create_app, db, migrations, schema
 from serva.auth import flush_key_uses
 from serva.schema import accounts, serva_meta
+from serva.cli import cli as serva_cli
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def test_an_api_write_uses_begin_immediate(app, client, partner, catalog, sql_lo
 
 
 def test_a_cli_write_uses_begin_immediate(app, runner, partner, sql_log):
-    result = runner.invoke(args=["account", "credit", "partner@example.com", "5", "--note", "t"])
+    result = runner.invoke(serva_cli, args=["account", "credit", "partner@example.com", "5", "--note", "t"])
     assert result.exit_code == 0, result.output
     assert "BEGIN IMMEDIATE" in normalized(sql_log)
 
@@ -203,7 +204,7 @@ def test_schema_sql_file_is_generated_from_the_schema():
 
 
 def test_schema_sql_command_prints_the_same(runner):
-    result = runner.invoke(args=["schema-sql"])
+    result = runner.invoke(serva_cli, args=["schema-sql"])
     assert result.exit_code == 0
     assert result.output == (ROOT / "schema.sql").read_text()
 

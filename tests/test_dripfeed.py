@@ -1,5 +1,5 @@
 """Quantity that is not the partner's to choose (fixed-quantity services) and drip-feed
-(`runs`, `interval`): CONTRACT.md, add; the operator's side of both."""
+(`runs`, `interval`): docs/CONTRACT.md, add; the operator's side of both."""
 import pytest
 from sqlalchemy import select
 

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from serva import REQUEST_ID_HEADER, coupons, create_app, db, services
 from serva.demo import CATALOG
 from serva.errors import MESSAGES, PUBLIC_CODE
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner
 
@@ -369,7 +370,7 @@ def fuzz(world, strategy) -> Counter:
     def run(request):
         check(world, request, seen)
     run()
-    result = world[0].test_cli_runner().invoke(args=["audit"])
+    result = world[0].test_cli_runner().invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
     return seen
 

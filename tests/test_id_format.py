@@ -1,4 +1,4 @@
-"""The per-account id format (CONTRACT.md, Compatibility settings): `prefixed` ("ORD-100023",
+"""The per-account id format (docs/CONTRACT.md, Ids): `prefixed` ("ORD-100023",
 "1234") or `numeric` (100023, 1234 as JSON integers), chosen by the partner in the dashboard or
 by the operator (`serva account id-format`); accounts that have not chosen follow the deployment
 default (SERVA_INTEGER_IDS). Ids are accepted in either form whatever the format."""
@@ -10,6 +10,7 @@ from sqlalchemy import select
 from serva import db
 from serva.ids import format_order_id, format_refill_id, format_service_id, parse_order, parse_refill
 from serva.schema import accounts
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner
 from test_dashboard import csrf_token, make_account, sign_in, EMAIL
@@ -24,7 +25,7 @@ def call(client, key, action, **params):
 
 
 def set_format(runner, email, id_format):
-    result = runner.invoke(args=["account", "id-format", email, id_format])
+    result = runner.invoke(serva_cli, args=["account", "id-format", email, id_format])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -104,7 +105,7 @@ def test_a_prefixed_choice_overrides_an_integer_deployment(app, client, runner, 
 
 
 def test_a_custom_rate_entry_follows_the_format_too(app, client, runner, partner, catalog):
-    assert runner.invoke(args=["account", "rate", "partner@example.com", "1235", "12"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["account", "rate", "partner@example.com", "1235", "12"]).exit_code == 0
     set_format(runner, "partner@example.com", "numeric")
     entries = {s["service"]: s for s in call(client, partner[1], "services")}
     assert entries[1235]["rate"] == "12" and set(entries) == {1234, 1235, 1236, 7788}
@@ -137,11 +138,11 @@ def test_the_format_is_read_with_the_key_not_by_another_query(app, client, runne
 # ---------------------------------------------------------------- the operator
 
 def test_cli_sets_and_shows_the_format(app, runner, partner):
-    show = runner.invoke(args=["account", "show", "partner@example.com"]).output
+    show = runner.invoke(serva_cli, args=["account", "show", "partner@example.com"]).output
     assert re.search(r"id format: +prefixed \(the default; not chosen\)", show)
     set_format(runner, "partner@example.com", "numeric")
     assert stored_format(app, "partner@example.com") == "numeric"
-    assert re.search(r"id format: +numeric\n", runner.invoke(args=["account", "show", "partner@example.com"]).output)
+    assert re.search(r"id format: +numeric\n", runner.invoke(serva_cli, args=["account", "show", "partner@example.com"]).output)
     set_format(runner, "partner@example.com", "prefixed")
     assert stored_format(app, "partner@example.com") == "prefixed"
 
@@ -150,7 +151,7 @@ def test_cli_sets_and_shows_the_format(app, runner, partner):
     (["partner@example.com", "integer"], "id format must be one of: prefixed, numeric"),
     (["nobody@example.com", "numeric"], "nobody@example.com")])
 def test_cli_refuses_a_bad_format_or_account(app, runner, partner, args, message):
-    result = runner.invoke(args=["account", "id-format", *args])
+    result = runner.invoke(serva_cli, args=["account", "id-format", *args])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: ") and message in result.output
     assert stored_format(app, "partner@example.com") is None
@@ -217,7 +218,7 @@ def test_an_earlier_database_upgrades_with_no_format_chosen_and_downgrades(tmp_p
     path = tmp_path / "old.sqlite"
     make_first_release_db(path)
     app = cli_app(path)
-    assert app.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
+    assert app.test_cli_runner().invoke(serva_cli, args=["init-db"]).exit_code == 0
     engine = app.extensions["serva.engine"]
     with db.read(engine) as conn:
         assert conn.execute(select(accounts.c.email, accounts.c.id_format)).all() == \

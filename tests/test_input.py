@@ -11,7 +11,7 @@ from serva.schema import idempotency_keys, ledger, orders
 
 from test_transport import assert_api_error, assert_json
 
-FOLLOWERS, GAME = "1234", "7788"
+FOLLOWERS, PACKAGE, GAME = "1234", "1235", "7788"
 LINK = "https://example.com/post/1"
 JSON = "application/json"
 UNICODE_DIGITS = ["²", "١٠٠", "１００", "٣", "߁", "𝟙𝟘𝟘", "१००"]
@@ -193,3 +193,67 @@ def test_a_multipart_part_without_a_name_is_ignored(client, partner):
             b'name="key"\r\n\r\n' + partner[1].encode() + b"\r\n--b--\r\n")
     response = client.post("/api/v1", data=body, content_type="multipart/form-data; boundary=b")
     assert assert_json(response) == {"balance": "100", "currency": "USD"}
+
+
+# ---------------------------------------------------------------- empty and unreadable values
+
+@pytest.mark.parametrize("action, batch, single", [
+    ("status", "orders", "order"), ("refill", "orders", "order"), ("cancel", "orders", "order"),
+    ("refill_status", "refills", "refill")])
+@pytest.mark.parametrize("sent", ["", " ", ",", " , ,"])
+def test_a_batch_that_names_no_id_is_missing_by_its_own_name(api, action, batch, single, sent):
+    assert api(action, **{batch: sent}) == {
+        "error": f"Missing required parameter: {batch}", "code": "missing_parameter"}
+    # nothing sent at all: the single id is what is asked for
+    assert api(action) == {"error": f"Missing required parameter: {single}",
+                           "code": "missing_parameter"}
+
+
+def test_a_json_batch_that_names_no_id_is_missing_by_its_own_name(client, partner):
+    for action in ("status", "refill", "cancel"):
+        body = assert_api_error(client.post("/api/v1", json={
+            "action": action, "key": partner[1], "orders": []}), "missing_parameter")
+        assert body["error"] == "Missing required parameter: orders"
+
+
+@pytest.mark.parametrize("action, single", [("status", "order"), ("refill", "order"),
+                                            ("cancel", "order"), ("refill_status", "refill")])
+def test_a_single_id_that_is_a_list_is_invalid_request(client, partner, action, single):
+    for request in (dict(data={"action": action, "key": partner[1], f"{single}[]": "1"}),
+                    dict(json={"action": action, "key": partner[1], single: ["1"]}),
+                    dict(json={"action": action, "key": partner[1], single: {"a": "1"}})):
+        body = assert_api_error(client.post("/api/v1", **request), "invalid_request")
+        assert body["error"] == f"Incorrect request: {single} must be one id, not a list"
+
+
+@pytest.mark.parametrize("action", ["status", "refill", "cancel"])
+def test_an_empty_batch_beside_a_single_id_reads_the_single_id(api, catalog, action):
+    order = api("add", service=FOLLOWERS, link=LINK, quantity="100")["order"]
+    body = api(action, order=order, orders="")
+    assert "code" not in body or body["code"] != "missing_parameter", body
+
+
+DRIP_FEED = {"service": FOLLOWERS, "link": LINK, "quantity": "100"}
+NO_DRIP_FEED = {"service": PACKAGE, "link": LINK}  # a package: the service sets the quantity
+UNREADABLE = ["abc", "-2", "2.5", "³", "1e3"]
+
+
+@pytest.mark.parametrize("order, extra, name", [
+    *[(DRIP_FEED, {"runs": runs, "interval": "5"}, "runs") for runs in UNREADABLE],
+    *[(NO_DRIP_FEED, {"runs": runs}, "runs") for runs in UNREADABLE],
+    *[(DRIP_FEED, {"runs": "3", "interval": interval}, "interval") for interval in UNREADABLE],
+])
+def test_unreadable_dripfeed_numbers_are_invalid_request(app, api, catalog, order, extra, name):
+    assert api("add", **order, **extra) == {
+        "error": f"Incorrect request: {name} must be a whole number (digits 0-9)",
+        "code": "invalid_request"}
+    assert count(app, orders) == 0
+
+
+def test_readable_dripfeed_numbers_keep_their_own_errors(api, catalog):
+    assert api("add", service=PACKAGE, link=LINK, runs="3", interval="abc") == {
+        "error": "Drip-feed is not available for this service", "code": "dripfeed_not_available"}
+    assert api("add", service=FOLLOWERS, link=LINK, quantity="100", runs="0", interval="5") == {
+        "error": "Incorrect runs", "code": "dripfeed_not_available"}
+    assert api("add", service=FOLLOWERS, link=LINK, quantity="100", runs="1", interval="x") \
+        .get("order") == "ORD-100001"  # one run is an ordinary order: interval is not read

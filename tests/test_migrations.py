@@ -20,6 +20,7 @@ from sqlalchemy import BigInteger, Column, MetaData, inspect, select
 
 from serva import create_app, db, migrations, schema
 from serva.schema import accounts
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner
 
@@ -155,10 +156,10 @@ def test_there_is_one_head():
 def test_init_db_creates_then_does_nothing(tmp_path):
     app = new_app(tmp_path / "fresh.sqlite")
     runner = app.test_cli_runner()
-    first = runner.invoke(args=["init-db"])
+    first = runner.invoke(serva_cli, args=["init-db"])
     assert first.exit_code == 0, first.output
     assert first.output == f"created a new database at schema revision {migrations.head()}\n"
-    again = runner.invoke(args=["init-db"])
+    again = runner.invoke(serva_cli, args=["init-db"])
     assert again.exit_code == 0
     assert "nothing to do" in again.output
     app.extensions["serva.engine"].dispose()
@@ -168,7 +169,7 @@ def test_init_db_adopts_and_upgrades_a_first_release_database(tmp_path):
     path = tmp_path / "old.sqlite"
     make_first_release_db(path)
     app = cli_app(path)  # a server would refuse it (test_db)
-    result = app.test_cli_runner().invoke(args=["init-db"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["init-db"])
     assert result.exit_code == 0, result.output
     assert "recognised a database of Serva's first release" in result.output
     assert f"upgraded it to {migrations.head()}" in result.output
@@ -213,7 +214,7 @@ def test_init_db_refuses_a_database_of_unknown_origin(tmp_path):
     conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
     conn.close()
     app = cli_app(path)
-    result = app.test_cli_runner().invoke(args=["init-db"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["init-db"])
     assert result.exit_code == 2
     assert "no Serva schema version" in result.output
     app.extensions["serva.engine"].dispose()
@@ -225,7 +226,7 @@ def test_data_commands_refuse_a_database_behind_head(tmp_path):
     app = cli_app(path)
     runner = app.test_cli_runner()
     for args in (["account", "show", "old@example.com"], ["audit"], ["order", "list"]):
-        result = runner.invoke(args=args)
+        result = runner.invoke(serva_cli, args=args)
         assert result.exit_code == 2, args
         assert result.output.startswith("error: the database was made by Serva's first release")
         assert "`serva init-db`" in result.output
@@ -234,14 +235,14 @@ def test_data_commands_refuse_a_database_behind_head(tmp_path):
 
 def test_data_commands_refuse_an_uninitialised_database(tmp_path):
     app = new_app(tmp_path / "blank.sqlite")
-    result = app.test_cli_runner().invoke(args=["account", "show", "x@example.com"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["account", "show", "x@example.com"])
     assert result.exit_code == 2
     assert "not initialized" in result.output
     app.extensions["serva.engine"].dispose()
 
 
 def test_init_db_reset_builds_a_new_database(app, runner, partner):
-    result = runner.invoke(args=["init-db", "--reset"])
+    result = runner.invoke(serva_cli, args=["init-db", "--reset"])
     assert result.exit_code == 0
     assert "created a new database" in result.output
     with app.app_context(), db.read() as conn:

@@ -1,5 +1,5 @@
 """`add` and `status` through HTTP: every service kind, every fields encoding, the purchase
-guard, idempotency, every order-related error row of CONTRACT.md, and "any failure leaves
+guard, idempotency, every order-related error row of docs/CONTRACT.md, and "any failure leaves
 no trace"."""
 import json
 import re
@@ -12,6 +12,7 @@ from serva import create_app, db, orders as orders_repo, services
 from serva.demo import CATALOG
 from serva.ids import parse_order
 from serva.schema import (
+from serva.cli import cli as serva_cli
     accounts, coupon_redemptions, coupons, idempotency_keys, ledger, orders, purchase_guards,
 )
 
@@ -108,15 +109,15 @@ def test_charge_is_rounded_half_up_once(app, api, catalog):
 
 
 def test_add_uses_the_accounts_effective_rate(app, runner, api, catalog, partner):
-    assert runner.invoke(args=["account", "discount", "partner@example.com", "10"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["account", "discount", "partner@example.com", "10"]).exit_code == 0
     assert api("add", service=FOLLOWERS, link=LINK, quantity="1000")["charge"] == "0.801"
-    result = runner.invoke(args=["account", "rate", "partner@example.com", "1234", "0.5"])
+    result = runner.invoke(serva_cli, args=["account", "rate", "partner@example.com", "1234", "0.5"])
     assert result.exit_code == 0, result.output
     assert api("add", service=FOLLOWERS, link=LINK + "x", quantity="1000")["charge"] == "0.5"
 
 
 def test_service_created_with_the_cli_can_be_ordered(runner, api):
-    result = runner.invoke(args=["service", "add", "--name", "TikTok Views", "--category", "TikTok",
+    result = runner.invoke(serva_cli, args=["service", "add", "--name", "TikTok Views", "--category", "TikTok",
                                  "--rate", "0.02", "--min", "10", "--max", "500"])
     assert result.exit_code == 0, result.output
     service_id = re.search(r"service (\d+) added", result.output).group(1)
@@ -316,7 +317,7 @@ BAD_ADDS = [
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "0", "interval": "5"},
      "dripfeed_not_available", "Incorrect runs"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "2.5", "interval": "5"},
-     "dripfeed_not_available", "Incorrect runs"),
+     "invalid_request", "Incorrect request: runs must be a whole number (digits 0-9)"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3"}, "missing_parameter",
      "Missing required parameter: interval"),
     ({"service": FOLLOWERS, "link": LINK, "quantity": "100", "runs": "3", "interval": "0"},
@@ -355,7 +356,7 @@ def test_add_error_through_a_json_body(app, client, partner, catalog):
 
 def test_disabled_service_is_unavailable(app, runner, api, catalog):
     assert_order(api("add", service=FOLLOWERS, link=LINK, quantity="100"), "0.089", "99.911")
-    result = runner.invoke(args=["service", "disable", FOLLOWERS])
+    result = runner.invoke(serva_cli, args=["service", "disable", FOLLOWERS])
     assert result.exit_code == 0, result.output
     before = snapshot(app)
     assert_error(api("add", service=FOLLOWERS, link=LINK + "/2", quantity="100"),
@@ -379,7 +380,7 @@ def test_insufficient_balance(app, client, catalog):
 
 
 def test_insufficient_balance_with_a_coupon_leaves_no_trace(app, runner, client, catalog):
-    assert runner.invoke(args=["coupon", "create", "TEN", "--percent", "10"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["coupon", "create", "TEN", "--percent", "10"]).exit_code == 0
     _, key = make_partner(app, "poor@example.com", balance="0.8")
     before = snapshot(app)
     body = client.post("/api/v1", data={"action": "add", "key": key, "service": FOLLOWERS,

@@ -12,6 +12,7 @@ import pytest
 from serva import db, services
 from serva.demo import CATALOG
 from serva.schema import orders
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner
 
@@ -66,7 +67,7 @@ def panel(app, runner, live_server, php, id_format):
         for entry in CATALOG:
             services.add(conn, **entry)
     _, key = make_partner(app, EMAIL)
-    result = runner.invoke(args=["account", "id-format", EMAIL, id_format])
+    result = runner.invoke(serva_cli, args=["account", "id-format", EMAIL, id_format])
     assert result.exit_code == 0, result.output
     return Panel(php, f"{live_server}/api/v2", key)
 
@@ -119,7 +120,7 @@ def test_errors_come_back_in_the_error_key(panel, id_format):
 # ---------------------------------------------------------------- refill, refill status, cancel
 
 def operator(runner, *args):
-    result = runner.invoke(args=list(args))
+    result = runner.invoke(serva_cli, args=list(args))
     assert result.exit_code == 0, (args, result.output)
     return result.output
 

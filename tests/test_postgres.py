@@ -13,6 +13,7 @@ from serva import create_app, db, orders as orders_repo, services
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner, pg_schema, post, serving, together
 
@@ -60,7 +61,7 @@ def order_count(app):
 
 
 def audit(app):
-    result = app.test_cli_runner().invoke(args=["audit"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -130,7 +131,7 @@ def test_pipeline_and_operator_commands(pg_app):
     account_id, key = make_partner(pg_app)
     svc = add_service(pg_app)
     runner = pg_app.test_cli_runner()
-    assert runner.invoke(args=["coupon", "create", "TEN", "--percent", "10", "--max-uses", "1"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["coupon", "create", "TEN", "--percent", "10", "--max-uses", "1"]).exit_code == 0
     client = pg_app.test_client()
 
     def add(**params):
@@ -153,15 +154,15 @@ def test_pipeline_and_operator_commands(pg_app):
                                       "remains": 1000, "currency": "USD"}
     assert batch["x"] == {"error": "Incorrect order ID"}
     assert balance(pg_app, account_id) == 100_000_000 - 166_500
-    listing = runner.invoke(args=["order", "list", "--account", "partner@example.com"])
+    listing = runner.invoke(serva_cli, args=["order", "list", "--account", "partner@example.com"])
     assert listing.exit_code == 0 and listing.output.count("ORD-") == 2
-    assert runner.invoke(args=["coupon", "list"]).output.startswith("TEN\tactive\t10% off\tuses 1/1")
+    assert runner.invoke(serva_cli, args=["coupon", "list"]).output.startswith("TEN\tactive\t10% off\tuses 1/1")
     audit(pg_app)
     # The audit reads PostgreSQL's numeric sums correctly too.
     with pg_app.app_context(), db.write() as conn:
         conn.execute(text("UPDATE accounts SET balance = balance + 1"))
         conn.execute(text("UPDATE coupons SET uses = 0"))
-    result = runner.invoke(args=["audit"])
+    result = runner.invoke(serva_cli, args=["audit"])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"VIOLATION account partner@example.com (id {account_id}): balance 99.833501 != ledger sum 99.8335",
@@ -199,9 +200,9 @@ def test_services_with_and_without_explicit_ids(pg_app):
     without an id collide on PostgreSQL's sequence."""
     runner = pg_app.test_cli_runner()
     for args in (["--id", "1"], ["--id", "2"], [], ["--id", "1234"], []):
-        result = runner.invoke(args=["service", "add", "--name", "S", "--rate", "1", "--max", "10", *args])
+        result = runner.invoke(serva_cli, args=["service", "add", "--name", "S", "--rate", "1", "--max", "10", *args])
         assert result.exit_code == 0, (result.output, result.exception)
-    listed = runner.invoke(args=["service", "list"]).output.splitlines()
+    listed = runner.invoke(serva_cli, args=["service", "list"]).output.splitlines()
     assert [int(line.split("\t")[0]) for line in listed] == [1, 2, 3, 1234, 1235]
 
 
@@ -221,10 +222,10 @@ def test_huge_ids_and_counts_are_clean_errors(pg_app):
     assert call(action="add", service="999999999999999999", link="https://example.com",
                 quantity="100")["code"] == "service_unavailable"
     order = call(action="add", service=svc, link="https://example.com", quantity="100")["order"]
-    result = pg_app.test_cli_runner().invoke(args=["order", "set-status", order, "In progress",
+    result = pg_app.test_cli_runner().invoke(serva_cli, args=["order", "set-status", order, "In progress",
                                                    "--start-count", str(2**31)])
     assert result.exit_code == 2
-    result = pg_app.test_cli_runner().invoke(args=["order", "set-status", order, "In progress",
+    result = pg_app.test_cli_runner().invoke(serva_cli, args=["order", "set-status", order, "In progress",
                                                    "--start-count", str(2**31 - 1)])
     assert result.exit_code == 0, result.output
     assert call(action="status", order=order)["start_count"] == 2**31 - 1
@@ -248,7 +249,7 @@ def test_nul_characters_are_clean_errors_on_postgres(pg_app):
 
 
 def test_backup_points_to_pg_dump_on_postgres(pg_app, tmp_path):
-    result = pg_app.test_cli_runner().invoke(args=["backup", str(tmp_path / "copy.sqlite")])
+    result = pg_app.test_cli_runner().invoke(serva_cli, args=["backup", str(tmp_path / "copy.sqlite")])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: serva backup copies SQLite databases; for postgresql use pg_dump (README, Backups)"]
@@ -266,7 +267,7 @@ def test_concurrent_refills_and_cancels(pg_app, pg_server):
                               link=f"https://example.com/{i}", quantity="100")[1])["order"]
               for i in range(2)]
     done, active = placed
-    assert runner.invoke(args=["order", "set-status", done, "Completed"]).exit_code == 0
+    assert runner.invoke(serva_cli, args=["order", "set-status", done, "Completed"]).exit_code == 0
 
     answers = together(12, lambda i: json.loads(post(pg_server, action="refill", key=key,
                                                      order=done)[1]))

@@ -8,6 +8,7 @@ import pytest
 
 from serva import provider_client as pc, providers, simulated
 from serva import db
+from serva.cli import cli as serva_cli
 
 from faulty_provider import KEY, FaultyProvider
 from test_order_cli import cli, ok
@@ -183,7 +184,7 @@ def test_a_first_release_database_keeps_every_row_through_the_fulfilment_revisio
     raw.commit()
     raw.close()
     app = cli_app(path)
-    assert app.test_cli_runner().invoke(args=["init-db"]).exit_code == 0
+    assert app.test_cli_runner().invoke(serva_cli, args=["init-db"]).exit_code == 0
     engine = app.extensions["serva.engine"]
     assert differences(engine) == []
     with db.read(engine) as conn:
@@ -191,7 +192,7 @@ def test_a_first_release_database_keeps_every_row_through_the_fulfilment_revisio
             [(1234, "Old followers", 890000, None)]
         assert conn.execute(text("SELECT id, service_id, charge, status, provider_order, "
                                  "next_sync_at FROM orders")).all() == [(1, 1234, 5, "Pending", None, None)]
-    assert app.test_cli_runner().invoke(args=["audit"]).exit_code == 0
+    assert app.test_cli_runner().invoke(serva_cli, args=["audit"]).exit_code == 0
     with db.migrating(engine) as conn:
         command.downgrade(migrations.config(conn), "first_release")
     with db.read(engine) as conn:

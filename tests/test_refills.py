@@ -1,4 +1,4 @@
-"""`refill`, `refill_status` and `cancel` (CONTRACT.md): shapes, the rules of each, the
+"""`refill`, `refill_status` and `cancel` (docs/CONTRACT.md): shapes, the rules of each, the
 operator's answers (`serva refill …`, `order list --cancel-requested`, `order set-status`), and
 the races the database decides."""
 import json
@@ -167,7 +167,7 @@ def test_refill_status_list_and_foreign_refills(app, api, completed):
 
 @pytest.mark.parametrize("action,params,name", [
     ("refill", {}, "order"), ("refill_status", {}, "refill"), ("cancel", {}, "order"),
-    ("refill", {"order": ""}, "order"), ("refill_status", {"refills": ""}, "refill"),
+    ("refill", {"order": ""}, "order"), ("refill_status", {"refills": ""}, "refills"),
 ])
 def test_missing_ids(api, action, params, name):
     assert api(action, **params) == {"error": f"Missing required parameter: {name}",

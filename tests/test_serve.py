@@ -145,7 +145,7 @@ def test_two_workers_place_orders_without_overspending(app, runner, tmp_path):
             placed = conn.execute(select(func.count()).select_from(orders)
                                   .where(orders.c.account_id == account_id)).scalar()
             assert (left, placed) == (parse_amount("0.2"), COVERED)
-    result = runner.invoke(args=["audit"])
+    result = runner.invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
     output = log_path.read_text(errors="replace")
     assert "database is locked" not in output
@@ -218,7 +218,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_order(app, runner, tmp
         assert stored.get(order_id) == charge == parse_amount(body["charge"]), body
     assert len(stored) - len(acknowledged) <= len(failed)
     assert left == parse_amount("1000") - charge * len(stored)
-    result = runner.invoke(args=["audit"])
+    result = runner.invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
 
 
@@ -317,6 +317,7 @@ logging.getLogger("serva.x").debug("not shown")
 import logging
 logging.basicConfig(format="OWN %(message)s")
 from serva import logs
+from serva.cli import cli as serva_cli
 logs.configure()
 logging.getLogger("serva.access").warning("kept")
 """

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from serva import accounts, db
 from serva.schema import dashboard_sessions
+from serva.cli import cli as serva_cli
 
 from test_dashboard import (EMAIL, PASSWORD, csrf_token, key_rows, make_account, post,
                             revealed_key, sign_in, signed_in)
@@ -195,15 +196,15 @@ def test_sessions_expire_with_the_cookie_lifetime(app, client):
 def test_a_ban_ends_the_session_row(app, keyed, runner):
     client, _ = keyed
     thief = copy_of(app, client)
-    runner.invoke(args=["account", "ban", EMAIL])
+    runner.invoke(serva_cli, args=["account", "ban", EMAIL])
     client.get("/profile/api/")
-    runner.invoke(args=["account", "unban", EMAIL])
+    runner.invoke(serva_cli, args=["account", "unban", EMAIL])
     assert not signed_in(client) and not signed_in(thief)
 
 
 def test_cli_password_and_sign_out_end_every_session(app, keyed, runner):
     client, _ = keyed
-    result = runner.invoke(args=["account", "password", EMAIL],
+    result = runner.invoke(serva_cli, args=["account", "password", EMAIL],
                            input="operator set this\noperator set this\n")
     assert result.exit_code == 0, result.output
     assert "partner@example.com: password set, 1 session signed out" in result.output
@@ -211,10 +212,10 @@ def test_cli_password_and_sign_out_end_every_session(app, keyed, runner):
     assert "Wrong email or password." in sign_in(client).text
     assert sign_in(client, password="operator set this").status_code == 302
 
-    result = runner.invoke(args=["account", "sign-out", EMAIL])
+    result = runner.invoke(serva_cli, args=["account", "sign-out", EMAIL])
     assert result.output == "partner@example.com: 1 session signed out\n"
     assert not signed_in(client)
-    result = runner.invoke(args=["account", "password", EMAIL, "--password", "short"])
+    result = runner.invoke(serva_cli, args=["account", "password", EMAIL, "--password", "short"])
     assert result.exit_code == 2
 
 
@@ -222,8 +223,8 @@ def test_prune_deletes_ended_sessions(app, keyed, runner):
     client, _ = keyed
     phone = second_sign_in(app)
     post(phone, "/profile/logout")
-    assert "1 ended sessions" in runner.invoke(args=["prune"]).output
+    assert "1 ended sessions" in runner.invoke(serva_cli, args=["prune"]).output
     assert len(session_rows(app)) == 1 and signed_in(client)
     with freeze_time(timedelta(days=40)):
-        assert "1 ended sessions" in runner.invoke(args=["prune"]).output
+        assert "1 ended sessions" in runner.invoke(serva_cli, args=["prune"]).output
     assert session_rows(app) == []

@@ -10,6 +10,7 @@ from urllib.parse import quote_plus
 
 import pytest
 import requests
+from serva.cli import cli as serva_cli
 
 PUBLIC_URL = "https://serva-s.com/api/v1"
 
@@ -54,7 +55,7 @@ echo $result;
 @pytest.fixture
 def demo_key(runner):
     """The demo catalog and account, as `make run` prepares them; the printed key."""
-    result = runner.invoke(args=["demo"])
+    result = runner.invoke(serva_cli, args=["demo"])
     assert result.exit_code == 0, result.output
     return result.stdout.splitlines()[-1]
 

@@ -19,6 +19,7 @@ from serva import accounts, create_app, db, keys, ledger, migrations, services
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
+from serva.cli import cli as serva_cli
 
 from test_migrations import cli_app, upgrade_by_revisions
 
@@ -114,7 +115,7 @@ def check_the_release_data_serves(app):
                 link="https://instagram.com/p/after-the-upgrade", quantity="1000")
     assert again["code"] in ("duplicate_target", "active_order_exists")
     check_one_data_path(app.extensions["serva.engine"], charges_of=parse_order(placed["order"]))
-    audit = app.test_cli_runner().invoke(args=["audit"])
+    audit = app.test_cli_runner().invoke(serva_cli, args=["audit"])
     assert audit.exit_code == 0, audit.output
     assert "audit passed" in audit.output
 
@@ -214,7 +215,7 @@ def test_a_first_release_database_upgrades_on_postgresql(pg_url):
                                       f"(SELECT max(id) FROM {table.name}))"))
         assert "first release" in db.schema_problem(engine)
 
-        result = operator.test_cli_runner().invoke(args=["init-db"])
+        result = operator.test_cli_runner().invoke(serva_cli, args=["init-db"])
         assert result.exit_code == 0, result.output
         assert result.output.startswith("recognised a database of Serva's first release")
         with db.read(engine) as conn:
@@ -344,7 +345,7 @@ def test_a_database_at_ledger_moves_balance_upgrades_keeping_every_row(database_
         with db.read(engine) as conn:
             assert ledger.balance_mismatches(conn) == []
         before = all_rows(engine)
-        result = operator.test_cli_runner().invoke(args=["init-db"])
+        result = operator.test_cli_runner().invoke(serva_cli, args=["init-db"])
         assert result.exit_code == 0, result.output
         assert result.output.startswith(
             f"upgraded the database from schema revision ledger_moves_balance to {migrations.head()}")
@@ -364,7 +365,7 @@ def test_a_database_at_ledger_moves_balance_upgrades_keeping_every_row(database_
         assert client.post("/api/v1", data={"key": key, "action": "balance"}).get_json() == \
             {"balance": "98.22", "currency": "USD"}
         check_one_data_path(app.extensions["serva.engine"], charges_of=parse_order(placed["order"]))
-        audit = app.test_cli_runner().invoke(args=["audit"])
+        audit = app.test_cli_runner().invoke(serva_cli, args=["audit"])
         assert audit.exit_code == 0, audit.output
     finally:
         flush_key_uses(app)

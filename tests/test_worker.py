@@ -11,6 +11,7 @@ from serva import create_app, db, orders as orders_repo, providers, worker
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.schema import dispatches, ledger, orders, services
+from serva.cli import cli as serva_cli
 
 from conftest import pg_schema
 from faulty_provider import KEY, FaultyProvider
@@ -89,12 +90,12 @@ def refunds(app, ident):
 
 
 def audit(app):
-    result = app.test_cli_runner().invoke(args=["audit"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
 
 
 def cli(app, *args):
-    result = app.test_cli_runner().invoke(args=[str(a) for a in args])
+    result = app.test_cli_runner().invoke(serva_cli, args=[str(a) for a in args])
     assert result.exit_code == 0, (result.stdout, result.stderr)
     return result.stdout
 
@@ -168,7 +169,7 @@ def test_malformed_reply_is_unknown(app, api, linked):
     assert handover(app, ident).state == "unknown" and len(linked.adds) == 1
     assert cli(app, "order", "resolve", ident, "--cancel") == f"{ident}: Canceled, refunded 0.89\n"
     assert refunds(app, ident) == [890_000] and order(app, ident).status == "Canceled"
-    result = app.test_cli_runner().invoke(args=["order", "resolve", ident, "--resend"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["order", "resolve", ident, "--resend"])
     assert result.exit_code == 2 and "no hand-over of unknown outcome" in result.stderr
     audit(app)
 
@@ -323,7 +324,7 @@ def test_operator_cannot_settle_an_order_while_it_is_handed_over(app, api, linke
     ident = place(api)
     with held_handover(app, linked) as reports:
         result = app.test_cli_runner().invoke(
-            args=["order", "set-status", ident, status, "--remains", "10"])
+            serva_cli, args=["order", "set-status", ident, status, "--remains", "10"])
         assert result.exit_code == 2 and result.stdout == ""
         assert result.stderr == (f"error: order {ident} is being handed over to its provider right "
                                  f"now; wait for the worker's pass to record the answer, then try "
@@ -359,7 +360,7 @@ def test_operator_cannot_settle_an_order_of_unknown_outcome(app, api, linked):
     linked.add_script = ["slow"]
     ident = place(api)
     assert run(app).unknown == 1
-    result = app.test_cli_runner().invoke(args=["order", "set-status", ident, "Canceled"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["order", "set-status", ident, "Canceled"])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == (f"error: order {ident} was sent to its provider with no answer "
                              f"(outcome unknown); check at the provider and settle it with "
@@ -525,7 +526,7 @@ def test_sync_interval_grows_with_age():
 
 def test_worker_once_command(app, api, linked):
     place(api)
-    result = app.test_cli_runner().invoke(args=["worker", "--once"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["worker", "--once"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("handed over 1, retrying 0, canceled 0, unknown 0;")
 
@@ -534,11 +535,11 @@ def test_demo_orders_complete_through_the_simulated_provider(app, monkeypatch):
     from serva import simulated
     runner = app.test_cli_runner()
     for _ in range(2):  # again: repairs, never duplicates
-        result = runner.invoke(args=["demo"])
+        result = runner.invoke(serva_cli, args=["demo"])
         assert result.exit_code == 0, result.output
     key = result.output.splitlines()[-1]
     assert "fulfilled by the simulated provider" in result.output
-    assert runner.invoke(args=["provider", "list"]).output.count("sim://") == 1
+    assert runner.invoke(serva_cli, args=["provider", "list"]).output.count("sim://") == 1
     app.config.update(FAST)
     client = app.test_client()
     placed = client.post("/api/v1", data={"action": "add", "key": key, "service": "1234",

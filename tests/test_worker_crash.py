@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 from serva import create_app, db, providers, worker
 from serva.auth import flush_key_uses
 from serva.schema import dispatches, ledger, orders, services
+from serva.cli import cli as serva_cli
 
 from conftest import make_partner, pg_schema
 from faulty_provider import KEY, FaultyProvider
@@ -116,7 +117,7 @@ def finish(app, provider):
     by_key = {entry["idempotency_key"]: entry["order"] for entry in provider.adds}
     reverse = {order_id: key for key, order_id in keys.items()}
     assert all(row.provider_order == by_key[reverse[row.id]] for row in rows)
-    result = app.test_cli_runner().invoke(args=["audit"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["audit"])
     assert result.exit_code == 0, result.output
 
 

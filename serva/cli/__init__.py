@@ -1,5 +1,5 @@
 """The operator CLI: the `serva` console script, one module per noun (`flask --app serva …`
-runs the same commands inside Flask's own CLI).
+is Flask's own CLI, for `run` and Flask-Migrate's `db` while developing).
 
 Every command is scriptable: results on stdout, a one-line `error: …` on stderr and exit
 status 2 for arguments that cannot be applied (under `serva`, click's usage errors too);
@@ -11,7 +11,7 @@ import click
 from flask.cli import ScriptInfo
 from flask_migrate.cli import db as migrate_commands
 
-from .. import db
+from .. import create_app, db
 from ..backup import backup_command
 from ..serve import serve_command
 from . import account, coupon, key, order, provider, refill, service
@@ -30,7 +30,6 @@ def load_app():
     """The app `serva`'s commands run in, made here and nowhere else, when the first command
     that needs it runs (so `--help` works whatever the settings). A setting the app refuses
     is one line naming it, and exit status 2."""
-    from .. import create_app  # here: create_app itself imports this package
     try:
         return create_app()
     except ValueError as error:
@@ -67,12 +66,6 @@ class ServaGroup(click.Group):
 
 cli = ServaGroup("serva", help="Serva operator commands.",
                  commands=[*COMMANDS, migrate_commands])
-
-
-def init_app(app):
-    """`flask --app serva …` (and the app's test runner) get the same commands."""
-    for command in COMMANDS:
-        app.cli.add_command(command)
 
 
 def main():

@@ -7,13 +7,13 @@ from .parsing import (MAX_FIELD_LENGTH, MAX_INTERVAL, MAX_LINES_LENGTH, MAX_LINK
                       MAX_RUNS, MIN_INTERVAL, MIN_RUNS, OrderRequest, ServiceRow, add_lookup,
                       normalize_link, parse_add, parse_dripfeed, parse_inputs)
 from .placing import add_action, billable_units, place
-from .reading import MAX_BATCH, batch_ids, status_action, status_entry, status_lookup
+from .reading import MAX_BATCH, status_action, status_entry, status_lookup
 
 __all__ = [
     "ACTIVE_STATUSES", "FINAL_STATUSES", "IN_FLIGHT", "MAX_BATCH", "MAX_FIELD_LENGTH",
     "MAX_INTERVAL", "MAX_LINES_LENGTH", "MAX_LINK_LENGTH", "MAX_RUNS", "MIN_INTERVAL",
     "MIN_RUNS", "ORDER_STATUSES", "OrderError", "OrderRequest", "REFUNDED_STATUSES",
-    "ServiceRow", "add_action", "add_lookup", "batch_ids", "billable_units", "move",
+    "ServiceRow", "add_action", "add_lookup", "billable_units", "move",
     "normalize_link", "parse_add", "parse_dripfeed", "parse_inputs", "place", "refund_for",
     "set_status", "status_action", "status_entry", "status_lookup",
 ]

@@ -12,7 +12,7 @@ from sqlalchemy import Integer, and_, bindparam
 from .. import db, keys, services
 from ..errors import ApiError
 from ..ids import MAX_ID, parse_service
-from ..params import BadText, load_json, parse_digits
+from ..params import BadText, load_json, parse_digits, whole_number
 from ..schema import accounts, service_rates, services as services_table
 from ..spec import COUPON, FIELDS, INTERVAL, LINK, QUANTITY, RUNS, SERVICE
 
@@ -131,15 +131,17 @@ def parse_dripfeed(params, service):
     raw_runs = RUNS.get(params)
     if raw_runs is None:
         return None, None
-    if parse_digits(raw_runs) == 1:
+    runs = whole_number(raw_runs, RUNS.name)
+    if runs == 1:
         return None, None  # one run is an ordinary order
     if not service.dripfeed:
         raise ApiError("dripfeed_not_available")
-    runs = _bounded(raw_runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
+    runs = _bounded(runs, MIN_RUNS, MAX_RUNS, "invalid_runs")
     raw_interval = INTERVAL.get(params)
     if raw_interval is None:
         raise ApiError("missing_parameter", name=INTERVAL.name)
-    return runs, _bounded(raw_interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
+    interval = whole_number(raw_interval, INTERVAL.name)
+    return runs, _bounded(interval, MIN_INTERVAL, MAX_INTERVAL, "invalid_interval")
 
 
 def _check_bounds(quantity: int, service) -> None:

@@ -12,8 +12,9 @@ from flask import current_app, request
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import coupons, db, ledger, request_id
+from .. import coupons, db, ledger
 from ..errors import ApiError
+from ..request_ids import request_id
 from ..ids import format_order_id, numeric_ids, parse_order, present_order
 from ..money import MAX_AMOUNT, format_amount
 from ..schema import accounts, dispatches, idempotency_keys, orders, purchase_guards

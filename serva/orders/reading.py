@@ -7,6 +7,7 @@ from .. import db, keys
 from ..errors import ApiError
 from ..ids import parse_order
 from ..money import format_amount
+from ..params import requested_ids
 from ..schema import accounts, orders
 from ..spec import ORDER, ORDERS
 
@@ -26,31 +27,21 @@ _STATUS_LOOKUP = keys.resolve_select(
     .scalar_subquery().label("orders_json"))
 
 
-def batch_ids(value, name="orders") -> list:
-    """The ids of a batch parameter (`orders=a,b,c`, or a JSON list), as sent, in order."""
-    if isinstance(value, list):
-        tokens = [str(v).strip() for v in value if not isinstance(v, (dict, list))]
-    elif isinstance(value, (str, int)) and not isinstance(value, bool):
-        tokens = [t.strip() for t in str(value).split(",")]
-    else:
-        raise ApiError("invalid_request", detail=f"{name} must be a comma-separated list")
-    return [t for t in tokens if t]
+def _requested(params):
+    """(ids as sent, is_batch, their order ids) of a `status` request (params.requested_ids:
+    the rules status, refill, refill_status and cancel share)."""
+    tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
+    return tokens, is_batch, [parse_order(token) for token in tokens]
 
 
 def _requested_ids(params) -> list:
     """The order ids a well-formed `status` request asks for (none when it is malformed:
     status_action then reports why)."""
-    batch = params.get(ORDERS.name)
     try:
-        if batch not in (None, "", []):
-            tokens = batch_ids(batch)
-            found = [parse_order(token) for token in tokens] if len(tokens) <= MAX_BATCH else []
-        else:
-            single = params.get(ORDER.name)
-            found = [parse_order(single)] if single not in (None, "") else []
-    except (ApiError, TypeError):
+        _, _, order_ids = _requested(params)
+    except ApiError:
         return []
-    return sorted({order_id for order_id in found if order_id is not None})
+    return sorted({order_id for order_id in order_ids if order_id is not None})
 
 
 def status_lookup(params):
@@ -88,22 +79,14 @@ def status_entry(row, currency=None) -> dict:
 
 
 def status_action(account, params):
-    batch = params.get(ORDERS.name)
-    if batch not in (None, "", []):
-        tokens = batch_ids(batch)
-        if len(tokens) > MAX_BATCH:
-            raise ApiError("too_many_orders", max=MAX_BATCH)
-        parsed = {token: parse_order(token) for token in tokens}
-        found = _found(account, parsed.values())
+    tokens, is_batch, order_ids = _requested(params)
+    found = _found(account, order_ids)
+    if is_batch:
         missing = ApiError("order_not_found").message
         currency = current_app.config["CURRENCY"]
         return {token: status_entry(found[order_id], currency) if order_id in found
-                else {"error": missing} for token, order_id in parsed.items()}
-    single = params.get(ORDER.name)
-    if single in (None, ""):
-        raise ApiError("missing_parameter", name=ORDER.name)
-    order_id = parse_order(single)
-    row = _found(account, [order_id]).get(order_id)
+                else {"error": missing} for token, order_id in zip(tokens, order_ids)}
+    row = found.get(order_ids[0])
     if row is None:
         raise ApiError("order_not_found")
     return status_entry(row)
