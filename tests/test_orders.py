@@ -9,10 +9,10 @@ from freezegun import freeze_time
 from sqlalchemy import event, func, select
 
 from serva import create_app, db, orders as orders_repo, services
+from serva.cli import cli as serva_cli
 from serva.demo import CATALOG
 from serva.ids import parse_order
 from serva.schema import (
-from serva.cli import cli as serva_cli
     accounts, coupon_redemptions, coupons, idempotency_keys, ledger, orders, purchase_guards,
 )
 
