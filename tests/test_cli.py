@@ -632,7 +632,7 @@ def refused_settings(monkeypatch):
     """create_app refusing a setting, as it does for a bad SERVA_* value."""
     def create_app(test_config=None):
         raise ValueError("SERVA_CURRENCY must be three letters, not 'dollars'")
-    monkeypatch.setattr("serva.create_app", create_app)
+    monkeypatch.setattr("serva.cli.create_app", create_app)
 
 
 @pytest.mark.parametrize("args", [["account", "requests"], ["audit"], ["init-db"]])
@@ -721,20 +721,6 @@ def test_serva_help_shows_servas_commands_only(tmp_path):
     assert listed_commands(result.stdout) == SERVA_COMMANDS
     assert "--version" not in result.stdout and "Flask" not in result.stdout
     assert "--app" not in result.stdout and "--env-file" not in result.stdout
-
-
-def test_flask_app_serva_runs_the_same_commands(tmp_path):
-    flask = Path(sys.executable).parent / "flask"
-    if not flask.exists():
-        pytest.skip("flask is not installed next to this Python")
-    env = {**os.environ, "SERVA_DATABASE_URL": f"sqlite:///{tmp_path / 'f.sqlite'}",
-           "SERVA_SECRET_KEY": "t"}
-    assert subprocess.run([str(flask), "--app", "serva", "init-db"], env=env, cwd=tmp_path,
-                          capture_output=True, timeout=120).returncode == 0
-    result = subprocess.run([str(flask), "--app", "serva", "account", "show", "x@example.com"], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == ["error: no account with email x@example.com"]
 
 
 def test_the_cli_help_lists_the_commands(runner):
