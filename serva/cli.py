@@ -15,9 +15,10 @@ from sqlalchemy import and_, delete, select
 from . import accounts as accounts_repo
 from . import audit as audit_checks
 from . import coupons as coupons_repo
-from . import db, keys, ledger, orders as orders_repo, provider_catalog, provider_client
+from . import db, fulfilment, keys, ledger, orders as orders_repo, provider_catalog
 from . import providers as providers_repo, refills as refills_repo, services as services_repo
-from . import sessions, worker
+from . import sessions
+from .fulfilment import provider_client
 from .ids import id_format_name, numeric_ids, parse_order, parse_refill, present_order, present_refill
 from .money import (BASIS_POINTS, AmountError, format_amount, format_percent, parse_amount,
                     parse_percent)
@@ -686,9 +687,9 @@ def order_resolve(order, provider_order, resend, cancel):
     order_id = _order_id(order)
     try:
         with db.write() as conn:
-            done = worker.resolve(conn, order_id, provider_order=provider_order,
+            done = fulfilment.resolve(conn, order_id, provider_order=provider_order,
                                       resend=resend, cancel=cancel)
-    except worker.ResolveError as error:
+    except fulfilment.ResolveError as error:
         fail(str(error))
     click.echo(f"{present_order(order_id)}: {done}")
 
@@ -995,9 +996,9 @@ def worker_command(once):
     """Hand orders over to providers and sync their status; runs until SIGTERM."""
     require_schema()
     if once:
-        click.echo(worker.run_pass().line())
+        click.echo(fulfilment.run_pass().line())
         return
-    worker.run_forever(echo=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
+    fulfilment.run_forever(echo=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
 
 
 @click.command("demo")

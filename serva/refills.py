@@ -1,5 +1,5 @@
-"""After an order: the partner's `refill`, `refill_status` and `cancel` (CONTRACT.md), and the
-operator's answers to them.
+"""After an order: the partner's `refill`, `refill_status` and `cancel` (the API contract),
+and the operator's answers to them.
 
 A refill is a row of its own (`refills`); the database allows one Pending/In progress refill
 per order (a partial unique index), so two refill requests racing for one order cannot both be
@@ -10,8 +10,9 @@ Another account's order or refill is "not found", exactly like one that does not
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import db, forwarding
+from . import db
 from .errors import ApiError
+from .fulfilment import forwarding
 from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
 from .orders import MAX_BATCH, batch_ids
 from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
