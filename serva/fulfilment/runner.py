@@ -80,7 +80,8 @@ def refresh_balances(config: dict, force=False) -> None:
             balance = parse_amount(str(reply.data.get("balance")))
             currency = str(reply.data.get("currency") or "")
         except (pc.ProviderError, AmountError, AttributeError) as error:
-            write(lambda conn: providers_repo.record_error(conn, row.id, f"balance: {error}"))
+            message = f"balance: {error}"
+            write(lambda conn: providers_repo.record_error(conn, row.id, message))
             continue
         write(lambda conn: providers_repo.record_balance(conn, row.id, balance, currency,
                                                          reply.serva))

@@ -179,8 +179,8 @@ def sync_batch(provider, ids, config, timeouts) -> Counter:
             raise pc.OutcomeUnknown("the status reply is not an object")
     except pc.ProviderError as error:
         log.warning("provider %s: status call failed: %s", provider.name, error)
-        reply = None
-        write(lambda conn: providers_repo.record_error(conn, provider.id, f"status: {error}"))
+        reply, message = None, f"status: {error}"
+        write(lambda conn: providers_repo.record_error(conn, provider.id, message))
     return apply_statuses(rows, reply, config)
 
 
