@@ -11,6 +11,7 @@ provider's rate rounded *up* to the micro-unit, which is also what is kept as `p
 """
 import json
 from collections import namedtuple
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
@@ -43,9 +44,21 @@ SYNCED = ("kind", "type", "fields_json", "min_quantity", "max_quantity", "refill
 
 Offer = namedtuple("Offer", "provider_service name category kind type fields_json min_quantity "
                             "max_quantity flags rate")
-Step = namedtuple("Step", "action local_id provider_service name rate values changes reason")
-# action: "add" (local_id None until written), "update", "unchanged", "skip" (reason, no
-# rate), "deactivate" (reason). `values`: the columns to write; `changes`: them, for people.
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change of a plan. action: "add" (local_id None until written), "update",
+    "unchanged", "skip" (reason, no rate), "deactivate" (reason). `values`: the columns to
+    write; `changes`: them, for people."""
+    action: str
+    local_id: int | None
+    provider_service: str | None
+    name: str | None
+    rate: int | None
+    values: dict
+    changes: list
+    reason: str | None
 
 
 class Unusable(ValueError):
@@ -353,7 +366,7 @@ def _write(conn, provider_id, steps) -> list:
     for step in steps:
         if step.action == "add":
             new_id = services_repo.add(conn, provider_id=provider_id, **step.values)
-            step = step._replace(local_id=new_id)
+            step = replace(step, local_id=new_id)
         elif step.values:
             services_repo.update_service(conn, step.local_id, **step.values)
         done.append(step)
@@ -391,7 +404,7 @@ def link(conn, service_id: int, provider_id: int, reply, provider_service: str) 
         raise ServiceError(f"provider service {provider_service} is linked to service {taken} "
                            f"already")
     step = plan_link(row, reply, provider_service)
-    step = step._replace(values={**step.values, "provider_id": provider_id})
+    step = replace(step, values={**step.values, "provider_id": provider_id})
     return _write(conn, provider_id, [step])[0]
 
 

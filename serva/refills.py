@@ -10,8 +10,9 @@ Another account's order or refill is "not found", exactly like one that does not
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import db, forwarding
+from . import db
 from .errors import ApiError
+from .fulfilment import forwarding
 from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
 from .orders import MAX_BATCH
 from .params import requested_ids

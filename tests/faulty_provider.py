@@ -23,10 +23,14 @@ class FaultyProvider:
     """`adds`: every add request received (params + idempotency key), in arrival order.
     `add_script`: how to answer the next adds (popped from the front; then `add_default`):
       "ok" (string id), "int" (integer id), "slow" (placed, but the reply comes after
-      `slow_seconds`), "500", "malformed", "reset" (placed, connection closed without reply),
+      `slow_seconds`), an HTTP status such as "500", "502", "429" (nothing placed), the same
+      followed by " placed" ("500 placed": placed, then that status, like a panel whose
+      post-insert code fails or a proxy that lost the reply), "malformed", "reset" (placed,
+      connection closed without reply),
       "hold" (placed, but the reply waits until the test sets `release`; `held` is set once
       the request has arrived), or {"error": "..."} (a refusal; nothing placed).
     `status_of`: provider order id -> the status object to report (or {"error": ...});
+    `add_requests`: how many add requests arrived (placed or not).
     `status_script`: "500"/"malformed"/"slow" for the next status calls.
     `idempotent`: behave like a Serva (x-serva-request-id header, Idempotency-Key replays).
     Refills and cancels: `refills_asked` / `cancels_asked` (the order ids received);
@@ -36,6 +40,7 @@ class FaultyProvider:
     def __init__(self, idempotent=False, delay=0.0):
         self.lock = threading.Lock()
         self.adds = []
+        self.add_requests = 0
         self.placed = {}  # provider order id -> add params
         self.by_key = {}  # idempotency key -> reply
         self.add_script = []
@@ -133,12 +138,13 @@ class FaultyProvider:
     def _add(self, params, headers):
         key = headers.get("Idempotency-Key")
         with self.lock:
+            self.add_requests += 1
             if self.idempotent and key in self.by_key:
                 return 200, self.by_key[key]
             mode = self.add_script.pop(0) if self.add_script else self.add_default
             if isinstance(mode, dict):
                 return 200, mode
-            if mode in ("500", "malformed_unplaced"):
+            if mode.isdigit() or mode == "malformed_unplaced":
                 return mode, None
             self.next_id += 1
             order = self.next_id if mode == "int" else f"P{self.next_id}"
@@ -150,6 +156,8 @@ class FaultyProvider:
                 self.by_key[key] = reply
         if mode in ("slow", "malformed", "reset", "hold"):
             return mode, reply
+        if mode.endswith(" placed"):
+            return mode.split()[0], reply
         return 200, reply
 
     def _handler(provider):
@@ -182,8 +190,8 @@ class FaultyProvider:
                     status, body = 200, {}
                 if status == "raw":
                     self._send(200, body.encode(), "application/json")
-                elif status == "500":
-                    self._send(500, b"<html>Internal Server Error</html>", "text/html")
+                elif isinstance(status, str) and status.isdigit():
+                    self._send(int(status), b"<html>Something went wrong</html>", "text/html")
                 elif status in ("malformed", "malformed_unplaced"):
                     self._send(200, b'{"order": 12', "application/json")
                 else:

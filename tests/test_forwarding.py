@@ -1,4 +1,4 @@
-"""Refills and cancels of provider orders handed to the provider by the worker (serva.forwarding),
+"""Refills and cancels of provider orders handed to the provider by the worker (serva.fulfilment.forwarding),
 against a provider over real HTTP that misbehaves on purpose; SQLite and PostgreSQL. A reseller
 and an upstream Serva over HTTP for refill, cancel and drip-feed end to end."""
 import pytest
@@ -67,19 +67,46 @@ def test_a_refill_the_provider_refuses_is_rejected(app, api, linked):
     assert api("refill", order=ident) == {"refill": "REF-5002"}  # the partner may ask again
 
 
-def test_a_failing_provider_is_retried_then_the_refill_rejected(app, api, linked):
+def test_a_refill_refused_for_now_is_retried_then_rejected(app, api, linked):
     ident = completed_upstream(app, api, linked)
-    linked.refill_script += ["500", "500", "500"]
+    linked.refill_script += [{"error": "Too many requests, retry later"}] * 3
     api("refill", order=ident)
     run(app)
     assert refill_row(app).status == "Pending"
     assert [r.state for r in requests_of(app, ident, "refill")] == ["due"]
     run(app)
-    run(app)  # the third failure is the last attempt (DISPATCH_MAX_ATTEMPTS = 3)
+    run(app)  # the third refusal is the last attempt (DISPATCH_MAX_ATTEMPTS = 3)
     assert len(linked.refills_asked) == 3
     assert refill_row(app).status == "Rejected"
     run(app)
     assert len(linked.refills_asked) == 3
+
+
+@pytest.mark.parametrize("fault", ["500", "502", "429"])
+def test_a_refill_answered_with_an_error_status_waits_for_the_operator(app, api, linked, fault):
+    """The provider may have started the refill before its error: asked again, it could
+    refuse the second one while the first runs."""
+    ident = completed_upstream(app, api, linked)
+    linked.refill_script.append(fault)
+    api("refill", order=ident)
+    run(app)
+    run(app)
+    assert [r.state for r in requests_of(app, ident, "refill")] == ["unknown"]
+    assert len(linked.refills_asked) == 1 and refill_row(app).status == "Pending"
+
+
+@pytest.mark.parametrize("fault", ["500", "slow"])
+def test_a_cancel_without_an_answer_is_asked_again(app, api, linked, fault):
+    """Asking twice cancels nothing twice."""
+    ident = place(api)
+    run(app)
+    linked.cancel_script.append(fault)
+    api("cancel", order=ident)
+    run(app)
+    assert [r.state for r in requests_of(app, ident, "cancel")] == ["due"]
+    run(app)
+    assert [r.state for r in requests_of(app, ident, "cancel")] == ["done"]
+    assert len(linked.cancels_asked) == 2 and refunds(app, ident) == []
 
 
 def test_a_refill_of_an_unknown_outcome_waits_for_the_operator(app, api, linked):
@@ -92,6 +119,36 @@ def test_a_refill_of_an_unknown_outcome_waits_for_the_operator(app, api, linked)
     run(app)
     assert len(linked.refills_asked) == 1  # not asked again by itself
     assert "REF-5001: Rejected" in cli(app, "refill", "set-status", "REF-5001", "Rejected")
+
+
+def refills_upstream(app, api, linked, count):
+    """`count` completed orders, each with a refill the provider accepted (still Pending)."""
+    idents = [completed_upstream(app, api, linked, link=f"https://example.com/post/{i}")
+              for i in range(count)]
+    for i, ident in enumerate(idents):
+        assert api("refill", order=ident) == {"refill": f"REF-{5001 + i}"}
+    run(app)
+    assert sorted(linked.refills_asked) == sorted(order(app, i).provider_order for i in idents)
+    return [refill_row(app, n + 1).provider_refill_id for n in range(count)]
+
+
+def test_several_refills_moving_in_one_pass_all_move(app, api, linked):
+    """Each batch statement of the refill poll with several rows: moved, and seen unchanged."""
+    theirs = refills_upstream(app, api, linked, 4)
+    for refill_id in theirs[:2]:
+        linked.refill_status_of[refill_id] = "In progress"
+    for refill_id in theirs[2:]:
+        linked.refill_status_of[refill_id] = "Mystery"  # unreadable: only seen
+    run(app)
+    assert [refill_row(app, n).status for n in (1, 2, 3, 4)] == \
+        ["In progress", "In progress", "Pending", "Pending"]
+    for refill_id in theirs:
+        linked.refill_status_of[refill_id] = "Completed"
+    result = app.test_cli_runner().invoke(args=["worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert [api("refill_status", refill=f"REF-{5001 + n}") for n in range(4)] == \
+        [{"status": "Completed"}] * 4
+    audit(app)
 
 
 # ---------------------------------------------------------------- cancel
@@ -219,7 +276,7 @@ def order_of(conn, ident):
 
 def test_simulated_provider_refill_cancel_and_dripfeed(monkeypatch):
     """What the demo's 1234 (linked to sim://) promises in `services`, the simulator does."""
-    from serva import provider_client as pc, simulated
+    from serva.fulfilment import provider_client as pc, simulated
     assert next(e for e in pc.call("sim://", "k", "services") if e["service"] == "1")[
         "dripfeed"] is True
     clock = [1_900_000_000.0]

@@ -6,7 +6,8 @@ import sqlite3
 
 import pytest
 
-from serva import provider_client as pc, providers, simulated
+from serva import providers
+from serva.fulfilment import provider_client as pc, simulated
 from serva import db
 from serva.cli import cli as serva_cli
 

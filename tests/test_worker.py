@@ -1,13 +1,15 @@
 """The fulfilment worker against a provider over real HTTP that misbehaves on purpose: every
 outcome of a hand-over, every kind of status reply; for each, the order's state and the ledger.
 Every test runs on SQLite and on PostgreSQL (skipped when PostgreSQL is not reachable)."""
+import json
 import threading
 from contextlib import ExitStack, contextmanager
 
 import pytest
 from sqlalchemy import select, update
 
-from serva import create_app, db, orders as orders_repo, providers, worker
+from serva import create_app, db, fulfilment, orders as orders_repo, providers
+from serva.fulfilment import claim, sync
 from serva.auth import flush_key_uses
 from serva.ids import parse_order
 from serva.schema import dispatches, ledger, orders, services
@@ -70,7 +72,7 @@ def linked(app, catalog, faulty):
 
 def run(app):
     with app.app_context():
-        return worker.run_pass()
+        return fulfilment.run_pass()
 
 
 def order(app, ident):
@@ -127,7 +129,7 @@ def test_accepted_keeps_the_providers_order_id(app, api, linked, mode, expected)
     assert handover(app, ident).state == "done"
     sent = linked.adds[0]
     assert (sent["service"], sent["link"], sent["quantity"]) == ("11", LINK, "1000")
-    assert sent["idempotency_key"] == worker.idempotency_key(row.id, row.created_at)
+    assert sent["idempotency_key"] == fulfilment.idempotency_key(row.id, row.created_at)
     run(app)
     assert len(linked.adds) == 1  # never sent twice
     audit(app)
@@ -184,29 +186,32 @@ def test_resolve_resend_hands_it_over_again(app, api, linked):
     assert handover(app, ident).state == "done" and len(linked.adds) == 2
 
 
-def test_http_500_is_retried_then_canceled_with_a_full_refund(app, api, linked, client, partner):
-    linked.add_default = "500"
+def test_a_refusal_for_now_is_retried_then_canceled_with_a_full_refund(app, api, linked, client,
+                                                                      partner):
+    """Each answer says nothing was placed, so giving up past the limit refunds for certain."""
+    funds = "Not enough funds on balance"
+    linked.add_default = {"error": funds}
     ident = place(api)
     for attempt in (1, 2):
         assert run(app).retrying == 1
         state = handover(app, ident)
-        assert (state.state, state.attempts, state.last_message) == ("due", attempt, "HTTP 500")
+        assert (state.state, state.attempts, state.last_message) == ("due", attempt, funds)
         assert order(app, ident).status == "Pending" and refunds(app, ident) == []
     assert run(app).canceled == 1
     assert refunds(app, ident) == [890_000]
-    assert handover(app, ident).last_message == "gave up after 3 attempts: HTTP 500"
+    assert handover(app, ident).last_message == f"gave up after 3 attempts: {funds}"
     status = api("status", order=ident)
     assert status == {"charge": "0", "start_count": None, "status": "Canceled", "remains": 1000,
                       "currency": "USD"}
     run(app)
-    assert refunds(app, ident) == [890_000]
+    assert refunds(app, ident) == [890_000] and linked.add_requests == 3 and linked.adds == []
     audit(app)
 
 
 def test_retries_back_off_exponentially(app, api, linked):
     app.config["DISPATCH_RETRY_SECONDS"] = 30
     app.config["DISPATCH_MAX_ATTEMPTS"] = 10
-    linked.add_default = "500"
+    linked.add_default = {"error": "Too many requests, retry later"}
     ident = place(api)
     for attempt, delay in ((1, 30), (2, 60), (3, 120)):
         before = db.now()
@@ -218,7 +223,7 @@ def test_retries_back_off_exponentially(app, api, linked):
         assert handover(app, ident).attempts == attempt
         with app.app_context(), db.write() as conn:  # time passes
             conn.execute(update(dispatches).values(due_at=db.now()))
-    assert worker.backoff(30, 20) == 6 * 3600
+    assert claim.backoff(30, 20) == 6 * 3600
 
 
 def test_refusal_for_good_cancels_and_keeps_the_message_from_the_partner(app, api, linked):
@@ -389,6 +394,38 @@ def test_serva_provider_unknown_outcome_is_resent_with_the_same_key(app, api, ca
         provider.stop()
 
 
+def test_connection_refused_every_time_cancels_with_a_full_refund(app, api, linked):
+    linked.stop()
+    ident = place(api)
+    for _ in range(3):
+        run(app)
+    assert (order(app, ident).status, refunds(app, ident)) == ("Canceled", [890_000])
+    assert handover(app, ident).last_message.startswith("gave up after 3 attempts: connection failed")
+    audit(app)
+
+
+def test_a_serva_unreachable_after_a_lost_reply_is_never_refunded_by_itself(app, api, catalog):
+    """The first call may have placed the order; the later ones never arrived: only the
+    operator can tell, so past the limit it is unknown, not refunded."""
+    provider = FaultyProvider(idempotent=True).start()
+    app.config.update(FAST)
+    add_provider(app, "serva", provider.url)
+    link_service(app, 1234, "serva")
+    provider.add_script = ["slow"]
+    ident = place(api)
+    run(app)
+    assert handover(app, ident).state == "due"
+    provider.stop()
+    run(app)
+    run(app)
+    state = handover(app, ident)
+    assert (state.state, state.attempts) == ("unknown", 3)
+    assert state.last_message.startswith("gave up after 3 attempts: connection failed")
+    assert order(app, ident).status == "Pending" and refunds(app, ident) == []
+    assert len(provider.adds) == 1
+    audit(app)
+
+
 # ---------------------------------------------------------------- status sync
 
 def accepted(app, api, linked, count=1, quantity="1000"):
@@ -445,22 +482,58 @@ def test_incorrect_order_id_flags_and_refunds_nothing(app, api, linked):
     assert "attention: provider: Incorrect order ID" in cli(app, "order", "show", ident)
 
 
-@pytest.mark.parametrize("status,remains,expected_status,expected_remains,refund", [
-    ("In progress", -5, "In progress", 0, []),
-    ("In progress", 5000, "In progress", 1000, []),
-    ("Partial", -5, "Partial", 0, []),
-    ("Partial", 5000, "Partial", 1000, [890_000]),
-    ("Completed", 7, "Completed", 0, []),
-    ("Delivering", 5, "Pending", 1000, []),  # an unknown status changes nothing
+@pytest.mark.parametrize("status,remains,expected_status,expected_remains", [
+    ("In progress", 400, "In progress", 400),
+    ("In progress", None, "In progress", 1000),  # no remains yet: the last value stays
+    ("Completed", 7, "Completed", 0),
+    ("Delivering", 5, "Pending", 1000),  # an unknown status changes nothing
 ])
-def test_remains_are_clamped_and_unknown_statuses_ignored(app, api, linked, status, remains,
-                                                          expected_status, expected_remains, refund):
+def test_sensible_remains_and_unknown_statuses(app, api, linked, status, remains,
+                                               expected_status, expected_remains):
     ident, = accepted(app, api, linked)
     linked.status_of["P5001"] = {"status": status, "remains": remains}
     run(app)
     row = order(app, ident)
-    assert (row.status, row.remains, refunds(app, ident)) == (expected_status, expected_remains, refund)
+    assert (row.status, row.remains, row.attention, refunds(app, ident)) == \
+        (expected_status, expected_remains, None, [])
     audit(app)
+
+
+@pytest.mark.parametrize("status,remains", [
+    ("In progress", -5), ("In progress", 5000), ("Partial", -5), ("Partial", 5000),
+    ("Partial", "many"), ("Partial", "12.5"), ("Partial", None), ("Partial", {"left": 3})])
+def test_remains_that_make_no_sense_change_nothing_and_flag_the_order_once(
+        app, api, linked, caplog, status, remains):
+    ident, = accepted(app, api, linked)
+    linked.status_of["P5001"] = {"status": "In progress", "remains": 400, "start_count": 7}
+    run(app)
+    reply = {"status": status, "remains": remains, "start_count": 99}
+    linked.status_of["P5001"] = reply
+    caplog.set_level("WARNING", logger="serva.worker")
+    assert run(app).flagged == 1
+    for _ in range(2):
+        assert run(app).flagged == 0
+    row = order(app, ident)
+    assert (row.status, row.remains, row.start_count, row.refunded) == ("In progress", 400, 7, 0)
+    assert refunds(app, ident) == [] and row.next_sync_at is not None
+    assert row.attention.startswith("provider reply makes no sense") and len(row.attention) <= 255
+    assert json.dumps(remains) in row.attention  # the provider's words, kept for the operator
+    assert cli(app, "order", "list", "--attention").split("\t")[0] == ident
+    assert [r.getMessage() for r in caplog.records if ident in r.getMessage()] == \
+        [f"order {ident}: {row.attention}; flagged for the operator"]
+    linked.status_of["P5001"] = {"status": "Completed", "remains": 0}
+    run(app)
+    assert (order(app, ident).status, refunds(app, ident)) == ("Completed", [])
+    audit(app)
+
+
+def test_a_long_odd_reply_is_kept_truncated(app, api, linked):
+    ident, = accepted(app, api, linked)
+    linked.status_of["P5001"] = {"status": "Partial", "remains": "x" * 1000}
+    run(app)
+    attention = order(app, ident).attention
+    assert len(attention) == 255 and attention.endswith("…") and "xxxx" in attention
+    assert order(app, ident).status == "Pending" and refunds(app, ident) == []
 
 
 def test_a_batch_with_mixed_results(app, api, linked):
@@ -492,6 +565,31 @@ def test_a_batch_with_mixed_results(app, api, linked):
     audit(app)
 
 
+def test_every_batch_statement_of_the_sync_with_several_rows(app, api, linked):
+    """Several orders in each kind of change in one reply: progress, rescheduled (missing or
+    unknown), flagged, final; each group is written by one statement with several rows."""
+    idents = accepted(app, api, linked, count=8, quantity="100")
+    theirs = {order(app, i).provider_order: i for i in idents}
+    replies = [{"status": "In progress", "remains": 40, "start_count": 3},
+               {"status": "In progress", "remains": 60, "start_count": 4},
+               None, {"status": "Mystery"},
+               {"error": "Incorrect order ID"}, {"status": "Partial", "remains": 500},
+               {"status": "Completed", "remains": 0}, {"status": "Partial", "remains": 10}]
+    for provider_order, reply in zip(sorted(theirs), replies):
+        linked.status_of[provider_order] = reply
+    report = run(app)
+    assert (report.synced, report.flagged, report.refunded) == (4, 2, 1)
+    rows = [order(app, theirs[p]) for p in sorted(theirs)]
+    assert [(r.status, r.remains, r.start_count) for r in rows] == [
+        ("In progress", 40, 3), ("In progress", 60, 4), ("Pending", 100, None),
+        ("Pending", 100, None), ("Pending", 100, None), ("Pending", 100, None),
+        ("Completed", 0, None), ("Partial", 10, None)]
+    assert [r.attention is not None for r in rows] == [False] * 4 + [True, True] + [False] * 2
+    assert all(r.next_sync_at is not None for r in rows[:6])
+    assert [refunds(app, theirs[p]) for p in sorted(theirs)] == [[]] * 7 + [[8_900]]
+    audit(app)
+
+
 @pytest.mark.parametrize("fault", ["500", "malformed"])
 def test_a_failed_status_call_changes_nothing(app, api, linked, fault):
     ident, = accepted(app, api, linked)
@@ -517,11 +615,11 @@ def test_batches_hold_at_most_100_orders(app, api, linked, partner):
 
 
 def test_sync_interval_grows_with_age():
-    assert worker.sync_interval(60, 0) == 60
-    assert worker.sync_interval(60, 3600) == 180
-    assert worker.sync_interval(60, 86_400) == 2940
-    assert worker.sync_interval(60, 10 ** 7) == 3600
-    assert worker.sync_interval(0, 10 ** 7) == 0
+    assert sync.sync_interval(60, 0) == 60
+    assert sync.sync_interval(60, 3600) == 180
+    assert sync.sync_interval(60, 86_400) == 2940
+    assert sync.sync_interval(60, 10 ** 7) == 3600
+    assert sync.sync_interval(0, 10 ** 7) == 0
 
 
 def test_worker_once_command(app, api, linked):
@@ -532,7 +630,7 @@ def test_worker_once_command(app, api, linked):
 
 
 def test_demo_orders_complete_through_the_simulated_provider(app, monkeypatch):
-    from serva import simulated
+    from serva.fulfilment import simulated
     runner = app.test_cli_runner()
     for _ in range(2):  # again: repairs, never duplicates
         result = runner.invoke(serva_cli, args=["demo"])
@@ -584,3 +682,85 @@ def test_dripfeed_orders_are_handed_over_per_run(app, api, linked):
     sent = linked.adds[0]
     assert (sent["quantity"], sent["runs"], sent["interval"]) == ("100", "3", "10")
     assert order(app, body["order"]).quantity == 300
+
+
+# ---------------------------------------------------------------- replies of unknown outcome
+
+def placed_as(app, linked):
+    """partner order id -> the provider order id it was placed as (by its idempotency key)."""
+    with app.app_context(), db.read() as conn:
+        keys = {fulfilment.idempotency_key(row.id, row.created_at): row.id
+                for row in conn.execute(select(orders.c.id, orders.c.created_at))}
+    return {keys[entry["idempotency_key"]]: entry["order"] for entry in linked.adds}
+
+
+@pytest.mark.parametrize("fault", ["500 placed", "502 placed"])
+def test_a_5xx_after_placing_is_unknown_and_never_sent_again(app, api, linked, fault):
+    """A panel whose code fails after it stored the order, or a proxy that lost the reply:
+    each partner order stays one upstream order however many passes run, waits for the
+    operator, and is never refunded by itself."""
+    linked.add_default = fault
+    idents = [place(api, link=f"{LINK}/{i}") for i in range(3)]
+    assert run(app).unknown == 3
+    for _ in range(5):
+        run(app)
+    assert linked.add_requests == 3 and len(linked.adds) == 3
+    listed = cli(app, "order", "unknown").splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == sorted(idents)
+    assert all(f"HTTP {fault[:3]}" in line for line in listed)
+    assert all(order(app, i).status == "Pending" and refunds(app, i) == [] for i in idents)
+    placed = placed_as(app, linked)
+    for ident in idents:
+        theirs = placed[parse_order(ident)]
+        assert "placed" in cli(app, "order", "resolve", ident, "--provider-order", theirs)
+        linked.status_of[theirs] = {"status": "Completed", "remains": 0, "start_count": 5}
+    assert cli(app, "order", "unknown") == ""
+    linked.add_default = "ok"
+    run(app)
+    run(app)
+    assert linked.add_requests == 3 and len(linked.adds) == 3
+    assert all(order(app, i).status == "Completed" and refunds(app, i) == [] for i in idents)
+    audit(app)
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "404"])
+def test_an_error_status_without_placing_is_unknown_too_and_the_operator_decides(
+        app, api, linked, fault):
+    linked.add_default = fault
+    resent, canceled = place(api, link=f"{LINK}/1"), place(api, link=f"{LINK}/2")
+    for _ in range(5):
+        run(app)
+    assert linked.add_requests == 2 and linked.adds == []
+    listed = cli(app, "order", "unknown")
+    assert resent in listed and canceled in listed and f"HTTP {fault}" in listed
+    assert refunds(app, resent) == refunds(app, canceled) == []
+    linked.add_default = "ok"
+    cli(app, "order", "resolve", resent, "--resend")
+    assert cli(app, "order", "resolve", canceled, "--cancel") == \
+        f"{canceled}: Canceled, refunded 0.89\n"
+    run(app)
+    run(app)
+    assert linked.add_requests == 3 and len(linked.adds) == 1
+    assert order(app, resent).provider_order == linked.adds[0]["order"]
+    assert (order(app, canceled).status, refunds(app, canceled)) == ("Canceled", [890_000])
+    audit(app)
+
+
+@pytest.mark.parametrize("fault", ["500 placed", "502", "429"])
+def test_a_serva_answering_an_error_status_is_asked_again_with_the_same_key(app, api, catalog, fault):
+    """A Serva replays the first answer to a repeated Idempotency-Key: asking again is safe."""
+    provider = FaultyProvider(idempotent=True).start()
+    try:
+        app.config.update(FAST)
+        add_provider(app, "serva", provider.url)
+        link_service(app, 1234, "serva")
+        provider.add_script = [fault]
+        ident = place(api)
+        run(app)
+        assert handover(app, ident).state == "due"
+        run(app)
+        assert handover(app, ident).state == "done" and provider.add_requests == 2
+        assert len(provider.adds) == 1 and order(app, ident).provider_order == "P5001"
+        assert len(set(provider.keys_received())) == 1
+    finally:
+        provider.stop()

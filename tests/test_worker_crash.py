@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import func, select, update
 
-from serva import create_app, db, providers, worker
+from serva import create_app, db, fulfilment, providers
 from serva.auth import flush_key_uses
 from serva.schema import dispatches, ledger, orders, services
 from serva.cli import cli as serva_cli
@@ -73,7 +73,7 @@ def wait_running(process):
 
 def expected_keys(app):
     with app.app_context(), db.read() as conn:
-        return {worker.idempotency_key(row.id, row.created_at): row.id
+        return {fulfilment.idempotency_key(row.id, row.created_at): row.id
                 for row in conn.execute(select(orders.c.id, orders.c.created_at))}
 
 
@@ -93,16 +93,16 @@ def settle(app, provider):
     for order_id in unknown:
         with app.app_context(), db.write() as conn:
             if order_id in placed:
-                worker.resolve(conn, order_id, provider_order=placed[order_id])
+                fulfilment.resolve(conn, order_id, provider_order=placed[order_id])
             else:
-                worker.resolve(conn, order_id, resend=True)
+                fulfilment.resolve(conn, order_id, resend=True)
     return len(unknown)
 
 
 def finish(app, provider):
     for _ in range(5):  # a reset connection is an unknown outcome too: the operator settles it
         with app.app_context():
-            worker.run_pass()
+            fulfilment.run_pass()
         settle(app, provider)
         if set(states(app)) == {"done"}:
             break
@@ -143,7 +143,7 @@ def test_sigkill_mid_pass_never_sends_twice(database, idempotent):
         assert kills >= 2
         time.sleep(1.2)  # the dead workers' leases expire
         with app.app_context():
-            worker.run_pass()
+            fulfilment.run_pass()
         unknown = settle(app, provider)
         if idempotent:
             assert unknown == 0  # resent automatically: the provider replays its first answer

@@ -6,7 +6,7 @@ was placed, `refunded` what went back since, `net` the charge after refunds (wha
 import click
 from flask.cli import AppGroup
 
-from .. import db, order_lookup, orders as orders_repo, providers as providers_repo, worker
+from .. import db, fulfilment, order_lookup, orders as orders_repo, providers as providers_repo
 from ..ids import present_order, present_refill
 from ..money import format_amount
 from .common import (account_named, echo_lines, fail, order_id_arg, require_schema, show_time,
@@ -87,9 +87,9 @@ def order_resolve(order, provider_order, resend, cancel):
     order_id = order_id_arg(order)
     try:
         with db.write() as conn:
-            done = worker.resolve(conn, order_id, provider_order=provider_order,
+            done = fulfilment.resolve(conn, order_id, provider_order=provider_order,
                                   resend=resend, cancel=cancel)
-    except worker.ResolveError as error:
+    except fulfilment.ResolveError as error:
         fail(str(error))
     click.echo(f"{present_order(order_id)}: {done}")
 

@@ -5,7 +5,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .. import db, provider_catalog, provider_client
+from .. import db, provider_catalog
+from ..fulfilment import provider_client
 from .. import providers as providers_repo, services as services_repo
 from ..money import BASIS_POINTS, AmountError, format_amount, parse_percent
 from .common import echo_lines, fail, require_schema, show_time

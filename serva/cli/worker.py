@@ -4,7 +4,7 @@ import sys
 import click
 from flask.cli import with_appcontext
 
-from .. import worker
+from .. import fulfilment
 from .common import require_schema
 
 
@@ -15,6 +15,6 @@ def worker_command(once):
     """Hand orders over to providers and sync their status; runs until SIGTERM."""
     require_schema()
     if once:
-        click.echo(worker.run_pass().line())
+        click.echo(fulfilment.run_pass().line())
         return
-    worker.run_forever(echo=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
+    fulfilment.run_forever(echo=lambda line: click.echo(line, nl=True) or sys.stdout.flush())

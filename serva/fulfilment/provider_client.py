@@ -15,11 +15,15 @@ exception's class, which says what is known about the request:
     │                           name resolution): safe to send again
     ├── OutcomeUnknown          sent, but no usable answer (read timeout, connection reset after
     │                           sending, a reply that is not JSON): the provider may have acted
-    ├── HttpError               an HTTP status other than 200 (`.status`); 5xx and 429 mean "try later"
+    │   └── HttpError           an HTTP status other than 200 (`.status`), with no refusal in its
+    │                           body: a 5xx may come after the provider stored the order, a 502
+    │                           from a proxy whose upstream committed (`.serva`: the reply came
+    │                           from a Serva, which replays its first answer to a repeated key)
     └── Refused                 the provider answered {"error": "..."} (`.message`, its own words)
 
 JSON numbers with a fraction are decoded as Decimal (a rate like 0.0015 stays exact).
-URLs `sim://…` go to the built-in simulated provider (serva/simulated.py) without HTTP.
+URLs `sim://…` go to the built-in simulated provider (`simulated`, beside this module) without
+HTTP.
 The key is a secret: it is sent, never logged, never part of an exception's message.
 """
 import json
@@ -32,6 +36,8 @@ import urllib3
 from flask import current_app, has_app_context
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError as Urllib3Error, NameResolutionError,
                                 NewConnectionError, ProtocolError, ReadTimeoutError)
+
+from . import simulated
 
 DEFAULT_TIMEOUTS = (5.0, 30.0)
 SERVA_HEADER = "x-serva-request-id"  # every Serva response carries it (docs/CONTRACT.md, Transport)
@@ -53,10 +59,13 @@ class OutcomeUnknown(ProviderError):
     """The request was (or may have been) sent, and no usable answer came back."""
 
 
-class HttpError(ProviderError):
-    def __init__(self, status: int):
+class HttpError(OutcomeUnknown):
+    """An HTTP error status: sent, and no answer that says what the provider did."""
+
+    def __init__(self, status: int, serva: bool = False):
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.serva = serva
 
 
 class Refused(ProviderError):
@@ -110,7 +119,6 @@ def request(url: str, key: str, action: str, params=None, idempotency_key=None,
             timeouts=None) -> Reply:
     params = params or {}
     if url.startswith("sim://"):
-        from . import simulated
         data = simulated.answer(url, key, action, params)
         if isinstance(data, dict) and "error" in data:
             raise Refused(str(data["error"])[:255])
@@ -153,7 +161,7 @@ def request(url: str, key: str, action: str, params=None, idempotency_key=None,
         if isinstance(data, dict) and isinstance(data.get("error"), str) \
                 and 400 <= response.status < 500 and response.status != 429:
             raise Refused(data["error"][:255])
-        raise HttpError(response.status)
+        raise HttpError(response.status, serva)
     if data is None:
         raise OutcomeUnknown("the reply is not JSON")
     if isinstance(data, dict) and "error" in data:

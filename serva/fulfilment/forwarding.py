@@ -4,31 +4,30 @@ and leased like hand-overs), and the provider's refills polled like orders.
 
 - A refill: the provider's `refill` with its order id; the provider's refill id is kept on the
   refill, whose status is then polled with `refill_status` (≤100 per call) until Completed or
-  Rejected. A provider that refuses the refill (or keeps failing past the attempt limit)
-  rejects it. No money moves either way.
+  Rejected. A provider that refuses the refill (or refuses it for now, or cannot be reached,
+  past the attempt limit) rejects it. No money moves either way.
 - A cancel: the provider's `cancel`; its outcome arrives with the order's status sync
   (Canceled or Partial, refunded once through `orders.move`). An order whose hand-over was not
   sent yet is canceled at once: nothing reached the provider, so the full refund is certain.
-- A reply that may or may not have been acted on (timeout, unreadable): a cancel is asked
-  again (asking twice cancels nothing twice); a refill is left `unknown` for the operator, who
-  answers it with `serva refill set-status`."""
+- A reply that may or may not have been acted on (a timeout, an HTTP error status, a body
+  that cannot be read): a cancel is asked again (asking twice cancels nothing twice); a
+  refill is left `unknown` for the operator, who answers it with `serva refill set-status`
+  (a refill asked twice may be refused the second time while the first one runs)."""
 import logging
 
 from sqlalchemy import bindparam, insert, select, update
 
-from . import db, orders as orders_repo, provider_client as pc, providers as providers_repo
-from . import worker
-from .ids import present_order
-from .schema import ACTIVE_STATUSES, PENDING_REFILL_STATUSES, dispatches, orders, providers, refills
+from .. import db, orders as orders_repo, providers as providers_repo
+from ..ids import present_order
+from ..schema import ACTIVE_STATUSES, PENDING_REFILL_STATUSES, dispatches, orders, providers, refills
+from . import provider_client as pc
+from .claim import backoff, release
+from .replies import refill_status, refused_for_now, usable_id
+from .writing import any_of, write
 
 log = logging.getLogger("serva.worker")
 
-KINDS = ("refill", "cancel")
 MAX_BATCH = 100
-REFILL_STATUS_NAMES = {"pending": "Pending", "inprogress": "In progress",
-                       "processing": "In progress", "completed": "Completed",
-                       "rejected": "Rejected", "canceled": "Rejected", "cancelled": "Rejected",
-                       "error": "Rejected", "refunded": "Rejected"}
 
 
 # ---------------------------------------------------------------- the partner's transaction
@@ -72,11 +71,10 @@ def _ask(order, action, params, timeouts):
     try:
         return "accepted", pc.call(order.url, order.api_key, action, params, timeouts=timeouts)
     except pc.Refused as refusal:
-        return worker.classify_refusal(refusal.message).replace("for_good", "refused"), \
-            refusal.message
-    except (pc.NotSent, pc.HttpError) as error:
+        return ("for_now" if refused_for_now(refusal.message) else "refused"), refusal.message
+    except pc.NotSent as error:
         return "for_now", str(error)
-    except pc.OutcomeUnknown as error:
+    except pc.OutcomeUnknown as error:  # an HTTP error status too
         return "unknown", str(error)
 
 
@@ -107,15 +105,14 @@ def send(claimed, timeouts):
         value = _answer_of(reply, "refill")
         if isinstance(value, dict) and "error" in value:
             return "refused", str(value["error"])[:255], refill_id
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip() \
-                or len(str(value)) > 64:
+        if not usable_id(value):
             return "unknown", "the reply carries no usable refill id", refill_id
         return "accepted", str(value).strip(), refill_id
 
     if order.status not in ACTIVE_STATUSES:
         return "done", f"the order is {order.status} already", None
     if provider_order is None:
-        if worker.write(lambda conn: cancel_before_handover(conn, order.id, db.now())):
+        if write(lambda conn: cancel_before_handover(conn, order.id, db.now())):
             return "done", "canceled before it was handed over", None
         return "for_now", "not handed over yet", None
     if order.url is None:
@@ -131,6 +128,12 @@ def send(claimed, timeouts):
     return "unknown", "the reply does not say whether the cancel was accepted", None
 
 
+def hand_over(claimed, owner, config, timeouts) -> None:
+    """Send one claimed refill or cancel request and record its outcome."""
+    outcome, detail, refill_id = send(claimed, timeouts)
+    record(claimed, owner, outcome, detail, refill_id, config)
+
+
 def record(claimed, owner, outcome, detail, refill_id, config):
     """Apply one outcome, if this pass still holds the hand-over (its lease)."""
     now = db.now()
@@ -141,13 +144,10 @@ def record(claimed, owner, outcome, detail, refill_id, config):
     if outcome == "for_now" and claimed.attempts >= config["DISPATCH_MAX_ATTEMPTS"]:
         outcome, detail = "refused", f"gave up after {claimed.attempts} attempts: {detail}"
 
-    def release(conn, **values):
-        return worker._release(conn, claimed, owner, **values)
-
     def work(conn):
         message = detail[:255] if detail else None
         if outcome == "accepted":
-            if release(conn, state="done", last_message=None):
+            if release(conn, claimed, owner, state="done", last_message=None):
                 if kind == "refill":
                     conn.execute(update(refills).where(
                         refills.c.id == refill_id, refills.c.provider_refill_id.is_(None))
@@ -159,16 +159,16 @@ def record(claimed, owner, outcome, detail, refill_id, config):
         elif outcome == "for_now":
             if claimed.order is not None and claimed.order.provider_id is not None:
                 providers_repo.record_error(conn, claimed.order.provider_id, f"{kind}: {detail}")
-            release(conn, state="due", last_message=message,
-                    due_at=now + worker.backoff(config["DISPATCH_RETRY_SECONDS"], claimed.attempts))
+            release(conn, claimed, owner, state="due", last_message=message,
+                    due_at=now + backoff(config["DISPATCH_RETRY_SECONDS"], claimed.attempts))
         elif outcome == "refused":
-            if release(conn, state="canceled", last_message=message) and kind == "refill":
+            if release(conn, claimed, owner, state="canceled", last_message=message) and kind == "refill":
                 conn.execute(update(refills).where(
                     refills.c.id == refill_id, refills.c.status.in_(PENDING_REFILL_STATUSES),
                     refills.c.provider_refill_id.is_(None)).values(status="Rejected", updated_at=now))
         else:  # done, manual, unknown
-            release(conn, state=outcome, last_message=message)
-    worker.write(work)
+            release(conn, claimed, owner, state=outcome, last_message=message)
+    write(work)
     if outcome in ("refused", "unknown", "manual") and claimed.order is not None:
         log.warning("order %s: %s not handed to the provider (%s): %s",
                     present_order(claimed.order.id), kind, outcome, detail)
@@ -184,16 +184,10 @@ _DUE_REFILLS = (select(refills.c.id, refills.c.provider_refill_id, orders.c.prov
                 .order_by(refills.c.updated_at, refills.c.id).limit(10_000))
 _REFILL_MOVES = (update(refills)  # executemany
                  .where(refills.c.id == bindparam("b_id"),
-                        refills.c.status.in_(PENDING_REFILL_STATUSES))
+                        any_of(refills.c.status, PENDING_REFILL_STATUSES))
                  .values(status=bindparam("b_status"), updated_at=bindparam("b_now")))
 _REFILL_SEEN = (update(refills).where(refills.c.id == bindparam("b_id"))
                 .values(updated_at=bindparam("b_now")))
-
-
-def normalize_refill_status(value):
-    if not isinstance(value, str):
-        return None
-    return REFILL_STATUS_NAMES.get(value.replace(" ", "").replace("_", "").lower())
 
 
 def _statuses(reply, tokens) -> dict:
@@ -240,7 +234,7 @@ def sync_refills(config, stop=None) -> int:
             found = _statuses(reply, tokens)
             moves, seen = [], []
             for row in batch:
-                status = normalize_refill_status(found.get(row.provider_refill_id))
+                status = refill_status(found.get(row.provider_refill_id))
                 (moves if status else seen).append(
                     {"b_id": row.id, "b_status": status, "b_now": now})
 
@@ -249,5 +243,5 @@ def sync_refills(config, stop=None) -> int:
                 if seen:
                     conn.execute(_REFILL_SEEN, [{"b_id": s["b_id"], "b_now": s["b_now"]} for s in seen])
                 return moved
-            changed += worker.write(work) or 0
+            changed += write(work) or 0
     return changed
