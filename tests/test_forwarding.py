@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from serva import db
 from serva.ids import parse_order
 from serva.schema import dispatches, refills, services
+from serva.cli import cli as serva_cli
 
 from test_two_servas import call, two_servas
 from test_worker import app, audit, cli, faulty, linked, order, place, refunds, run  # noqa: F401
@@ -144,7 +145,7 @@ def test_several_refills_moving_in_one_pass_all_move(app, api, linked):
         ["In progress", "In progress", "Pending", "Pending"]
     for refill_id in theirs:
         linked.refill_status_of[refill_id] = "Completed"
-    result = app.test_cli_runner().invoke(args=["worker", "--once"])
+    result = app.test_cli_runner().invoke(serva_cli, args=["worker", "--once"])
     assert result.exit_code == 0, result.output
     assert [api("refill_status", refill=f"REF-{5001 + n}") for n in range(4)] == \
         [{"status": "Completed"}] * 4

@@ -20,6 +20,7 @@ from serva import db, services
 from serva.ids import parse_order
 from serva.money import format_amount, parse_amount
 from serva.schema import accounts, orders
+from serva.cli import cli as serva_cli
 
 from conftest import (NO_RATE_LIMITS, make_partner, post, post_retrying_busy, together,
                       wait_until_serving)
@@ -317,7 +318,6 @@ logging.getLogger("serva.x").debug("not shown")
 import logging
 logging.basicConfig(format="OWN %(message)s")
 from serva import logs
-from serva.cli import cli as serva_cli
 logs.configure()
 logging.getLogger("serva.access").warning("kept")
 """

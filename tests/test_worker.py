@@ -714,7 +714,7 @@ def test_a_5xx_after_placing_is_unknown_and_never_sent_again(app, api, linked, f
         theirs = placed[parse_order(ident)]
         assert "placed" in cli(app, "order", "resolve", ident, "--provider-order", theirs)
         linked.status_of[theirs] = {"status": "Completed", "remains": 0, "start_count": 5}
-    assert cli(app, "order", "unknown") == ""
+    assert cli(app, "order", "unknown") == "none\n"
     linked.add_default = "ok"
     run(app)
     run(app)
