@@ -12,7 +12,7 @@ shared 2-core VM one slice moves by several per cent between minutes, on a bad h
 so a change is only as real as the share of rounds that agree (bench/README.md, item 25).
 
     python bench/ab.py A_DIR B_DIR [--rounds 6] [--slice 1] [action ...]
-    python bench/ab.py . . --env-b SERVA_WRITE_WAITERS=8 add     # a setting, same code
+    python bench/ab.py . . --env-b SERVA_SQLITE_SYNCHRONOUS=NORMAL add     # a setting, same code
 """
 import argparse
 import os

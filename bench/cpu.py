@@ -20,7 +20,7 @@ off: under callgrind's ~50x slowdown its thread start would land on every few do
 instead of one in thousands. --no-access-log and --no-limits count without either, to see
 what each costs (bench/README.md, items 20 and 21). --inside module:function counts only the
 instructions inside that function (each of its calls goes through functools.reduce; it must
-be looked up by name when called, as `keys.find_key_fast` or `authenticate` are, not held in a
+be looked up by name when called, as `keys.find_key` or `authenticate` are, not held in a
 table like the action handlers; or a method, module:Class.method, Flask's own included): where
 a request's instructions go, function by function.
 
@@ -215,14 +215,11 @@ def main():
         if args.no_limits:
             os.environ.update({"SERVA_RATE_LIMIT_PER_KEY": "",
                                "SERVA_RATE_LIMIT_INVALID_KEYS": ""})
-        from serva.serve import configure_logging
-        configure_logging()
+        from serva import logs
+        logs.configure()
         logging.getLogger().handlers[0].setStream(open(os.path.join(work, "access.log"), "w"))
         if args.no_access_log:
             logging.getLogger("serva.access").setLevel(logging.WARNING)
-        if args.collect is not None:
-            from serva import ratelimit
-            ratelimit._MemoryStorage._MemoryStorage__schedule_expiry = lambda self: None
         import bare
         import reference
         from serva import create_app

@@ -51,12 +51,8 @@ def _wall_state(frames):
     """What a thread of a gunicorn gthread worker is doing, for the wall-clock profile of `add`."""
     names = [f.split(" (")[0] for f in frames]
     leaf = names[-1]
-    if "GroupCommit._commit" in names:
-        return "leading a group: its orders' statements and the COMMIT (the fsync)"
-    if leaf == "GroupCommit.run":
-        return "waiting for its group's commit (GroupCommit.run)"
-    if "_writer_place" in names:
-        return "waiting for a writer place (db._writer_place)"
+    if "write_lock" in names or "_acquire" in leaf:
+        return "waiting for this process's write lock (db.write)"
     if leaf == "Handler.acquire":
         return "waiting for the log handler's lock (another thread writes its access line)"
     if "ThreadWorker.handle" in names:

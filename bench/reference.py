@@ -1,7 +1,7 @@
 """The floor: a reference for `balance` and `add`, not Serva. `make bench` serves it like the
 bare endpoint and Serva (`python -m serva.serve --workers 1 --threads T reference:app`) on its
 own copy of the dataset, to show how close each action is to the least a Flask endpoint must do
-on Serva's schema (issue 12; bench/README.md).
+on Serva's schema (bench/README.md).
 
 What it does, and nothing more: Flask's own form parsing (`request.form`), the key's sha256,
 one indexed SELECT joining api_keys and accounts by key_hash on a per-thread sqlite3
@@ -9,8 +9,7 @@ connection (Serva's PRAGMAs: WAL, foreign keys, synchronous=FULL), a JSON answer
 `x-serva-request-id` header. `add` reads the service's rate for the account in that same
 SELECT, then runs an order's statements in one BEGIN IMMEDIATE transaction: the purchase-guard
 upsert, the order insert (with the request id), the hand-over row when the service has a
-provider, the ledger row (whose trigger, part of Serva's schema on SQLite, is the conditional
-debit: it refuses the row with insufficient_balance). Orders of concurrent threads are
+provider, the conditional debit (refused with insufficient_balance) and its ledger row. Orders of concurrent threads are
 group-committed (`grouped`). What it leaves out is Serva's own work: the key's checks (revoked,
 banned, approved), rate limits, the access log, link normalization, quantity bounds, fields,
 coupons, drip-feed, idempotency keys, id formats. Its orders are real: `serva audit` passes on
@@ -49,9 +48,10 @@ ORDER = ("INSERT INTO orders (account_id, service_id, target, target_key, quanti
          "VALUES (?, ?, ?, ?, ?, ?, ?, 'Pending', ?, ?, ?, ?) RETURNING id")
 DISPATCH = ("INSERT INTO dispatches (order_id, kind, state, attempts, due_at, created_at, "
             "updated_at) VALUES (?, 'add', 'due', 0, ?, ?, ?)")
+DEBIT = ("UPDATE accounts SET balance = balance + ? WHERE id = ? AND balance + ? >= 0 "
+         "RETURNING balance")
 LEDGER = ("INSERT INTO ledger (account_id, amount, kind, order_id, note, request_id, created_at) "
-          "VALUES (?, ?, 'charge', ?, ?, ?, ?) "
-          "RETURNING (SELECT balance FROM accounts WHERE accounts.id = ledger.account_id)")
+          "VALUES (?, ?, 'charge', ?, ?, ?, ?)")
 local = threading.local()
 
 
@@ -120,11 +120,11 @@ def add(digest, form, rid):
             raise Refused("active_order_exists") from None
         if provider_id is not None:
             conn.execute(DISPATCH, (order_id, stamp, stamp, stamp))
-        try:
-            balance = conn.execute(LEDGER, (account_id, -charge, order_id, f"order {order_id}",
-                                            rid, stamp)).fetchone()[0]
-        except sqlite3.IntegrityError:  # the ledger's trigger: the debit matched no row
-            raise Refused("insufficient_balance") from None
+        debited = conn.execute(DEBIT, (-charge, account_id, -charge)).fetchone()
+        if debited is None:  # the conditional debit matched no row
+            raise Refused("insufficient_balance")
+        balance = debited[0]
+        conn.execute(LEDGER, (account_id, -charge, order_id, f"order {order_id}", rid, stamp))
         return {"order": order_id, "charge": amount(charge), "currency": "USD",
                 "balance": amount(balance)}
 

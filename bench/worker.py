@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,8 +76,8 @@ def provider_process(port_queue, delay):
 
 def fill(path, handovers, sync_orders):
     """Orders as `add` leaves them (order, charge ledger row; hand-over row for the waiting
-    ones), written through sqlite3 executemany in one transaction; each ledger row's trigger
-    debits the balance (schema.LEDGER_MOVES_BALANCE)."""
+    ones), written through sqlite3 executemany in one transaction, and the account debited by
+    their sum, so that balance == sum(ledger) as `add` leaves it."""
     raw = sqlite3.connect(path, isolation_level=None)
     now = int(time.time())
     total = handovers + sync_orders
@@ -98,6 +99,7 @@ def fill(path, handovers, sync_orders):
                     " VALUES (?,?,?,?,?,?)", ledger_rows)
     raw.executemany("INSERT INTO dispatches (order_id, kind, state, attempts, due_at, created_at,"
                     " updated_at) VALUES (?,?,?,?,?,?,?)", dispatch_rows)
+    raw.execute("UPDATE accounts SET balance = balance - ? WHERE id = 1", (charge * total,))
     raw.execute("COMMIT")
     raw.close()
 
@@ -117,7 +119,9 @@ def main():
     path = os.path.join(workdir, "serva.sqlite")
     os.environ.pop("SERVA_DATABASE_URL", None)
     try:
-        from serva import create_app, db, ledger, providers, services, worker
+        from serva import create_app, db, ledger, providers, services
+        from serva.cli import cli as serva_cli
+        from serva.fulfilment import dispatch, runner, sync
         from serva.accounts import create as create_account
         app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SECRET_KEY": "bench",
                           "SYNC_INTERVAL_SECONDS": 60})
@@ -132,18 +136,17 @@ def main():
         fill(path, args.handovers, args.sync_orders)
         fill_seconds = time.perf_counter() - started
         with app.app_context():
-            config = worker.settings()
-            worker.make_room(config["WORKER_CONCURRENCY"])
-            worker.refresh_balances(config, force=True)
-            report = worker.Report()
+            config = runner.settings()
+            runner.refresh_balances(config, force=True)
+            report = runner.Report()
             started = time.perf_counter()
-            worker.dispatch_pass("bench-pass", config, report, worker.threading.Event())
+            report.add(dispatch.dispatch_pass("bench-pass", config, threading.Event()))
             handover_seconds = time.perf_counter() - started
             # The hand-overs just accepted are due in SYNC_INTERVAL_SECONDS: only the
             # SYNC_ORDERS active orders are due now.
-            sync_report = worker.Report()
+            sync_report = runner.Report()
             started = time.perf_counter()
-            worker.sync_pass(config, sync_report, worker.threading.Event())
+            sync_report.add(sync.sync_pass(config, threading.Event()))
             sync_seconds = time.perf_counter() - started
         raw = sqlite3.connect(path)
         handed = raw.execute("SELECT count(*) FROM dispatches WHERE state = 'done'").fetchone()[0]
@@ -151,8 +154,8 @@ def main():
                                "WHERE provider_order IS NOT NULL").fetchone()[0]
         updated = raw.execute("SELECT count(*) FROM orders WHERE remains = 7").fetchone()[0]
         raw.close()
-        runner = app.test_cli_runner()
-        audit = runner.invoke(args=["audit"]).output.strip()
+        cli_runner = app.test_cli_runner()
+        audit = cli_runner.invoke(serva_cli, args=["audit"]).output.strip()
         result = {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                        f"SQLite {sqlite3.sqlite_version}",
