@@ -639,8 +639,9 @@ def main():
     table = markdown(results)
     with open(os.path.splitext(args.out)[0] + ".md", "w") as handle:
         handle.write(table)
-    with open(os.path.join(RESULTS, "history.md"), "a") as handle:
-        handle.write(history_row(results) + "\n")
+    if os.path.dirname(os.path.abspath(args.out)) == RESULTS:  # a trial elsewhere is no history
+        with open(os.path.join(RESULTS, "history.md"), "a") as handle:
+            handle.write(history_row(results) + "\n")
     for path in copies.values():  # the logs stay in bench/data/run/ for a look; the copies go
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):

@@ -17,6 +17,12 @@ _APPLY = (update(accounts)
           .returning(accounts.c.balance))
 
 
+_RECORD = insert(ledger).values(
+    account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
+    note=bindparam("note"), order_id=bindparam("order_id"), request_id=bindparam("request_id"),
+    created_at=bindparam("created_at"))
+
+
 class InsufficientFunds(Exception):
     pass
 
@@ -28,9 +34,9 @@ def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id
     balance = conn.execute(_APPLY, {"account_id": account_id, "amount": amount}).scalar()
     if balance is None:
         raise InsufficientFunds(account_id)
-    conn.execute(insert(ledger).values(
-        account_id=account_id, amount=amount, kind=kind, note=note[:255], order_id=order_id,
-        request_id=request_id(), created_at=now()))
+    conn.execute(_RECORD, {"account_id": account_id, "amount": amount, "kind": kind,
+                           "note": note[:255], "order_id": order_id,
+                           "request_id": request_id(), "created_at": now()})
     return balance
 
 

@@ -12,7 +12,7 @@ Both are fixed windows of the `limits` package (the engine under Flask-Limiter),
 its public API: `parse`, `storage_from_string`, `FixedWindowRateLimiter`. The counters live in
 SERVA_RATELIMIT_STORAGE_URI: `redis://host:port` shares them between every worker process and
 machine, so a limit is one total however many workers serve; the default `memory://` keeps
-them in each worker process, which then enforces the limit on the requests it serves, on its
+them in each worker process (serva.ratelimit_memory), which then enforces the limit on the requests it serves, on its
 own (N workers let up to N times the limit through). Flask-Limiter's route decorators do not
 fit: the key is only known once the action's parameters are read.
 """
@@ -26,6 +26,7 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from .errors import ApiError
+from .ratelimit_memory import LocalStorage
 from .settings import SettingsError, env_name
 
 EXTENSION = "serva.ratelimit"
@@ -39,7 +40,8 @@ class Limits:
         self.per_key = parse(per_key) if per_key.strip() else None
         self.invalid_keys = parse(invalid_keys) if invalid_keys.strip() else None
         try:
-            storage = storage_from_string(storage_uri, wrap_exceptions=True)
+            storage = (LocalStorage() if storage_uri.strip() == "memory://"
+                       else storage_from_string(storage_uri, wrap_exceptions=True))
         except ConfigurationError:  # an unknown scheme, or its client library is missing
             raise SettingsError(env_name("RATELIMIT_STORAGE_URI"),
                                 "a storage URI that `limits` supports, with its client "

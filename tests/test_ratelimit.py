@@ -139,7 +139,7 @@ def test_limits_are_counted_by_key_id_and_nothing_logs_the_key(limited, caplog):
         balance(client, key)
         balance(client, WRONG_KEY)
     limits = limited.extensions["serva.ratelimit"]
-    stored = " ".join(limits.limiter.storage.storage)  # the memory storage's counter keys
+    stored = " ".join(limits.limiter.storage.counts)  # the in-process counters' keys
     from serva.keys import hash_key
     assert "key" in stored and "address" in stored
     for secret in (key, WRONG_KEY, hash_key(key), hash_key(WRONG_KEY)):
@@ -280,3 +280,23 @@ def test_a_key_flooding_two_gunicorn_workers(app, tmp_path, storage, request):
         stop_server(process)
     assert set(statuses) == {200, 429}, sorted(set(statuses))
     assert statuses.count(200) == (limit if storage == "redis" else 2 * limit)
+
+
+def test_the_in_process_counters_expire_with_their_window_and_stay_bounded():
+    """memory:// counts in a window, starts a new one once it has passed, and sweeps
+    expired counts so the table does not grow with every key ever seen."""
+    from freezegun import freeze_time
+
+    from serva.ratelimit_memory import LocalStorage
+
+    storage = LocalStorage()
+    with freeze_time("2026-01-01 00:00:00") as clock:
+        assert [storage.incr("a", 1) for _ in range(3)] == [1, 2, 3]
+        assert storage.get("a") == 3
+        clock.tick(1.5)
+        assert storage.get("a") == 0 and storage.incr("a", 1) == 1
+        for i in range(5000):
+            storage.incr(f"k{i}", 1)
+            if i % 1000 == 999:
+                clock.tick(2)  # every thousand keys, the earlier ones have expired
+        assert len(storage.counts) <= 2048

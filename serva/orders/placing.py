@@ -9,7 +9,7 @@ upsert, the partial unique index on active orders, the conditional balance UPDAT
 import json
 
 from flask import current_app, request
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import coupons, db, ledger
@@ -52,7 +52,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         if conn.dialect.name != "sqlite":
             # SQLite's BEGIN IMMEDIATE serializes all writers; elsewhere one account's orders
             # queue on its row, so the idempotency, guard and coupon checks see each other.
-            conn.execute(select(accounts.c.id).where(accounts.c.id == account_id).with_for_update())
+            conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
         if idem_key is not None:
             replay = _replay(conn, account_id, idem_key, fingerprint, stamp)
             if replay is not None:  # the first response, its order id in today's format
@@ -69,9 +69,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         order_id = _insert_order(conn, account_id, req, charge, coupon, stamp)
         if req.service.provider_id is not None:
             # The outbox: the hand-over commits with the charge, or neither does.
-            conn.execute(insert(dispatches).values(
-                order_id=order_id, kind="add", state="due", attempts=0, due_at=stamp,
-                created_at=stamp, updated_at=stamp))
+            conn.execute(_INSERT_HANDOVER, {"order_id": order_id, "stamp": stamp})
         if coupon is not None:
             coupons.redeem(conn, coupon, account_id, order_id, discount)
         try:
@@ -87,16 +85,46 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         return response
 
 
+# Built once with bound parameters, so each order only binds values: building a Core statement
+# per request costs more than running it.
+_INSERT_ORDER = insert(orders).values(
+    {name: bindparam(name) for name in (
+        "account_id", "service_id", "target", "target_key", "quantity", "inputs_json", "charge",
+        "remains", "coupon_id", "runs", "interval_minutes", "runs_done", "provider_id",
+        "request_id")},
+).values(status="Pending", created_at=bindparam("stamp"), updated_at=bindparam("stamp"),
+         ).returning(orders.c.id)
+_INSERT_HANDOVER = insert(dispatches).values(
+    order_id=bindparam("order_id"), kind="add", state="due", attempts=0,
+    due_at=bindparam("stamp"), created_at=bindparam("stamp"), updated_at=bindparam("stamp"))
+
+
+def _guard_statement(dialect_name: str):
+    stmt = db.upsert(dialect_name, purchase_guards).values(
+        {name: bindparam(name) for name in ("account_id", "service_id", "target_key", "quantity",
+                                            "expires_at")})
+    return stmt.on_conflict_do_update(
+        index_elements=["account_id", "service_id", "target_key", "quantity"],
+        set_={"expires_at": stmt.excluded.expires_at},
+        where=purchase_guards.c.expires_at <= bindparam("stamp"),
+    ).returning(purchase_guards.c.expires_at)
+
+
+_LOCK_ACCOUNT = (select(accounts.c.id).where(accounts.c.id == bindparam("account_id"))
+                 .with_for_update())
+_GUARD = {name: _guard_statement(name) for name in ("sqlite", "postgresql")}
+
+
 def _insert_order(conn, account_id, req, charge, coupon, stamp) -> int:
     try:
-        return conn.execute(insert(orders).values(
-            account_id=account_id, service_id=req.service.id, target=req.target,
-            target_key=req.target_key, quantity=req.quantity, inputs_json=req.inputs_json(),
-            charge=charge, remains=req.quantity, coupon_id=coupon.id if coupon else None,
-            runs=req.runs, interval_minutes=req.interval,
-            runs_done=0 if req.runs else None, provider_id=req.service.provider_id,
-            request_id=request_id(), status="Pending", created_at=stamp, updated_at=stamp,
-        )).inserted_primary_key[0]
+        return conn.execute(_INSERT_ORDER, {
+            "account_id": account_id, "service_id": req.service.id, "target": req.target,
+            "target_key": req.target_key, "quantity": req.quantity,
+            "inputs_json": req.inputs_json(), "charge": charge, "remains": req.quantity,
+            "coupon_id": coupon.id if coupon else None, "runs": req.runs,
+            "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
+            "provider_id": req.service.provider_id, "request_id": request_id(),
+            "stamp": stamp}).scalar_one()
     except IntegrityError:
         # The partial unique index: an active order for this service and target exists.
         # Raising rolls back the guard row written before, so nothing is left behind.
@@ -107,14 +135,9 @@ def _guard(conn, account_id, req, expires_at, stamp):
     """`duplicate_target`: the same account, service, target and quantity inside the window.
     One upsert decides: it refreshes an expired guard row or inserts a new one, and matches
     nothing when an unexpired one stands."""
-    stmt = db.upsert(conn.dialect.name, purchase_guards).values(
-        account_id=account_id, service_id=req.service.id, target_key=req.target_key,
-        quantity=req.quantity, expires_at=expires_at)
-    written = conn.execute(stmt.on_conflict_do_update(
-        index_elements=["account_id", "service_id", "target_key", "quantity"],
-        set_={"expires_at": stmt.excluded.expires_at},
-        where=purchase_guards.c.expires_at <= stamp,
-    ).returning(purchase_guards.c.expires_at)).first()
+    written = conn.execute(_GUARD[conn.dialect.name], {
+        "account_id": account_id, "service_id": req.service.id, "target_key": req.target_key,
+        "quantity": req.quantity, "expires_at": expires_at, "stamp": stamp}).first()
     if written is None:  # the upsert wrote no row: an unexpired guard stands
         raise ApiError("duplicate_target")
 
