@@ -473,3 +473,58 @@ def test_json_rows_aggregates_rows_into_lists(app):
         empty = conn.execute(select(db.json_rows(accounts.c.id))
                              .where(accounts.c.id > 100)).scalar()
         assert not empty
+
+
+def test_a_group_commit_runs_each_work_in_its_own_savepoint_and_commits_once(app, sql_log):
+    """Works queued while another group commits go in one transaction: one that raises is
+    rolled back alone and gets its own error, the others are committed with one COMMIT."""
+    import threading
+
+    from serva.db.group_commit import GroupCommit
+    from serva.schema import accounts as accounts_table
+
+    with app.app_context(), db.write() as conn:
+        ids = [_new_account(conn, f"g{i}@example.com") for i in range(6)]
+    with app.app_context():
+        group = GroupCommit(db.get_engine())
+    hold, results = threading.Event(), {}
+
+    def first(conn):
+        hold.wait(5)  # the others queue meanwhile: they form the next group
+        return "first"
+
+    def work(i):
+        def run(conn):
+            conn.execute(accounts_table.update().where(accounts_table.c.id == ids[i])
+                         .values(discount_bp=i + 1))
+            if i == 3:
+                raise ValueError("refused")
+            return i
+        return run
+
+    def call(name, fn):
+        with app.app_context():
+            try:
+                results[name] = group.run(fn)
+            except ValueError as error:
+                results[name] = str(error)
+
+    leader = threading.Thread(target=call, args=("first", first))
+    leader.start()
+    while not group.leading:
+        pass
+    others = [threading.Thread(target=call, args=(i, work(i))) for i in range(6)]
+    for thread in others:
+        thread.start()
+    while len(group.queue) < 6:
+        pass
+    sql_log.clear()
+    hold.set()
+    for thread in [leader, *others]:
+        thread.join(10)
+    assert results == {"first": "first", 0: 0, 1: 1, 2: 2, 3: "refused", 4: 4, 5: 5}
+    assert normalized(sql_log).count("COMMIT") == 2  # the leader's own, then the group's
+    with app.app_context(), db.read() as conn:
+        discounts = dict(conn.execute(select(accounts_table.c.id, accounts_table.c.discount_bp)
+                                      .where(accounts_table.c.id.in_(ids))).all())
+    assert [discounts[ids[i]] for i in range(6)] == [1, 2, 3, 0, 5, 6]

@@ -48,7 +48,9 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
     config = current_app.config
     stamp = db.now()
     fingerprint = req.fingerprint() if idem_key else None
-    with db.write() as conn:
+    rid = request_id()  # read here: the work may run in another request's thread
+
+    def work(conn):
         if conn.dialect.name != "sqlite":
             # SQLite's BEGIN IMMEDIATE serializes all writers; elsewhere one account's orders
             # queue on its row, so the idempotency, guard and coupon checks see each other.
@@ -66,7 +68,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
         charge, discount = coupons.price(req.rate, units, coupon)
         if charge > MAX_AMOUNT:  # no balance can cover it, and it would not fit the column
             raise ApiError("insufficient_balance")
-        order_id = _insert_order(conn, account_id, req, charge, coupon, stamp)
+        order_id = _insert_order(conn, account_id, req, charge, coupon, stamp, rid)
         if req.service.provider_id is not None:
             # The outbox: the hand-over commits with the charge, or neither does.
             conn.execute(_INSERT_HANDOVER, {"order_id": order_id, "stamp": stamp})
@@ -74,7 +76,7 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
             coupons.redeem(conn, coupon, account_id, order_id, discount)
         try:
             balance = ledger.post(conn, account_id, -charge, "charge",
-                                  f"order {present_order(order_id)}", order_id)
+                                  f"order {present_order(order_id)}", order_id, rid)
         except ledger.InsufficientFunds:
             raise ApiError("insufficient_balance") from None
         response = {"order": format_order_id(order_id, numeric), "charge": format_amount(charge),
@@ -83,6 +85,8 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
             _remember(conn, account_id, idem_key, fingerprint, response,
                       stamp + config["IDEMPOTENCY_TTL_SECONDS"])
         return response
+
+    return db.write_grouped(work)
 
 
 # Built once with bound parameters, so each order only binds values: building a Core statement
@@ -115,7 +119,7 @@ _LOCK_ACCOUNT = (select(accounts.c.id).where(accounts.c.id == bindparam("account
 _GUARD = {name: _guard_statement(name) for name in ("sqlite", "postgresql")}
 
 
-def _insert_order(conn, account_id, req, charge, coupon, stamp) -> int:
+def _insert_order(conn, account_id, req, charge, coupon, stamp, rid) -> int:
     try:
         return conn.execute(_INSERT_ORDER, {
             "account_id": account_id, "service_id": req.service.id, "target": req.target,
@@ -123,7 +127,7 @@ def _insert_order(conn, account_id, req, charge, coupon, stamp) -> int:
             "inputs_json": req.inputs_json(), "charge": charge, "remains": req.quantity,
             "coupon_id": coupon.id if coupon else None, "runs": req.runs,
             "interval_minutes": req.interval, "runs_done": 0 if req.runs else None,
-            "provider_id": req.service.provider_id, "request_id": request_id(),
+            "provider_id": req.service.provider_id, "request_id": rid,
             "stamp": stamp}).scalar_one()
     except IntegrityError:
         # The partial unique index: an active order for this service and target exists.
