@@ -50,8 +50,7 @@ def authenticate(body_keys, statement=None, params=None):
     raw = raw_key(body_keys)
     if not keys.looks_like_key(raw):
         raise ApiError("invalid_key")
-    with db.read() as conn:
-        row = keys.find_key(conn, raw, statement, params)
+    row = keys.find_key(raw, statement, params)
     if row is None:
         raise ApiError("invalid_key")
     if row.revoked_at is not None:

@@ -37,8 +37,8 @@ _ACTIVE = (select(*CATALOG_COLUMNS).where(services_table.c.active.is_(True))
 # in the key lookup's one row.
 _CUSTOM_RATES_JSON = (select(db.json_rows(service_rates.c.service_id, service_rates.c.rate))
                       .where(service_rates.c.account_id == accounts.c.id).scalar_subquery())
-_LOOKUP = keys.resolve_select(_VERSION.scalar_subquery().label("catalog_version"),
-                              _CUSTOM_RATES_JSON.label("custom_rates_json"))
+_LOOKUP = db.Lookup(keys.resolve_select(_VERSION.scalar_subquery().label("catalog_version"),
+                                        _CUSTOM_RATES_JSON.label("custom_rates_json")))
 
 
 def lookup(params):

@@ -10,7 +10,8 @@ import secrets
 
 from sqlalchemy import bindparam, insert, select, update
 
-from .db import now
+from .db import get_engine, now, read
+from .db.lookup import Lookup
 from .schema import accounts, api_keys
 
 RAW_PREFIX = "sk_"
@@ -69,16 +70,21 @@ def resolve_select(*extra_columns, from_=None):
             .where(api_keys.c.key_hash == bindparam("key_hash")))
 
 
-_RESOLVE = resolve_select()
+_RESOLVE = Lookup(resolve_select())
 
 
-def find_key(conn, raw: str, statement=None, params=None):
+def find_key(raw: str, statement=None, params=None):
     """The key row joined with its account, or None: one query by hash, the match confirmed
-    in constant time. `statement` (built by `resolve_select`) and its `params` add an action's
-    data to the same row."""
+    in constant time. `statement` (built by `resolve_select`: a `Lookup`, or a Core SELECT
+    for one with an IN-list) and its `params` add an action's data to the same row."""
     digest = hash_key(raw)
-    row = conn.execute(_RESOLVE if statement is None else statement,
-                       {**(params or {}), "key_hash": digest}).first()
+    statement = _RESOLVE if statement is None else statement
+    params = {**(params or {}), "key_hash": digest}
+    if isinstance(statement, Lookup):
+        row = statement.first(get_engine(), params)
+    else:
+        with read() as conn:
+            row = conn.execute(statement, params).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row

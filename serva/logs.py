@@ -16,3 +16,6 @@ def configure(level: int = logging.INFO) -> None:
     """INFO and up from every logger on stderr (the access log is `serva.access`). A process
     whose root logger already has handlers (an operator's own setup) keeps them."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    # What the format never shows is not gathered for every record (logging's documented
+    # optimization flags).
+    logging.logThreads = logging.logMultiprocessing = False  # gunicorn's own lines show the pid

@@ -5,13 +5,14 @@ from .engine import (READ_ONLY, WRITE_WAIT_SECONDS, Busy, configure_engine, engi
                      get_engine, json_rows, make_engine, now, read, retry_after, unavailable, upsert, write,
                      write_lock)
 from .group_commit import write_grouped
+from .lookup import Lookup
 from .extension import database_uri, init_app, migrate, sqla
 from .lifecycle import (NotWritable, SchemaMismatch, check_writable, init_schema, migrating,
                         require_schema, schema_problem, schema_revision, schema_sql,
                         schema_state)
 
 __all__ = [
-    "READ_ONLY", "WRITE_WAIT_SECONDS", "Busy", "NotWritable", "SchemaMismatch", "check_writable",
+    "READ_ONLY", "WRITE_WAIT_SECONDS", "Lookup", "Busy", "NotWritable", "SchemaMismatch", "check_writable",
     "configure_engine", "database_uri", "engine_options", "get_engine", "init_app",
     "init_schema", "json_rows", "make_engine", "migrate", "migrating", "now", "read", "require_schema",
     "retry_after", "schema_problem", "schema_revision", "schema_sql", "schema_state", "sqla",

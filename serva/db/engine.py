@@ -72,7 +72,11 @@ def engine_options(url, write_wait: float = WRITE_WAIT_SECONDS) -> dict:
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
         return {"pool_size": 8, "max_overflow": 16, "pool_pre_ping": True}
-    options = {"connect_args": {"check_same_thread": False, "timeout": write_wait}}
+    # The pool's reset on return is a ROLLBACK per checkout; the driver here opens no
+    # transaction by itself (we emit BEGIN), so `_sqlite_transactions` rolls back on check-in
+    # only a connection that is still in one.
+    options = {"connect_args": {"check_same_thread": False, "timeout": write_wait},
+               "pool_reset_on_return": None}
     if url.database not in (None, "", ":memory:"):  # in memory: one static connection
         options.update(pool_size=8, max_overflow=16)
     return options
@@ -108,6 +112,11 @@ def _sqlite_transactions(engine, synchronous, write_wait):
         cursor.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(dbapi_connection, _record):
+        if dbapi_connection is not None and dbapi_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine, "begin")
     def on_begin(conn):

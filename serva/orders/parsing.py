@@ -258,7 +258,7 @@ def _add_lookup_select():
     return keys.resolve_select(*columns, from_=joined)
 
 
-_ADD_LOOKUP = _add_lookup_select()
+_ADD_LOOKUP = db.Lookup(_add_lookup_select())
 
 
 def add_lookup(params):

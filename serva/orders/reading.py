@@ -20,11 +20,15 @@ _BATCH = (select(*_STATUS_COLUMNS)
                  orders.c.id.in_(bindparam("ids", expanding=True))))
 # The requested orders of the key's account, as one JSON value (db.json_rows) in the key
 # lookup's row.
-_STATUS_LOOKUP = keys.resolve_select(
-    select(db.json_rows(*_STATUS_COLUMNS))
-    .where(orders.c.account_id == accounts.c.id,
-           orders.c.id.in_(bindparam("ids", expanding=True)))
-    .scalar_subquery().label("orders_json"))
+def _status_lookup(ids_match):
+    return keys.resolve_select(
+        select(db.json_rows(*_STATUS_COLUMNS))
+        .where(orders.c.account_id == accounts.c.id, ids_match)
+        .scalar_subquery().label("orders_json"))
+
+
+_STATUS_LOOKUP = _status_lookup(orders.c.id.in_(bindparam("ids", expanding=True)))
+_STATUS_LOOKUP_ONE = db.Lookup(_status_lookup(orders.c.id == bindparam("id")))  # the usual case
 
 
 def _requested(params):
@@ -49,6 +53,8 @@ def status_lookup(params):
     ids = _requested_ids(params)
     if not ids:
         return None
+    if len(ids) == 1:
+        return _STATUS_LOOKUP_ONE, {"id": ids[0]}
     return _STATUS_LOOKUP, {"ids": ids}
 
 
