@@ -73,6 +73,14 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
         raise
 
 
+STATUS_FIELDS = ("status", "start_count", "remains", "runs_done", "refunded")
+
+
+def status_fields(conn, order_id: int):
+    """What a status change may alter, as a dict (the activity's before and after), or None."""
+    row = conn.execute(select(*(orders.c[name] for name in STATUS_FIELDS))
+                       .where(orders.c.id == order_id)).first()
+    return None if row is None else dict(row._mapping)
 
 
 def _handover(order_id, states):
