@@ -253,7 +253,7 @@ CREATE TABLE orders (
 
 CREATE INDEX ix_orders_account ON orders (account_id, id);
 
-CREATE INDEX ix_orders_created ON orders (created_at, charge, refunded);
+CREATE INDEX ix_orders_created ON orders (created_at, charge, refunded, status, service_id, quantity);
 
 CREATE INDEX ix_orders_provider ON orders (provider_id, id);
 

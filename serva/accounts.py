@@ -5,7 +5,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import ledger
 from .db import now
 from .money import AmountError, format_amount, parse_amount
-from .schema import ID_FORMATS, accounts, service_rates, services
+from .schema import ID_FORMATS, accounts, ledger as ledger_rows, service_rates, services
 
 
 MIN_PASSWORD_LENGTH = 8
@@ -132,3 +132,19 @@ def move_balance(conn, row, amount: int, note: str) -> int:
     except ledger.InsufficientFunds:
         raise AccountError(f"the balance of {row.email} is {format_amount(row.balance)}; "
                            f"it cannot go below 0") from None
+
+
+def search(conn, q: str = "", after_id: int | None = None, limit: int = 50):
+    """Accounts in id order whose email contains `q`, one page (after `after_id`)."""
+    query = select(accounts).order_by(accounts.c.id).limit(limit)
+    if q.strip():
+        query = query.where(accounts.c.email.contains(normalize_email(q), autoescape=True))
+    if after_id is not None:
+        query = query.where(accounts.c.id > after_id)
+    return conn.execute(query).all()
+
+
+def statement(conn, account_id: int, limit: int = 50):
+    """The account's newest ledger rows (each with its request id)."""
+    return conn.execute(select(ledger_rows).where(ledger_rows.c.account_id == account_id)
+                        .order_by(ledger_rows.c.id.desc()).limit(limit)).all()

@@ -202,7 +202,8 @@ orders = Table(
     Index("ix_orders_service", "service_id", "id"),
     Index("ix_orders_provider", "provider_id", "id"),
     Index("ix_orders_request", "request_id"),
-    Index("ix_orders_created", "created_at", "charge", "refunded"),
+    Index("ix_orders_created", "created_at", "charge", "refunded", "status", "service_id",
+          "quantity"),
 )
 
 # The outbox: an order's hand-over to its provider, written in the transaction that charged

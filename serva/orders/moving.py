@@ -83,6 +83,16 @@ def status_fields(conn, order_id: int):
     return None if row is None else dict(row._mapping)
 
 
+def refuse_cancel(conn, order_id: int) -> None:
+    """The operator answers a partner's cancel request with no: the order goes on, and the
+    partner may ask again."""
+    changed = conn.execute(update(orders).where(orders.c.id == order_id,
+                                                orders.c.cancel_requested_at.is_not(None))
+                           .values(cancel_requested_at=None, updated_at=db.now())).rowcount
+    if not changed:
+        raise OrderError(f"order {present_order(order_id)} has no cancel request")
+
+
 def _handover(order_id, states):
     """Conditions for the order's `add` hand-over in one of `states`."""
     return (dispatches.c.order_id == order_id, dispatches.c.kind == "add",

@@ -23,7 +23,7 @@ ORDER_INDEXES = {
     'ix_orders_service': ['service_id', 'id'],
     'ix_orders_provider': ['provider_id', 'id'],
     'ix_orders_request': ['request_id'],
-    'ix_orders_created': ['created_at', 'charge', 'refunded'],
+    'ix_orders_created': ['created_at', 'charge', 'refunded', 'status', 'service_id', 'quantity'],
 }
 
 
