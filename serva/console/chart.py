@@ -21,4 +21,4 @@ def bars(days) -> dict:
         y = HEIGHT - (HEIGHT - PAD) * revenue / most_revenue
         points.append(f"{x + slot / 2:.1f},{y:.1f}")
     return {"width": WIDTH, "height": HEIGHT, "bars": drawn, "line": " ".join(points),
-            "most_orders": most_orders if days else 0, "most_revenue": most_revenue}
+            "most_orders": max((count for _, count, _ in days), default=0)}
