@@ -236,3 +236,20 @@ def test_coupons_and_refills_pages(app, api, catalog):
     assert owner.get("/admin/refills").status_code == 200
     assert [e.action for e in entries(app) if e.action.startswith("coupon")] == [
         "coupon.create", "coupon.disable"]
+
+
+def test_a_service_edited_and_disabled(app, catalog):
+    owner, _, _ = signed_in_owner(app)
+    text = post(owner, "/admin/services/1234", {"rate": "1.5", "cancel": "no",
+                                                "fixed_quantity": "1000"},
+                page="/admin/services", follow_redirects=True).get_data(as_text=True)
+    assert "service 1234 updated" in text
+    post(owner, "/admin/services/1234/active", {"active": "no"}, page="/admin/services")
+    with app.app_context(), db.read() as conn:
+        row = services.get(conn, 1234)
+    assert (row.rate, row.cancel, row.fixed_quantity, row.active) == (1_500_000, False, 1000, False)
+    [entry] = entries(app, "service.update")
+    assert json.loads(entry.before_json)["rate"] == 890_000
+    text = post(owner, "/admin/services/1234", {"refill_days": "99999"}, page="/admin/services",
+                follow_redirects=True).get_data(as_text=True)
+    assert "refill days must be between 0 (no refill) and 3650" in text

@@ -31,7 +31,14 @@ def _service_values():
             values["rate"] = parse_amount(form("rate"))
         except AmountError as error:
             raise services.ServiceError(str(error)) from None
-    return {k: v for k, v in values.items() if v is not None}
+    for flag in ("cancel", "dripfeed"):  # "yes" / "no"; anything else keeps it as it is
+        if form(flag) in ("yes", "no"):
+            values[flag] = form(flag) == "yes"
+    values = {k: v for k, v in values.items() if v is not None}
+    fixed = whole(form("fixed_quantity"), "fixed quantity")
+    if fixed is not None:  # 0: the partner chooses (as `service update --fixed-quantity 0`)
+        values["fixed_quantity"] = fixed or None
+    return values
 
 
 @bp.route("/services", methods=["POST"])
