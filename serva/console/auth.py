@@ -50,6 +50,8 @@ def login():
         return _login_page("This operator is disabled.", 403, email)
     login_throttle.succeeded(attempt)
     with db.write() as conn:
+        if operator() is not None:  # a half-done sign-in in this browser ends here
+            operator_sessions.revoke(conn, operator().session_id)
         token = operator_sessions.create(conn, row.id, verified=not second_factor.required(row))
         activity.record(conn, activity.operator_actor(row.email), "operator.sign_in", row.email)
     session.clear()  # a fresh session and CSRF token: nothing carried over from before
