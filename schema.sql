@@ -1,4 +1,4 @@
--- Serva schema at revision one_data_path. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision console. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -19,6 +19,18 @@ CREATE TABLE accounts (
 	UNIQUE (email)
 );
 
+CREATE TABLE activity (
+	id INTEGER NOT NULL,
+	created_at BIGINT NOT NULL,
+	actor VARCHAR(270) NOT NULL,
+	action VARCHAR(64) NOT NULL,
+	subject VARCHAR(255) DEFAULT '' NOT NULL,
+	before_json TEXT,
+	after_json TEXT,
+	request_id VARCHAR(64),
+	PRIMARY KEY (id)
+);
+
 CREATE TABLE login_failures (
 	id INTEGER NOT NULL,
 	email VARCHAR(254) NOT NULL,
@@ -31,6 +43,21 @@ CREATE TABLE login_failures (
 CREATE INDEX ix_login_failures_addr ON login_failures (remote_addr, created_at);
 
 CREATE INDEX ix_login_failures_email ON login_failures (email, created_at);
+
+CREATE TABLE operators (
+	id INTEGER NOT NULL,
+	email VARCHAR(254) NOT NULL,
+	password_hash VARCHAR(255) NOT NULL,
+	role VARCHAR(16) NOT NULL,
+	disabled BOOLEAN DEFAULT false NOT NULL,
+	totp_secret VARCHAR(64),
+	totp_confirmed_at BIGINT,
+	totp_last_step BIGINT,
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_operators_role CHECK (role IN ('owner', 'support')),
+	UNIQUE (email)
+);
 
 CREATE TABLE providers (
 	id INTEGER NOT NULL,
@@ -142,6 +169,21 @@ CREATE TABLE idempotency_keys (
 	FOREIGN KEY(account_id) REFERENCES accounts (id)
 );
 
+CREATE TABLE operator_sessions (
+	id INTEGER NOT NULL,
+	operator_id INTEGER NOT NULL,
+	token_hash VARCHAR(64) NOT NULL,
+	created_at BIGINT NOT NULL,
+	seen_at BIGINT NOT NULL,
+	verified_at BIGINT,
+	revoked_at BIGINT,
+	PRIMARY KEY (id),
+	FOREIGN KEY(operator_id) REFERENCES operators (id),
+	UNIQUE (token_hash)
+);
+
+CREATE INDEX ix_operator_sessions_operator ON operator_sessions (operator_id);
+
 CREATE TABLE purchase_guards (
 	account_id INTEGER NOT NULL,
 	service_id INTEGER NOT NULL,
@@ -152,6 +194,18 @@ CREATE TABLE purchase_guards (
 	FOREIGN KEY(account_id) REFERENCES accounts (id),
 	FOREIGN KEY(service_id) REFERENCES services (id)
 );
+
+CREATE TABLE recovery_codes (
+	id INTEGER NOT NULL,
+	operator_id INTEGER NOT NULL,
+	code_hash VARCHAR(64) NOT NULL,
+	used_at BIGINT,
+	PRIMARY KEY (id),
+	FOREIGN KEY(operator_id) REFERENCES operators (id),
+	UNIQUE (code_hash)
+);
+
+CREATE INDEX ix_recovery_codes_operator ON recovery_codes (operator_id);
 
 CREATE TABLE service_rates (
 	account_id INTEGER NOT NULL,
@@ -198,6 +252,16 @@ CREATE TABLE orders (
 );
 
 CREATE INDEX ix_orders_account ON orders (account_id, id);
+
+CREATE INDEX ix_orders_created ON orders (created_at, charge, refunded, status, service_id, quantity);
+
+CREATE INDEX ix_orders_provider ON orders (provider_id, id);
+
+CREATE INDEX ix_orders_request ON orders (request_id);
+
+CREATE INDEX ix_orders_service ON orders (service_id, id);
+
+CREATE INDEX ix_orders_status ON orders (status, id);
 
 CREATE INDEX ix_orders_sync ON orders (provider_id, next_sync_at) WHERE next_sync_at IS NOT NULL;
 
@@ -258,6 +322,8 @@ CREATE TABLE ledger (
 CREATE INDEX ix_ledger_account ON ledger (account_id);
 
 CREATE INDEX ix_ledger_order ON ledger (order_id);
+
+CREATE INDEX ix_ledger_request ON ledger (request_id);
 
 CREATE TABLE refills (
 	id INTEGER NOT NULL,

@@ -29,7 +29,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from serva import db as serva_db  # noqa: E402
 from serva import migrations  # noqa: E402
-from serva import schema as serva_schema  # noqa: E402
 
 GENERATOR_VERSION = 2
 DATA_DIR = os.path.join(HERE, "data")
@@ -121,7 +120,8 @@ def build(accounts: int = 10_000, services: int = 500, orders: int = 1_000_000,
     con.execute("PRAGMA synchronous=OFF")
     con.execute("PRAGMA cache_size=-262144")
     con.execute("BEGIN")
-    # The rows come with their final balances (ledger.post's UPDATE is not run per row).
+    # The rows come with their final balances, written directly (no trigger moves a balance:
+    # at run time every change is ledger.post).
     service_rows, link_ids = _services(services, rng, EPOCH)
     con.executemany("INSERT INTO services (id, name, category, type, kind, rate, min_quantity, "
                     "max_quantity, fields_json, refill_days, cancel, active, created_at) "

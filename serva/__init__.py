@@ -2,7 +2,7 @@
 import os
 import secrets
 
-from flask import Config, Flask
+from flask import Config, Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -37,9 +37,9 @@ def create_app(test_config=None):
     """The app. Its settings come from the environment (serva.settings), where the instance
     folder's config.py — or `test_config` instead of it — may set any app.config entry;
     a setting that cannot work raises settings.SettingsError (a ValueError)."""
-    from . import api, dashboard, db, page, ratelimit
+    from . import api, console, dashboard, db, page, ratelimit
     app = Flask(__name__, instance_relative_config=True)
-    app.session_interface = ApiWithoutSessions(api.API_PATHS)
+    app.session_interface = ApiWithoutSessions(api.API_PATHS, console.ConsoleSessions())
     os.makedirs(app.instance_path, exist_ok=True)
     given = Config(app.instance_path)
     if test_config is None:
@@ -63,6 +63,7 @@ def create_app(test_config=None):
     ratelimit.init_app(app)
     app.register_blueprint(api.bp)
     dashboard.init_app(app)
+    console.init_app(app)
     page.init_app(app)
     _error_handlers(app)
     return app
@@ -72,15 +73,24 @@ class ApiWithoutSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions for the dashboard, and none for the JSON API: the API
     authenticates by key and never reads or writes a session, so an API request gets Flask's
     null session (readable as empty, never saved, no `Vary: Cookie`) and a dashboard cookie
-    sent along is not even parsed."""
+    sent along is not even parsed. Under /admin the console's own cookie (`console`, a
+    session interface of its own name, path and salt) is the only one read or written."""
 
-    def __init__(self, api_paths):
+    def __init__(self, api_paths, console):
         self.api_paths = api_paths
+        self.console = console
 
     def open_session(self, app, request):
         if request.path in self.api_paths:
             return None  # Flask substitutes its null session
+        if self.console.serves(request.path):
+            return self.console.open_session(app, request)
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if has_request_context() and self.console.serves(request.path):
+            return self.console.save_session(app, session, response)
+        return super().save_session(app, session, response)
 
 
 def _error_handlers(app):

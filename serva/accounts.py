@@ -2,8 +2,10 @@
 from sqlalchemy import delete, insert, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import ledger
 from .db import now
-from .schema import ID_FORMATS, accounts, service_rates, services
+from .money import AmountError, format_amount, parse_amount
+from .schema import ID_FORMATS, accounts, ledger as ledger_rows, service_rates, services
 
 
 MIN_PASSWORD_LENGTH = 8
@@ -106,3 +108,43 @@ def custom_rates(conn, account_id: int):
     return conn.execute(select(service_rates.c.service_id, service_rates.c.rate)
                         .where(service_rates.c.account_id == account_id)
                         .order_by(service_rates.c.service_id)).all()
+
+
+def parse_amount_to_move(text: str) -> int:
+    """An operator's credit or debit amount: positive, exact (AccountError otherwise)."""
+    try:
+        value = parse_amount(text)
+    except AmountError as error:
+        raise AccountError(str(error)) from None
+    if value <= 0:
+        raise AccountError(f"amount must be positive: {text}")
+    return value
+
+
+def move_balance(conn, row, amount: int, note: str) -> int:
+    """An operator's credit (amount > 0, a top-up) or debit (< 0, an adjustment, never below
+    zero): one ledger row with its required note. Returns the new balance."""
+    note = (note or "").strip()
+    if not note:
+        raise AccountError("a note must say why the balance changes")
+    try:
+        return ledger.post(conn, row.id, amount, "topup" if amount > 0 else "adjustment", note)
+    except ledger.InsufficientFunds:
+        raise AccountError(f"the balance of {row.email} is {format_amount(row.balance)}; "
+                           f"it cannot go below 0") from None
+
+
+def search(conn, q: str = "", after_id: int | None = None, limit: int = 50):
+    """Accounts in id order whose email contains `q`, one page (after `after_id`)."""
+    query = select(accounts).order_by(accounts.c.id).limit(limit)
+    if q.strip():
+        query = query.where(accounts.c.email.contains(normalize_email(q), autoescape=True))
+    if after_id is not None:
+        query = query.where(accounts.c.id > after_id)
+    return conn.execute(query).all()
+
+
+def statement(conn, account_id: int, limit: int = 50):
+    """The account's newest ledger rows (each with its request id)."""
+    return conn.execute(select(ledger_rows).where(ledger_rows.c.account_id == account_id)
+                        .order_by(ledger_rows.c.id.desc()).limit(limit)).all()

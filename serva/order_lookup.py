@@ -12,11 +12,23 @@ OrderDetails = namedtuple("OrderDetails", "order entries refills handover")
 
 
 def list_orders(conn, *, account_id=None, status=None, service_id=None, cancel_requested=False,
-                provider_id=None, unknown=False, attention=False, request_id=None, limit=50):
+                provider_id=None, unknown=False, attention=False, request_id=None, limit=50,
+                before_id=None, created_from=None, created_to=None, link_contains=None):
     """Newest first, each row the order's columns plus the account's `email`. `request_id`
-    finds the orders that request placed, charged or refunded (their ledger rows name it)."""
+    finds the orders that request placed, charged or refunded (their ledger rows name it).
+    `before_id` pages by key (the next page starts below the last id shown), so a page deep
+    in a million orders costs what the first one does."""
     query = (select(orders, accounts.c.email).join(accounts, accounts.c.id == orders.c.account_id)
              .order_by(orders.c.id.desc()).limit(limit))
+    if before_id is not None:
+        query = query.where(orders.c.id < before_id)
+    if created_from is not None:
+        query = query.where(orders.c.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(orders.c.created_at < created_to)
+    if link_contains:
+        escaped = link_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(orders.c.target.like(f"%{escaped}%", escape="\\"))
     if request_id:
         by_ledger = select(ledger.c.order_id).where(ledger.c.request_id == request_id)
         query = query.where((orders.c.request_id == request_id) | orders.c.id.in_(by_ledger))

@@ -373,12 +373,17 @@ def _write(conn, provider_id, steps) -> list:
     return done
 
 
-def import_services(conn, provider_id: int, reply, markup_bp: int, categories=()) -> list:
-    """`provider import`, inside the caller's write transaction."""
+def preview_import(conn, provider_id: int, reply, markup_bp: int, categories=()) -> list:
+    """What `import_services` would do, written nowhere (the console's preview)."""
     existing = {}
     for row in linked_services(conn, provider_id):
         existing.setdefault(row.provider_service, row)
-    return _write(conn, provider_id, plan_import(reply, markup_bp, categories, existing))
+    return plan_import(reply, markup_bp, categories, existing)
+
+
+def import_services(conn, provider_id: int, reply, markup_bp: int, categories=()) -> list:
+    """`provider import`, inside the caller's write transaction."""
+    return _write(conn, provider_id, preview_import(conn, provider_id, reply, markup_bp, categories))
 
 
 def sync_services(conn, provider_id: int, reply) -> list:

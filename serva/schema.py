@@ -27,6 +27,7 @@ DISPATCH_STATES = ("due", "sending", "done", "unknown", "canceled", "manual")
 DISPATCH_KINDS = ("add", "refill", "cancel")  # an order; a refill or cancel request (forwarding)
 API_ACCESS_STATES = ("none", "requested", "approved")
 ID_FORMATS = ("prefixed", "numeric")  # an account's ids in API responses (serva.ids)
+OPERATOR_ROLES = ("owner", "support")  # the console's people (serva/operators.py)
 
 metadata = MetaData()
 
@@ -195,6 +196,14 @@ orders = Table(
     Index("uq_orders_one_active_per_target", "account_id", "service_id", "target_key",
           unique=True, **_partial(_in("status", ACTIVE_STATUSES))),
     Index("ix_orders_sync", "provider_id", "next_sync_at", **_partial("next_sync_at IS NOT NULL")),
+    # The console's order filters, each newest first (keyset pagination on id), and the
+    # overview's sums over a time window (covering: no table lookups).
+    Index("ix_orders_status", "status", "id"),
+    Index("ix_orders_service", "service_id", "id"),
+    Index("ix_orders_provider", "provider_id", "id"),
+    Index("ix_orders_request", "request_id"),
+    Index("ix_orders_created", "created_at", "charge", "refunded", "status", "service_id",
+          "quantity"),
 )
 
 # The outbox: an order's hand-over to its provider, written in the transaction that charged
@@ -246,11 +255,12 @@ ledger = Table(
     Column("note", String(255), nullable=False, server_default=""),
     Column("created_at", BigInteger, nullable=False),
     # The x-serva-request-id of the request that caused the row, or `cli:<id>` for an
-    # operator command (one id per command). Not indexed: only the operator searches by it.
+    # operator command (one id per command); the console finds orders by it.
     Column("request_id", String(64)),
     CheckConstraint("kind IN ('topup', 'adjustment', 'charge', 'refund')", name="ck_ledger_kind"),
     Index("ix_ledger_account", "account_id"),
     Index("ix_ledger_order", "order_id"),
+    Index("ix_ledger_request", "request_id"),
 )
 
 coupon_redemptions = Table(
@@ -308,4 +318,60 @@ login_failures = Table(
     Column("device_id", String(32)),
     Index("ix_login_failures_email", "email", "created_at"),
     Index("ix_login_failures_addr", "remote_addr", "created_at"),
+)
+
+
+# The console's people (serva/operators.py), separate from partner accounts. The TOTP secret
+# must be read to check a code, so it is stored as is (like a provider's key) and never shown
+# after enrolment; `totp_last_step` refuses a code already used.
+operators = Table(
+    "operators", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    Column("totp_secret", String(64)),
+    Column("totp_confirmed_at", BigInteger),  # NULL: not enrolled yet
+    Column("totp_last_step", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    CheckConstraint(_in("role", OPERATOR_ROLES), name="ck_operators_role"),
+)
+
+# Ten per enrolment, each stored as its hash and good once (the UPDATE matches it unused).
+recovery_codes = Table(
+    "recovery_codes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("operators.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("used_at", BigInteger),
+    Index("ix_recovery_codes_operator", "operator_id"),
+)
+
+# Console sign-ins (serva/operator_sessions.py): as dashboard_sessions, plus the idle clock
+# (`seen_at`) and the second factor passed (`verified_at`; NULL: only the password so far).
+operator_sessions = Table(
+    "operator_sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operator_id", Integer, ForeignKey("operators.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    Column("verified_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Index("ix_operator_sessions_operator", "operator_id"),
+)
+
+# Every change made by an operator, in the console (`operator:EMAIL`) or the CLI (`cli`),
+# written in the transaction of the change itself (serva/activity.py).
+activity = Table(
+    "activity", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("actor", String(270), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(255), nullable=False, server_default=""),
+    Column("before_json", Text),
+    Column("after_json", Text),
+    Column("request_id", String(64)),
 )

@@ -195,3 +195,7 @@ def bump_catalog_version(conn) -> None:
 
 def list_all(conn):
     return conn.execute(select(services).order_by(services.c.id)).all()
+
+
+def get(conn, service_id: int):
+    return conn.execute(select(services).where(services.c.id == service_id)).first()

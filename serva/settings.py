@@ -15,6 +15,8 @@ from limits import parse as parse_rate
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .money import AmountError, parse_amount
+
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -95,6 +97,16 @@ def _storage_uri(value) -> str:
     return value.strip()
 
 
+def _amount(value) -> int:
+    """An amount as text ("10", "2.50") into micro-units; an int is micro-units already."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return parse_amount(_text(value).strip())
+    except AmountError:
+        raise ValueError(value) from None
+
+
 def setting(env: str, default, parse, requirement: str, show_value: bool = True):
     return field(default=default, metadata={"env": env, "parse": parse,
                                             "requirement": requirement, "show": show_value})
@@ -160,6 +172,11 @@ class Settings:
                                               _number(float, 0.001), "a number of seconds above 0")
     provider_read_timeout: float = setting("SERVA_PROVIDER_READ_TIMEOUT", 30.0,
                                            _number(float, 0.001), "a number of seconds above 0")
+    console_idle_seconds: int = setting("SERVA_CONSOLE_IDLE_SECONDS", 1800, _number(int, 60),
+                                        f"{SECONDS}, at least 60")
+    console_low_balance: int = setting("SERVA_CONSOLE_LOW_BALANCE", 10_000_000, _amount,
+                                       "an amount such as 10 or 2.50 (a provider balance "
+                                       "below it is flagged in the console)")
     worker_concurrency: int = setting("SERVA_WORKER_CONCURRENCY", 16, _number(int, 1),
                                       f"{WHOLE} of at least 1")
 

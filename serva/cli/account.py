@@ -4,10 +4,11 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .. import accounts as accounts_repo
-from .. import db, keys, ledger, sessions
+from .. import db, keys, sessions
 from ..ids import id_format_name, numeric_ids
 from ..money import AmountError, format_amount, format_percent, parse_percent
-from .common import account_named, amount_arg, echo_lines, fail, require_schema, show_time
+from .common import (account_named, amount_arg, echo_lines, fail, record, require_schema,
+                     show_time)
 
 group = AppGroup("account", help="Partner accounts: access, bans, money and pricing.",
                  callback=require_schema)
@@ -29,6 +30,8 @@ def account_create(email, password, approve):
     try:
         with db.write() as conn:
             accounts_repo.create(conn, email, password, approved=approve)
+            record(conn, "account.create", accounts_repo.normalize_email(email),
+                   after={"api_access": "approved" if approve else "none"})
     except accounts_repo.AccountError as error:
         fail(str(error))
     click.echo(f"created {accounts_repo.normalize_email(email)}"
@@ -42,6 +45,8 @@ def sign_out_all(email, password=None):
         if password is not None:
             accounts_repo.set_password(conn, row.id, password)
         ended = sessions.revoke_all(conn, row.id)
+        record(conn, "account.password" if password is not None else "account.sign_out",
+               row.email, after={"sessions_ended": ended})
     click.echo(f"{row.email}: {'password set, ' if password is not None else ''}"
                f"{ended} session{'s' if ended != 1 else ''} signed out")
 
@@ -93,10 +98,16 @@ def account_requests():
     echo_lines(f"{email}\trequested {show_time(stamp)}" for email, stamp in requests)
 
 
-def set_state(email, change, done):
+STATE_COLUMNS = ("api_access", "banned", "ban_reason", "discount_bp")
+
+
+def set_state(email, change, done, action):
     with db.write() as conn:
         row = account_named(conn, email)
         change(conn, row.id)
+        after = accounts_repo.get_by_id(conn, row.id)
+        record(conn, action, row.email, {c: getattr(row, c) for c in STATE_COLUMNS},
+               {c: getattr(after, c) for c in STATE_COLUMNS})
     click.echo(f"{row.email}: {done}")
 
 
@@ -105,7 +116,7 @@ def set_state(email, change, done):
 def account_approve(email):
     """Approve API access."""
     set_state(email, lambda c, i: accounts_repo.set_api_access(c, i, "approved"),
-              "API access approved")
+              "API access approved", "account.approve")
 
 
 @group.command("unapprove")
@@ -113,7 +124,7 @@ def account_approve(email):
 def account_unapprove(email):
     """Withdraw API access."""
     set_state(email, lambda c, i: accounts_repo.set_api_access(c, i, "none"),
-              "API access withdrawn")
+              "API access withdrawn", "account.unapprove")
 
 
 @group.command("ban")
@@ -121,25 +132,27 @@ def account_unapprove(email):
 @click.option("--reason", default="", help="Shown to the partner at sign-in.")
 def account_ban(email, reason):
     """Ban an account: its key and dashboard stop working."""
-    set_state(email, lambda c, i: accounts_repo.set_banned(c, i, True, reason), "banned")
+    set_state(email, lambda c, i: accounts_repo.set_banned(c, i, True, reason), "banned",
+              "account.ban")
 
 
 @group.command("unban")
 @click.argument("email")
 def account_unban(email):
     """Lift a ban."""
-    set_state(email, lambda c, i: accounts_repo.set_banned(c, i, False), "unbanned")
+    set_state(email, lambda c, i: accounts_repo.set_banned(c, i, False), "unbanned",
+              "account.unban")
 
 
-def post(email, amount, kind, note):
-    if not note.strip():
-        fail("--note must say why the balance changes")
+def post(email, amount, note):
     with db.write() as conn:
         row = account_named(conn, email)
         try:
-            balance = ledger.post(conn, row.id, amount, kind, note.strip())
-        except ledger.InsufficientFunds:
-            fail(f"the balance of {row.email} is {format_amount(row.balance)}; it cannot go below 0")
+            balance = accounts_repo.move_balance(conn, row, amount, note)
+        except accounts_repo.AccountError as error:
+            fail(str(error))
+        record(conn, "account.credit" if amount > 0 else "account.debit", row.email,
+               {"balance": row.balance}, {"balance": balance, "note": note.strip()})
     click.echo(f"{row.email}: balance {format_amount(balance)} {current_app.config['CURRENCY']}")
 
 
@@ -149,7 +162,7 @@ def post(email, amount, kind, note):
 @click.option("--note", required=True, help="Why (kept on the ledger row).")
 def account_credit(email, amount, note):
     """Add AMOUNT (e.g. 25.50) to the balance."""
-    post(email, amount_arg(amount), "topup", note)
+    post(email, amount_arg(amount), note)
 
 
 @group.command("debit")
@@ -158,7 +171,7 @@ def account_credit(email, amount, note):
 @click.option("--note", required=True, help="Why (kept on the ledger row).")
 def account_debit(email, amount, note):
     """Take AMOUNT from the balance (never below zero)."""
-    post(email, -amount_arg(amount), "adjustment", note)
+    post(email, -amount_arg(amount), note)
 
 
 @group.command("discount")
@@ -171,7 +184,7 @@ def account_discount(email, percent):
     except AmountError as error:
         fail(str(error))
     set_state(email, lambda c, i: accounts_repo.set_discount(c, i, bp),
-              f"discount {format_percent(bp)}%")
+              f"discount {format_percent(bp)}%", "account.discount")
 
 
 @group.command("id-format")
@@ -186,6 +199,8 @@ def account_id_format(email, id_format):
             accounts_repo.set_id_format(conn, row.id, id_format)
         except accounts_repo.AccountError as error:
             fail(str(error))
+        record(conn, "account.id_format", row.email, {"id_format": row.id_format},
+               {"id_format": id_format})
     click.echo(f"{row.email}: id format {id_format}")
 
 
@@ -207,5 +222,6 @@ def account_rate(email, service_id, rate, clear):
             accounts_repo.set_custom_rate(conn, row.id, service_id, value)
         except accounts_repo.AccountError as error:
             fail(str(error))
+        record(conn, "account.rate", row.email, None, {"service_id": service_id, "rate": value})
     click.echo(f"{row.email}: service {service_id} "
                f"{'custom rate cleared' if clear else 'at ' + format_amount(value) + ' per 1000'}")

@@ -6,7 +6,7 @@ import click
 from flask.cli import with_appcontext
 
 from .. import accounts as accounts_repo
-from .. import db
+from .. import activity, db
 from ..ids import parse_order
 from ..money import AmountError, parse_amount
 
@@ -83,3 +83,8 @@ def account_named(conn, email):
         return accounts_repo.require(conn, email)
     except accounts_repo.AccountError as error:
         fail(str(error))
+
+
+def record(conn, action: str, subject, before=None, after=None) -> None:
+    """The activity entry of a command's change, in the command's transaction."""
+    activity.record(conn, activity.CLI, action, subject, before, after)

@@ -5,7 +5,7 @@ from flask.cli import AppGroup
 from .. import coupons as coupons_repo
 from .. import db
 from ..money import AmountError, format_amount, format_percent, parse_percent
-from .common import amount_arg, echo_lines, fail, require_schema, show_time, time_arg
+from .common import amount_arg, echo_lines, fail, record, require_schema, show_time, time_arg
 
 group = AppGroup("coupon", help="Coupons for the add action.", callback=require_schema)
 
@@ -37,6 +37,8 @@ def coupon_create(code, percent, amount, starts, expires, max_uses, per_account,
     try:
         with db.write() as conn:
             coupons_repo.create(conn, code, kind, value, **options)
+            record(conn, "coupon.create", coupons_repo.normalize_code(code),
+                   after={"kind": kind, "value": value, **options})
     except ValueError as error:
         fail(str(error))
     click.echo(f"coupon {coupons_repo.normalize_code(code)} created")
@@ -64,4 +66,5 @@ def coupon_disable(code):
     with db.write() as conn:
         if not coupons_repo.disable(conn, code):
             fail(f"no coupon {code}")
+        record(conn, "coupon.disable", coupons_repo.normalize_code(code))
     click.echo(f"coupon {coupons_repo.normalize_code(code)} disabled")

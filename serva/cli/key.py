@@ -3,7 +3,7 @@ import click
 from flask.cli import AppGroup
 
 from .. import db, keys
-from .common import account_named, fail, require_schema
+from .common import account_named, fail, record, require_schema
 
 group = AppGroup("key", help="API keys (one active per account).", callback=require_schema)
 
@@ -13,7 +13,9 @@ group = AppGroup("key", help="API keys (one active per account).", callback=requ
 def key_create(email):
     """Make a new key (revoking the old one) and print only the raw key."""
     with db.write() as conn:
-        raw = keys.create_key(conn, account_named(conn, email).id)
+        row = account_named(conn, email)
+        raw = keys.create_key(conn, row.id)
+        record(conn, "key.create", row.email, after={"prefix": raw[:keys.DISPLAY_PREFIX_LENGTH]})
     click.echo(raw)
 
 
@@ -25,4 +27,5 @@ def key_revoke(email):
         row = account_named(conn, email)
         if not keys.revoke_key(conn, row.id):
             fail(f"{row.email} has no active key")
+        record(conn, "key.revoke", row.email)
     click.echo(f"{row.email}: key revoked")

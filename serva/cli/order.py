@@ -9,8 +9,8 @@ from flask.cli import AppGroup
 from .. import db, fulfilment, order_lookup, orders as orders_repo, providers as providers_repo
 from ..ids import present_order, present_refill
 from ..money import format_amount
-from .common import (account_named, echo_lines, fail, order_id_arg, require_schema, show_time,
-                     show_value)
+from .common import (account_named, echo_lines, fail, order_id_arg, record, require_schema,
+                     show_time, show_value)
 
 group = AppGroup("order", help="Orders: list, inspect, move through statuses.",
                  callback=require_schema)
@@ -89,6 +89,9 @@ def order_resolve(order, provider_order, resend, cancel):
         with db.write() as conn:
             done = fulfilment.resolve(conn, order_id, provider_order=provider_order,
                                   resend=resend, cancel=cancel)
+            record(conn, "order.resolve", present_order(order_id),
+                   after={"provider_order": provider_order, "resend": resend, "cancel": cancel,
+                          "outcome": done})
     except fulfilment.ResolveError as error:
         fail(str(error))
     click.echo(f"{present_order(order_id)}: {done}")
@@ -145,7 +148,10 @@ def order_set_status(order, status, start_count, remains, runs_done):
     order_id = order_id_arg(order)
     try:
         with db.write() as conn:
+            before = orders_repo.status_fields(conn, order_id)
             refund = orders_repo.set_status(conn, order_id, status, start_count, remains, runs_done)
+            record(conn, "order.status", present_order(order_id), before,
+                   {**orders_repo.status_fields(conn, order_id), "refund": refund})
     except orders_repo.OrderError as error:
         fail(str(error))
     click.echo(f"{present_order(order_id)}: {status}"

@@ -9,7 +9,7 @@ from .. import db, provider_catalog
 from ..fulfilment import provider_client
 from .. import providers as providers_repo, services as services_repo
 from ..money import BASIS_POINTS, AmountError, format_amount, parse_percent
-from .common import echo_lines, fail, require_schema, show_time
+from .common import echo_lines, fail, record, require_schema, show_time
 
 group = AppGroup("provider", help="Upstream providers orders are handed over to.",
                  callback=require_schema)
@@ -17,10 +17,12 @@ group = AppGroup("provider", help="Upstream providers orders are handed over to.
 MAX_MARKUP_BP = 1000 * BASIS_POINTS // 100  # 1000 %
 
 
-def provider_change(change, *args):
+def provider_change(action, change, name, *args):
     try:
         with db.write() as conn:
-            return change(conn, *args)
+            result = change(conn, name, *args)
+            record(conn, action, name.strip(), after={"result": result} if result else None)
+            return result
     except providers_repo.ProviderError as error:
         fail(str(error))
 
@@ -46,11 +48,16 @@ def provider_catalog_reply(provider):
         fail(providers_repo.redact(f"provider {provider.name}: {error}", provider.api_key))
 
 
-def catalog_change(provider, change, *args):
-    """Plan and write in one transaction: all of it, or (on an error) none of it."""
+def catalog_change(provider, change, *args, record_as):
+    """Plan and write in one transaction: all of it, or (on an error) none of it, with its
+    activity entry (the number of steps of each kind)."""
     try:
         with db.write() as conn:
-            return change(conn, *args)
+            steps = change(conn, *args)
+            listed = steps if isinstance(steps, list) else [steps]
+            record(conn, record_as, provider.name,
+                   after=dict(Counter(step.action for step in listed)))
+            return steps
     except (provider_catalog.CatalogError, services_repo.ServiceError) as error:
         fail(providers_repo.redact(str(error), provider.api_key))
 
@@ -61,7 +68,8 @@ def catalog_change(provider, change, *args):
 @click.option("--key", required=True, help="Your API key at the provider (stored; shown masked).")
 def provider_add(name, url, key):
     """Add an upstream provider."""
-    provider_change(providers_repo.add, name, url, key)
+    provider_change("provider.add", lambda conn, name: providers_repo.add(conn, name, url, key),
+                    name)
     click.echo(f"provider {name.strip()} added (key {providers_repo.mask_key(key.strip())})")
 
 
@@ -91,7 +99,7 @@ def provider_list():
 @click.argument("name")
 def provider_disable(name):
     """Stop handing orders over to a provider (they wait, and are retried)."""
-    provider_change(providers_repo.set_enabled, name, False)
+    provider_change("provider.disable", providers_repo.set_enabled, name, False)
     click.echo(f"provider {name} disabled")
 
 
@@ -99,7 +107,7 @@ def provider_disable(name):
 @click.argument("name")
 def provider_enable(name):
     """Hand orders over to a provider again."""
-    provider_change(providers_repo.set_enabled, name, True)
+    provider_change("provider.enable", providers_repo.set_enabled, name, True)
     click.echo(f"provider {name} enabled")
 
 
@@ -107,7 +115,7 @@ def provider_enable(name):
 @click.argument("name")
 def provider_retry(name):
     """Make the provider's waiting hand-overs due now (e.g. after topping it up)."""
-    count = provider_change(providers_repo.retry, name)
+    count = provider_change("provider.retry", providers_repo.retry, name)
     click.echo(f"provider {name}: {count} waiting hand-overs due now")
 
 
@@ -127,7 +135,7 @@ def provider_import(name, markup, categories):
     provider = provider_named(name)
     reply = provider_catalog_reply(provider)
     steps = catalog_change(provider, provider_catalog.import_services, provider.id, reply,
-                           markup_bp, categories)
+                           markup_bp, categories, record_as="provider.import")
     done = {"add": "added", "update": "updated", "unchanged": "unchanged"}
     for step in steps:
         if step.action == "skip":
@@ -149,7 +157,8 @@ def provider_sync(name):
     limits and flags follow it, services gone upstream are deactivated; prints each change."""
     provider = provider_named(name)
     reply = provider_catalog_reply(provider)
-    steps = catalog_change(provider, provider_catalog.sync_services, provider.id, reply)
+    steps = catalog_change(provider, provider_catalog.sync_services, provider.id, reply,
+                           record_as="provider.sync")
     for step in steps:
         if step.action == "deactivate":
             say(provider, step.local_id, step.provider_service, step.name,

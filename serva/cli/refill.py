@@ -4,7 +4,7 @@ from flask.cli import AppGroup
 
 from .. import db, refills as refills_repo
 from ..ids import parse_refill, present_order, present_refill
-from .common import echo_lines, fail, require_schema, show_time
+from .common import echo_lines, fail, record, require_schema, show_time
 
 group = AppGroup("refill", help="Partners' refill requests: list and answer them.",
                  callback=require_schema)
@@ -33,6 +33,7 @@ def refill_set_status(refill, status):
     try:
         with db.write() as conn:
             refills_repo.set_refill_status(conn, refill_id, status)
+            record(conn, "refill.status", present_refill(refill_id), after={"status": status})
     except refills_repo.RefillError as error:
         fail(str(error))
     click.echo(f"{present_refill(refill_id)}: {status}")

@@ -7,7 +7,7 @@ from flask.cli import AppGroup
 from .. import db, provider_catalog, service_file
 from .. import providers as providers_repo, services as services_repo
 from ..money import format_amount, format_percent
-from .common import amount_arg, echo_lines, fail, require_schema
+from .common import amount_arg, echo_lines, fail, record, require_schema
 from .provider import catalog_change, provider_catalog_reply, provider_named, say
 
 group = AppGroup("service", help="The service catalog.", callback=require_schema)
@@ -81,6 +81,7 @@ def service_add(service_id, **options):
     try:
         with db.write() as conn:
             new_id = services_repo.add(conn, **values)
+            record(conn, "service.add", new_id, after=values)
     except (services_repo.ServiceError, ValueError) as error:
         fail(str(error))
     click.echo(f"service {new_id} added")
@@ -97,7 +98,10 @@ def service_update(service_id, **options):
         values["markup_bp"] = None
     try:
         with db.write() as conn:
+            before = services_repo.get(conn, service_id)
             services_repo.update_service(conn, service_id, **values)
+            record(conn, "service.update", service_id,
+                   {k: getattr(before, k) for k in values}, values)
     except services_repo.ServiceError as error:
         fail(str(error))
     click.echo(f"service {service_id} updated")
@@ -107,6 +111,7 @@ def set_active(service_id, active):
     try:
         with db.write() as conn:
             services_repo.update_service(conn, service_id, active=active)
+            record(conn, "service.enable" if active else "service.disable", service_id)
     except services_repo.ServiceError as error:
         fail(str(error))
     click.echo(f"service {service_id} {'enabled' if active else 'disabled'}")
@@ -167,6 +172,9 @@ def service_link(service_id, provider_name, provider_service, manual):
             with db.write() as conn:
                 before = provider_catalog.unlink(conn, service_id)
                 was = before.provider_id and providers_repo.get_by_id(conn, before.provider_id)
+                record(conn, "service.manual", service_id,
+                       {"provider_id": before.provider_id,
+                        "provider_service": before.provider_service}, {"provider_id": None})
         except services_repo.ServiceError as error:
             fail(str(error))
         click.echo(f"service {service_id} is fulfilled by hand"
@@ -177,7 +185,7 @@ def service_link(service_id, provider_name, provider_service, manual):
     provider = provider_named(provider_name)
     reply = provider_catalog_reply(provider)
     step = catalog_change(provider, provider_catalog.link, service_id, provider.id, reply,
-                          provider_service.strip())
+                          provider_service.strip(), record_as="service.link")
     say(provider, f"service {service_id} linked to provider {provider.name} "
                   f"service {step.provider_service}")
     for change in step.changes:
@@ -197,6 +205,7 @@ def service_import(path):
     try:
         with db.write() as conn:  # all or nothing
             added, updated = service_file.import_entries(conn, entries)
+            record(conn, "service.import", path.name, after={"added": added, "updated": updated})
     except services_repo.ServiceError as error:
         fail(str(error))
     click.echo(f"imported {added + updated} services ({added} added, {updated} updated)")

@@ -2,7 +2,8 @@
 moving an order to another status with its refund (moving). Other modules use the names
 below: `orders.place`, `orders.move`, `orders.set_status`, `orders.OrderError`…"""
 from ..schema import ACTIVE_STATUSES, FINAL_STATUSES, ORDER_STATUSES
-from .moving import IN_FLIGHT, REFUNDED_STATUSES, OrderError, move, refund_for, set_status
+from .moving import (IN_FLIGHT, REFUNDED_STATUSES, OrderError, move, refund_for,
+                     refuse_cancel, set_status, status_fields)
 from .parsing import (MAX_FIELD_LENGTH, MAX_INTERVAL, MAX_LINES_LENGTH, MAX_LINK_LENGTH,
                       MAX_RUNS, MIN_INTERVAL, MIN_RUNS, OrderRequest, ServiceRow, add_lookup,
                       normalize_link, parse_add, parse_dripfeed, parse_inputs)
@@ -14,6 +15,6 @@ __all__ = [
     "MAX_INTERVAL", "MAX_LINES_LENGTH", "MAX_LINK_LENGTH", "MAX_RUNS", "MIN_INTERVAL",
     "MIN_RUNS", "ORDER_STATUSES", "OrderError", "OrderRequest", "REFUNDED_STATUSES",
     "ServiceRow", "add_action", "add_lookup", "billable_units", "move",
-    "normalize_link", "parse_add", "parse_dripfeed", "parse_inputs", "place", "refund_for",
-    "set_status", "status_action", "status_entry", "status_lookup",
+    "normalize_link", "parse_add", "parse_dripfeed", "parse_inputs", "place", "refund_for", "refuse_cancel",
+    "set_status", "status_action", "status_fields", "status_entry", "status_lookup",
 ]

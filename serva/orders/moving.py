@@ -73,6 +73,24 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
         raise
 
 
+STATUS_FIELDS = ("status", "start_count", "remains", "runs_done", "refunded")
+
+
+def status_fields(conn, order_id: int):
+    """What a status change may alter, as a dict (the activity's before and after), or None."""
+    row = conn.execute(select(*(orders.c[name] for name in STATUS_FIELDS))
+                       .where(orders.c.id == order_id)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def refuse_cancel(conn, order_id: int) -> None:
+    """The operator answers a partner's cancel request with no: the order goes on, and the
+    partner may ask again."""
+    changed = conn.execute(update(orders).where(orders.c.id == order_id,
+                                                orders.c.cancel_requested_at.is_not(None))
+                           .values(cancel_requested_at=None, updated_at=db.now())).rowcount
+    if not changed:
+        raise OrderError(f"order {present_order(order_id)} has no cancel request")
 
 
 def _handover(order_id, states):
