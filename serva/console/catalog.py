@@ -5,7 +5,8 @@ from collections import Counter
 
 from flask import render_template, request, url_for
 
-from .. import activity, db, provider_catalog, provider_client, providers, services
+from .. import activity, db, provider_catalog, providers, services
+from ..fulfilment import provider_client
 from ..money import AmountError, BASIS_POINTS, parse_amount, parse_percent
 from .base import actor, apply, bp, form, needs, refuse, whole
 
