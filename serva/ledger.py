@@ -21,16 +21,18 @@ class InsufficientFunds(Exception):
     pass
 
 
-def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None) -> int:
+def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None,
+         payment_id=None) -> int:
     """Apply `amount` (negative for a debit) and record it, in the caller's write transaction,
-    with this request's or command's id; returns the new balance. Raises InsufficientFunds
-    (and changes nothing) when the balance would go below zero or there is no such account."""
+    with this request's or command's id and the order or payment it is for; returns the new
+    balance. Raises InsufficientFunds (and changes nothing) when the balance would go below
+    zero or there is no such account."""
     balance = conn.execute(_APPLY, {"account_id": account_id, "amount": amount}).scalar()
     if balance is None:
         raise InsufficientFunds(account_id)
     conn.execute(insert(ledger).values(
         account_id=account_id, amount=amount, kind=kind, note=note[:255], order_id=order_id,
-        request_id=request_id(), created_at=now()))
+        payment_id=payment_id, request_id=request_id(), created_at=now()))
     return balance
 
 
