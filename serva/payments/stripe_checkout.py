@@ -144,6 +144,8 @@ def _session_paid(conn, session, event_type):
         return None, "ignored: no Serva payment in the session's metadata"
     if event_type == "checkout.session.completed" and session.get("payment_status") != "paid":
         return row.id, f"waiting: payment_status {session.get('payment_status')}"
+    if row.flagged_reason:
+        return row.id, f"not credited: flagged for the operator ({row.flagged_reason})"
     problem = _mismatch(row, session)
     if problem:
         if records.flag(conn, row.id, problem):
