@@ -49,6 +49,7 @@ def form_to_nested(pairs) -> dict:
 class FakeStripe:
     def __init__(self, webhook_url=None, secret=WEBHOOK_SECRET):
         self.webhook_url = webhook_url
+        self.webhook_delay = 0.0
         self.secret = secret
         self.sessions = {}  # id -> session dict
         self.by_idempotency_key = {}
@@ -122,7 +123,10 @@ class FakeStripe:
                 if self.path.startswith("/pay/"):
                     session_id = self.path.split("/")[2]
                     payload = event("checkout.session.completed", fake.completed(session_id))
-                    fake.post_event(payload)
+                    if fake.webhook_delay:  # Stripe's webhook comes on its own time
+                        threading.Timer(fake.webhook_delay, fake.post_event, (payload,)).start()
+                    else:
+                        fake.post_event(payload)
                     return self._send(303, "", "text/plain",
                                       [("Location", fake.sessions[session_id]["success_url"])])
                 return self._send(404, json.dumps({"error": {"message": "no such path"}}))
@@ -133,7 +137,8 @@ class FakeStripe:
                     session = fake.sessions[self.path.split("/")[2]]
                     amount = session["amount_total"] / 100
                     return self._send(200, (
-                        f"<!doctype html><title>Checkout</title><h1 id='amount'>Pay {amount:.2f} "
+                        f"<!doctype html><title>Checkout</title><link rel='icon' href='data:,'>"
+                        f"<h1 id='amount'>Pay {amount:.2f} "
                         f"{session['currency'].upper()}</h1><form method='post' "
                         f"action='/pay/{session['id']}'><button id='pay'>Pay</button></form>"),
                         "text/html")

@@ -64,8 +64,10 @@ def add_funds(client, amount, gateway="stripe", **extra):
 def start_checkout(client, fake, amount="25"):
     """Add funds by card: (payment id, session id) from the redirect to the fake checkout."""
     response = add_funds(client, amount)
-    assert response.status_code == 303, response.text
-    session_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert response.status_code == 200, response.text
+    url = re.search(r'id="checkout-link" href="([^"]+)"', response.text).group(1)
+    assert response.headers["Refresh"] == f"0; url={url}"
+    session_id = url.rsplit("/", 1)[1]
     session = fake.sessions[session_id]
     return int(session["metadata"]["serva_payment"]), session_id
 

@@ -10,7 +10,7 @@ from .gateways import Gateway, Manual, Started, amount_problem, clean_reference
 from .holds import collect_owed, held_accounts, lift_hold, owed_by, put_on_hold, write_off
 from .queries import list_payments, overview, payment_detail, violations
 from .records import (OPEN_STATUSES, PaymentError, approve, create, credit, deposit_bonus, get,
-                      lock_account, parse_payment, present_payment, reject, started)
+                      lock_account, parse_payment, present_payment, reject, reverse, started)
 from .stripe_checkout import RetryLater, StripeCheckout, WebhookRefused, handle
 
 
@@ -19,6 +19,6 @@ __all__ = [
     "StripeCheckout", "WebhookRefused", "amount_problem", "approve", "clean_reference",
     "collect_owed", "create", "credit", "deposit_bonus", "get", "handle", "held_accounts",
     "lift_hold", "list_payments", "lock_account", "offered", "overview", "owed_by",
-    "parse_payment", "payment_detail", "present_payment", "put_on_hold", "reject", "started",
-    "violations", "write_off",
+    "parse_payment", "payment_detail", "present_payment", "put_on_hold", "reject", "reverse",
+    "started", "violations", "write_off",
 ]

@@ -120,7 +120,12 @@ def add_funds():
                        "charged; please try again in a minute.")
     with db.write() as conn:
         records.started(conn, payment_id, started.gateway_id)
-    return redirect(started.redirect_url, code=303)
+    # A page that moves on by itself (HTTP Refresh), not a redirect: browsers hold a form's
+    # redirects to the page's CSP form-action ('self'), and Stripe's page is elsewhere.
+    response = current_app.make_response(render_template(
+        "funds_redirect.html", url=started.redirect_url, label=records.present_payment(payment_id)))
+    response.headers["Refresh"] = f"0; url={started.redirect_url}"
+    return response
 
 
 @bp.route("/<payment>")
