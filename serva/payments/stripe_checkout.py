@@ -148,9 +148,10 @@ def _session_paid(conn, session, event_type):
         return row.id, f"not credited: flagged for the operator ({row.flagged_reason})"
     problem = _mismatch(row, session)
     if problem:
-        if records.flag(conn, row.id, problem):
-            log.warning("payment %s flagged, nothing credited: %s",
-                        records.present_payment(row.id), problem)
+        if not records.flag(conn, row.id, problem):  # decided already: it stays as it is
+            return row.id, f"not credited again: the payment is {row.status} ({problem})"
+        log.warning("payment %s flagged, nothing credited: %s",
+                    records.present_payment(row.id), problem)
         return row.id, f"flagged: {problem}"
     records.lock_account(conn, row.account_id)
     if row.gateway_id is None:  # the session's creation answer was lost; this is its id
