@@ -172,6 +172,7 @@ def test_a_refund_after_the_balance_was_spent_holds_the_account(papp, fake_strip
     assert held == {"error": "Account is on hold: a payment was taken back; contact the operator",
                     "code": "account_on_hold"}
     assert api(client, key, "balance") == {"balance": "0", "currency": "USD"}
+    assert 'id="error-account_on_hold"' in client.get("/api").text  # the public error table
     runner = papp.test_cli_runner()
     shown = runner.invoke(serva_cli, args=["account", "show", "partner@example.com"])
     assert f"on hold:    yes: refund of payment PAY-{payment_id}: 20 owed" in shown.output

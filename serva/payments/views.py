@@ -143,7 +143,7 @@ def show(payment):
         "funds_payment.html", payment=row, label=records.present_payment(row.id),
         state=status_text(row), currency=row.currency, format_amount=format_amount,
         gateways=offered(current_app.config)))
-    if row.status in records.OPEN_STATUSES and row.gateway == "stripe" and not row.flagged_reason:
+    if row.status == "pending" and row.gateway == "stripe" and not row.flagged_reason:
         response.headers["Refresh"] = "3"
     return response
 
