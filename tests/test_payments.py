@@ -5,12 +5,13 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 
-from serva import db, payments, settings
+from serva import db, ledger as ledger_module, payments, settings
 from serva.cli import cli as serva_cli
 from serva.schema import ledger, payments as payments_table
 from serva.settings import SettingsError
 
 from fake_stripe import SECRET_KEY, WEBHOOK_SECRET
+from test_dashboard import make_account, sign_in
 from payment_helpers import (  # noqa: F401 - papp is a fixture
     MANUAL_TEXT, add_funds, balance_of, ledger_rows, papp, partner_client, payment_row, text_of)
 
@@ -63,7 +64,6 @@ def test_a_rejected_manual_payment_credits_nothing_and_the_partner_sees_why(papp
 def test_one_partner_cannot_see_anothers_payment(papp):
     client, _, _ = partner_client(papp)
     submit_manual(client)
-    from test_dashboard import make_account, sign_in
     make_account(papp, email="other@example.com")
     other = papp.test_client()
     sign_in(other, email="other@example.com")
@@ -122,7 +122,6 @@ def test_a_hold_is_settled_by_a_top_up_or_written_off_by_the_operator(papp):
         conn.execute(update(payments_table).where(payments_table.c.id == 1)
                      .values(status="refunded"))
         payments.lock_account(conn, account_id)
-        from serva import ledger as ledger_module
         ledger_module.post(conn, account_id, -40_000_000, "adjustment", "spent")
         row = payments.get(conn, 1)
         assert payments.reverse(conn, row, 50_000_000, "refunded", "refund") == 50_000_000
