@@ -1,4 +1,4 @@
--- Serva schema at revision console. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision payments. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -12,6 +12,8 @@ CREATE TABLE accounts (
 	discount_bp INTEGER DEFAULT '0' NOT NULL,
 	created_at BIGINT NOT NULL,
 	id_format VARCHAR(16) CONSTRAINT ck_accounts_id_format CHECK (id_format IN ('prefixed', 'numeric')),
+	hold_reason VARCHAR(255),
+	held_at BIGINT,
 	PRIMARY KEY (id),
 	CONSTRAINT ck_accounts_balance_nonneg CHECK (balance >= 0),
 	CONSTRAINT ck_accounts_discount CHECK (discount_bp BETWEEN 0 AND 10000),
@@ -184,6 +186,39 @@ CREATE TABLE operator_sessions (
 
 CREATE INDEX ix_operator_sessions_operator ON operator_sessions (operator_id);
 
+CREATE TABLE payments (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	gateway VARCHAR(16) NOT NULL,
+	gateway_id VARCHAR(255),
+	gateway_charge VARCHAR(255),
+	amount BIGINT NOT NULL,
+	currency VARCHAR(10) NOT NULL,
+	bonus BIGINT DEFAULT '0' NOT NULL,
+	status VARCHAR(16) DEFAULT 'created' NOT NULL,
+	reference VARCHAR(255),
+	flagged_reason VARCHAR(255),
+	note VARCHAR(255),
+	reversed BIGINT DEFAULT '0' NOT NULL,
+	owed BIGINT DEFAULT '0' NOT NULL,
+	written_off BIGINT DEFAULT '0' NOT NULL,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	paid_at BIGINT,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_payments_gateway_id UNIQUE (gateway, gateway_id),
+	CONSTRAINT ck_payments_gateway CHECK (gateway IN ('stripe', 'manual')),
+	CONSTRAINT ck_payments_status CHECK (status IN ('created', 'pending', 'rejected', 'expired', 'failed', 'paid', 'refunded', 'disputed')),
+	CONSTRAINT ck_payments_money CHECK (amount > 0 AND bonus >= 0 AND owed >= 0 AND written_off >= 0 AND owed + written_off <= reversed AND reversed <= amount + bonus),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_payments_account ON payments (account_id, id);
+
+CREATE INDEX ix_payments_charge ON payments (gateway, gateway_charge);
+
+CREATE INDEX ix_payments_status ON payments (status, id);
+
 CREATE TABLE purchase_guards (
 	account_id INTEGER NOT NULL,
 	service_id INTEGER NOT NULL,
@@ -267,6 +302,21 @@ CREATE INDEX ix_orders_sync ON orders (provider_id, next_sync_at) WHERE next_syn
 
 CREATE UNIQUE INDEX uq_orders_one_active_per_target ON orders (account_id, service_id, target_key) WHERE status IN ('Pending', 'In progress', 'Processing');
 
+CREATE TABLE payment_events (
+	id INTEGER NOT NULL,
+	gateway VARCHAR(16) NOT NULL,
+	event_id VARCHAR(255) NOT NULL,
+	type VARCHAR(64) NOT NULL,
+	payment_id INTEGER,
+	outcome VARCHAR(255) NOT NULL,
+	received_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	CONSTRAINT uq_payment_events_event UNIQUE (gateway, event_id),
+	FOREIGN KEY(payment_id) REFERENCES payments (id)
+);
+
+CREATE INDEX ix_payment_events_payment ON payment_events (payment_id);
+
 CREATE TABLE coupon_redemptions (
 	id INTEGER NOT NULL,
 	coupon_id INTEGER NOT NULL,
@@ -313,8 +363,9 @@ CREATE TABLE ledger (
 	note VARCHAR(255) DEFAULT '' NOT NULL,
 	created_at BIGINT NOT NULL,
 	request_id VARCHAR(64),
+	payment_id INTEGER,
 	PRIMARY KEY (id),
-	CONSTRAINT ck_ledger_kind CHECK (kind IN ('topup', 'adjustment', 'charge', 'refund')),
+	CONSTRAINT ck_ledger_kind CHECK (kind IN ('topup', 'adjustment', 'charge', 'refund', 'payment', 'payment_bonus', 'payment_reversal')),
 	FOREIGN KEY(account_id) REFERENCES accounts (id),
 	FOREIGN KEY(order_id) REFERENCES orders (id)
 );
@@ -323,7 +374,13 @@ CREATE INDEX ix_ledger_account ON ledger (account_id);
 
 CREATE INDEX ix_ledger_order ON ledger (order_id);
 
+CREATE INDEX ix_ledger_payment ON ledger (payment_id) WHERE payment_id IS NOT NULL;
+
 CREATE INDEX ix_ledger_request ON ledger (request_id);
+
+CREATE UNIQUE INDEX uq_ledger_one_bonus_per_payment ON ledger (payment_id) WHERE kind = 'payment_bonus';
+
+CREATE UNIQUE INDEX uq_ledger_one_credit_per_payment ON ledger (payment_id) WHERE kind = 'payment';
 
 CREATE TABLE refills (
 	id INTEGER NOT NULL,

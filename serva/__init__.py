@@ -38,6 +38,7 @@ def create_app(test_config=None):
     folder's config.py — or `test_config` instead of it — may set any app.config entry;
     a setting that cannot work raises settings.SettingsError (a ValueError)."""
     from . import api, console, dashboard, db, page, ratelimit
+    from .payments import views as payment_views
     app = Flask(__name__, instance_relative_config=True)
     app.session_interface = ApiWithoutSessions(api.API_PATHS, console.ConsoleSessions())
     os.makedirs(app.instance_path, exist_ok=True)
@@ -65,6 +66,7 @@ def create_app(test_config=None):
     dashboard.init_app(app)
     console.init_app(app)
     page.init_app(app)
+    payment_views.init_app(app)
     _error_handlers(app)
     return app
 

@@ -11,6 +11,7 @@ from sqlalchemy import case, func, select
 from .ids import present_order
 from .ledger import balance_mismatches
 from .money import format_amount
+from .payments.queries import violations as payment_violations
 from .schema import (accounts, coupon_redemptions, coupons, idempotency_keys, ledger, orders,
                      purchase_guards)
 
@@ -50,6 +51,7 @@ def violations(conn):
         yield f"coupon {code}: uses {uses} != {count} redemptions"
 
     yield from orphan_ledger_rows(conn)
+    yield from payment_violations(conn)
 
 
 def orphan_ledger_rows(conn):

@@ -7,6 +7,7 @@ MESSAGES = {
     "key_revoked": "API key has been revoked",
     "api_access_not_approved": "API access is not approved for this account",
     "account_banned": "Account is banned",
+    "account_on_hold": "Account is on hold: a payment was taken back; contact the operator",
     "unknown_action": "Incorrect request",
     "ambiguous_action": "Conflicting actions in one request",
     "invalid_request": "Incorrect request: {detail}",
@@ -45,6 +46,9 @@ WHEN = {
     "key_revoked": "The key exists but was revoked (rotated or revoked in the dashboard).",
     "api_access_not_approved": "The account is not approved for API use yet.",
     "account_banned": "The account is banned.",
+    "account_on_hold": "`add` only: a payment to the account was refunded or disputed for more "
+                       "than its balance held; orders are refused until what is owed is "
+                       "settled (a top-up settles it first). Other actions still work.",
     "unknown_action": "The action is missing or not one of the supported actions.",
     "ambiguous_action": "`action` repeated with different values in the query string or in the "
                         "body (the same value twice is fine; the body's wins over the query's).",

@@ -57,7 +57,7 @@ def active_key(conn, account_id: int):
 AUTH_COLUMNS = (api_keys.c.id.label("key_id"), api_keys.c.key_hash, api_keys.c.revoked_at,
                 api_keys.c.last_used_at, accounts.c.id.label("account_id"), accounts.c.email,
                 accounts.c.api_access, accounts.c.banned, accounts.c.balance, accounts.c.discount_bp,
-                accounts.c.id_format)
+                accounts.c.id_format, accounts.c.hold_reason)
 AUTH_FROM = api_keys.join(accounts, accounts.c.id == api_keys.c.account_id)
 
 

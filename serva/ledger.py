@@ -19,7 +19,8 @@ _APPLY = (update(accounts)
 
 _RECORD = insert(ledger).values(
     account_id=bindparam("account_id"), amount=bindparam("amount"), kind=bindparam("kind"),
-    note=bindparam("note"), order_id=bindparam("order_id"), request_id=bindparam("request_id"),
+    note=bindparam("note"), order_id=bindparam("order_id"), payment_id=bindparam("payment_id"),
+    request_id=bindparam("request_id"),
     created_at=bindparam("created_at"))
 
 
@@ -28,16 +29,17 @@ class InsufficientFunds(Exception):
 
 
 def post(conn, account_id: int, amount: int, kind: str, note: str = "", order_id=None,
-         rid=None) -> int:
+         rid=None, payment_id=None) -> int:
     """Apply `amount` (negative for a debit) and record it, in the caller's write transaction,
     with this request's or command's id (`rid` when the caller read it already: a grouped
-    work runs in another request's thread); returns the new balance. Raises InsufficientFunds
-    (and changes nothing) when the balance would go below zero or there is no such account."""
+    work runs in another request's thread) and the order or payment it is for; returns the
+    new balance. Raises InsufficientFunds (and changes nothing) when the balance would go
+    below zero or there is no such account."""
     balance = conn.execute(_APPLY, {"account_id": account_id, "amount": amount}).scalar()
     if balance is None:
         raise InsufficientFunds(account_id)
     conn.execute(_RECORD, {"account_id": account_id, "amount": amount, "kind": kind,
-                           "note": note[:255], "order_id": order_id,
+                           "note": note[:255], "order_id": order_id, "payment_id": payment_id,
                            "request_id": rid or request_id(), "created_at": now()})
     return balance
 

@@ -10,7 +10,7 @@ balance change is `ledger.post`: a conditional UPDATE of the balance and its led
 """
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData,
-    PrimaryKeyConstraint, String, Table, Text, text,
+    PrimaryKeyConstraint, String, Table, Text, UniqueConstraint, text,
 )
 
 ACTIVE_STATUSES = ("Pending", "In progress", "Processing")
@@ -28,6 +28,16 @@ DISPATCH_KINDS = ("add", "refill", "cancel")  # an order; a refill or cancel req
 API_ACCESS_STATES = ("none", "requested", "approved")
 ID_FORMATS = ("prefixed", "numeric")  # an account's ids in API responses (serva.ids)
 OPERATOR_ROLES = ("owner", "support")  # the console's people (serva/operators.py)
+# Ledger kinds: an operator's top-up or adjustment, an order's charge or refund, a payment's
+# credit, its deposit bonus, and what a refund or dispute of it took back (serva.payments).
+LEDGER_KINDS = ("topup", "adjustment", "charge", "refund", "payment", "payment_bonus",
+                "payment_reversal")
+PAYMENT_GATEWAYS = ("stripe", "manual")
+# A payment's life (table `payments`): created (the row; the gateway not asked yet, or its
+# answer lost) -> pending (waiting for the gateway's webhook or the operator) -> paid (credited)
+# | rejected (the operator) | expired | failed (the gateway); paid -> refunded | disputed.
+CREDITED_PAYMENT_STATUSES = ("paid", "refunded", "disputed")
+PAYMENT_STATUSES = ("created", "pending", "rejected", "expired", "failed") + CREDITED_PAYMENT_STATUSES
 
 metadata = MetaData()
 
@@ -62,6 +72,10 @@ accounts = Table(
     # NULL: the partner has not chosen; the deployment default (SERVA_INTEGER_IDS) applies.
     Column("id_format", String(16),
            CheckConstraint(_in("id_format", ID_FORMATS), name="ck_accounts_id_format")),
+    # Set while the account is on hold: a payment was taken back (refund, dispute) beyond what
+    # the balance covered; `add` answers account_on_hold until what is owed is settled.
+    Column("hold_reason", String(255)),
+    Column("held_at", BigInteger),
     CheckConstraint("balance >= 0", name="ck_accounts_balance_nonneg"),
     CheckConstraint("discount_bp BETWEEN 0 AND 10000", name="ck_accounts_discount"),
     CheckConstraint(_in("api_access", API_ACCESS_STATES), name="ck_accounts_api_access"),
@@ -257,10 +271,71 @@ ledger = Table(
     # The x-serva-request-id of the request that caused the row, or `cli:<id>` for an
     # operator command (one id per command); the console finds orders by it.
     Column("request_id", String(64)),
-    CheckConstraint("kind IN ('topup', 'adjustment', 'charge', 'refund')", name="ck_ledger_kind"),
+    # The payment a payment, payment_bonus or payment_reversal row belongs to (no foreign key:
+    # SQLite adds none to an existing table without rewriting it; payments are never deleted).
+    Column("payment_id", Integer),
+    CheckConstraint(_in("kind", LEDGER_KINDS), name="ck_ledger_kind"),
     Index("ix_ledger_account", "account_id"),
     Index("ix_ledger_order", "order_id"),
     Index("ix_ledger_request", "request_id"),
+    Index("ix_ledger_payment", "payment_id", **_partial("payment_id IS NOT NULL")),
+    # A payment is credited once, and its bonus given once, whatever its webhooks do.
+    Index("uq_ledger_one_credit_per_payment", "payment_id", unique=True,
+          **_partial("kind = 'payment'")),
+    Index("uq_ledger_one_bonus_per_payment", "payment_id", unique=True,
+          **_partial("kind = 'payment_bonus'")),
+)
+
+# Money in (serva.payments): one row per top-up a partner starts, unique per gateway and the
+# gateway's id for it (a Stripe Checkout Session's id; a manual payment's account/reference).
+# Amounts are micro-units of `currency`; `bonus` is the deposit bonus promised when it was
+# made; `reversed` is what refunds and disputes take back in all, `owed` the part of that the
+# balance did not cover (the account is on hold while any is owed) and `written_off` what of
+# that the operator forgave.
+payments = Table(
+    "payments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("gateway", String(16), nullable=False),
+    Column("gateway_id", String(255)),
+    Column("gateway_charge", String(255)),  # Stripe: the PaymentIntent refunds and disputes name
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(10), nullable=False),
+    Column("bonus", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False, server_default="created"),
+    Column("reference", String(255)),  # manual: what the partner says identifies the transfer
+    Column("flagged_reason", String(255)),  # set: needs the operator (e.g. an amount mismatch)
+    Column("note", String(255)),  # the operator's word on approving or rejecting
+    Column("reversed", BigInteger, nullable=False, server_default="0"),
+    Column("owed", BigInteger, nullable=False, server_default="0"),
+    Column("written_off", BigInteger, nullable=False, server_default="0"),  # owed, forgiven
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("paid_at", BigInteger),
+    UniqueConstraint("gateway", "gateway_id", name="uq_payments_gateway_id"),
+    CheckConstraint(_in("gateway", PAYMENT_GATEWAYS), name="ck_payments_gateway"),
+    CheckConstraint(_in("status", PAYMENT_STATUSES), name="ck_payments_status"),
+    CheckConstraint("amount > 0 AND bonus >= 0 AND owed >= 0 AND written_off >= 0 "
+                    "AND owed + written_off <= reversed AND reversed <= amount + bonus",
+                    name="ck_payments_money"),
+    Index("ix_payments_account", "account_id", "id"),
+    Index("ix_payments_status", "status", "id"),
+    Index("ix_payments_charge", "gateway", "gateway_charge"),
+)
+
+# Every gateway event Serva verified, once per event id: what the operator reads when a
+# payment's history is in question, and what tells a replay from a new event.
+payment_events = Table(
+    "payment_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("gateway", String(16), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payment_id", Integer, ForeignKey("payments.id")),
+    Column("outcome", String(255), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("gateway", "event_id", name="uq_payment_events_event"),
+    Index("ix_payment_events_payment", "payment_id"),
 )
 
 coupon_redemptions = Table(

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from limits import parse as parse_rate
 from sqlalchemy.engine import make_url
+
+from .money import MICRO, format_amount, parse_amount, parse_percent
 from sqlalchemy.exc import ArgumentError
 
-from .money import AmountError, parse_amount
 
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -97,22 +98,41 @@ def _storage_uri(value) -> str:
     return value.strip()
 
 
-def _amount(value) -> int:
-    """An amount as text ("10", "2.50") into micro-units; an int is micro-units already."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    try:
-        return parse_amount(_text(value).strip())
-    except AmountError:
-        raise ValueError(value) from None
+def _prefixed(*prefixes):
+    """A gateway's secret of a known kind (sk_live_…, whsec_…): a key pasted into the wrong
+    variable stops the start, rather than every payment failing later."""
+    def parse(value):
+        text = _text(value).strip()
+        if not text.startswith(prefixes) or len(text) < 12 or any(c.isspace() for c in text):
+            raise ValueError(value)
+        return text
+    return parse
+
+
+def _amount(minimum):
+    """An amount of the deployment's currency in decimal (`25`, `9.99`), as micro-units."""
+    def parse(value):
+        number = parse_amount(str(value).strip() if isinstance(value, (str, int)) else value)
+        if number < minimum:
+            raise ValueError(value)
+        return number
+    return parse
+
+
+def _percent(value) -> int:
+    """A percentage with at most two decimals (`5`, `2.5`), as basis points."""
+    return parse_percent(str(value).strip() if isinstance(value, (str, int)) else value)
 
 
 def setting(env: str, default, parse, requirement: str, show_value: bool = True):
-    return field(default=default, metadata={"env": env, "parse": parse,
+    """A field read from `env`; a value not shown (`show_value=False`: it may hold a password
+    or key) is left out of error messages and of the settings' repr."""
+    return field(default=default, repr=show_value, metadata={"env": env, "parse": parse,
                                             "requirement": requirement, "show": show_value})
 
 
 WHOLE, SECONDS = "a whole number", "a whole number of seconds"
+AMOUNT = "an amount in the currency such as 10 or 9.99"
 
 
 @dataclass(frozen=True)
@@ -174,11 +194,30 @@ class Settings:
                                            _number(float, 0.001), "a number of seconds above 0")
     console_idle_seconds: int = setting("SERVA_CONSOLE_IDLE_SECONDS", 1800, _number(int, 60),
                                         f"{SECONDS}, at least 60")
-    console_low_balance: int = setting("SERVA_CONSOLE_LOW_BALANCE", 10_000_000, _amount,
+    console_low_balance: int = setting("SERVA_CONSOLE_LOW_BALANCE", 10_000_000, _amount(0),
                                        "an amount such as 10 or 2.50 (a provider balance "
                                        "below it is flagged in the console)")
     worker_concurrency: int = setting("SERVA_WORKER_CONCURRENCY", 16, _number(int, 1),
                                       f"{WHOLE} of at least 1")
+    # Money in (serva.payments). No Stripe key: no Stripe option. No manual instructions: no
+    # manual option.
+    stripe_secret_key: str | None = setting(
+        "SERVA_STRIPE_SECRET_KEY", None, _optional(_prefixed("sk_", "rk_")),
+        "a Stripe secret or restricted key (sk_… or rk_…)", show_value=False)
+    stripe_webhook_secret: str | None = setting(
+        "SERVA_STRIPE_WEBHOOK_SECRET", None, _optional(_prefixed("whsec_")),
+        "the Stripe webhook endpoint's signing secret (whsec_…)", show_value=False)
+    manual_payments: str = setting(
+        "SERVA_MANUAL_PAYMENTS", "", _text,
+        "text telling partners how to pay off-line (empty: no manual payments)")
+    topup_minimum: int = setting("SERVA_TOPUP_MIN", 5 * MICRO, _amount(1),
+                                 f"{AMOUNT}, above 0")
+    topup_maximum: int = setting("SERVA_TOPUP_MAX", 10_000 * MICRO, _amount(1),
+                                 f"{AMOUNT}, above 0 and at least SERVA_TOPUP_MIN")
+    deposit_bonus_bp: int = setting("SERVA_DEPOSIT_BONUS_PERCENT", 0, _percent,
+                                    "a percentage from 0 to 100 with at most two decimals")
+    deposit_bonus_from: int = setting("SERVA_DEPOSIT_BONUS_FROM", 0, _amount(0),
+                                      f"{AMOUNT}, 0 or more")
 
     def config(self, instance_path: str) -> dict:
         """The settings as app.config entries, each field's name in capitals; without a
@@ -214,4 +253,23 @@ def load(environ=None, config=None) -> Settings:
         except (TypeError, ValueError, OverflowError):
             raise SettingsError(name, item.metadata["requirement"], value,
                                 item.metadata["show"]) from None
-    return Settings(**values)
+    loaded = Settings(**values)
+    _check_together(loaded)
+    return loaded
+
+
+def _check_together(loaded: Settings) -> None:
+    """Values that can only work together: a top-up range that is not empty, and Stripe with
+    the secret that verifies its webhooks (without it no payment would ever be credited) in a
+    currency Stripe knows (three letters)."""
+    if loaded.topup_maximum < loaded.topup_minimum:
+        raise SettingsError("SERVA_TOPUP_MAX", f"at least SERVA_TOPUP_MIN "
+                            f"({format_amount(loaded.topup_minimum)})",
+                            format_amount(loaded.topup_maximum))
+    if loaded.stripe_secret_key and not loaded.stripe_webhook_secret:
+        raise SettingsError("SERVA_STRIPE_WEBHOOK_SECRET", "set when SERVA_STRIPE_SECRET_KEY is "
+                            "(the signing secret of the endpoint /payments/stripe/webhook)",
+                            show_value=False)
+    if loaded.stripe_secret_key and not re.fullmatch(r"[A-Z]{3}", loaded.currency):
+        raise SettingsError("SERVA_CURRENCY", "a three-letter ISO currency code for Stripe",
+                            loaded.currency)

@@ -82,6 +82,7 @@ def account_show(email):
     click.echo(f"email:      {row.email}")
     click.echo(f"api access: {row.api_access}")
     click.echo(f"banned:     {'yes: ' + (row.ban_reason or '') if row.banned else 'no'}")
+    click.echo(f"on hold:    {'yes: ' + row.hold_reason if row.hold_reason else 'no'}")
     click.echo(f"balance:    {format_amount(row.balance)} {current_app.config['CURRENCY']}")
     click.echo(f"discount:   {format_percent(row.discount_bp)}%")
     click.echo(f"id format:  {id_format}")

@@ -32,6 +32,10 @@ def _idempotency_key(params):
 
 
 def add_action(account, params):
+    if account.hold_reason is not None:
+        # Set only with the balance taken to zero (serva.payments.holds), so an order racing
+        # the hold finds no funds either.
+        raise ApiError("account_on_hold")
     idem_key = _idempotency_key(params)
     return place(account.account_id, parse_add(account, params), idem_key, numeric_ids(account))
 
