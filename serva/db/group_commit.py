@@ -2,9 +2,8 @@
 fsync.
 
 With synchronous=FULL every commit waits for the disk (about a millisecond here) and SQLite
-has one writer at a time, so orders committed one by one queue behind each other's fsync: a
-plain BEGIN IMMEDIATE per order measured `add` at a third of what it reaches here (the A/B is
-in bench/README.md). The first thread to arrive leads: it opens one `write()` transaction,
+has one writer at a time, so orders committed one by one queue behind each other's fsync
+(`make bench-ab`: `add` 1.26× with the group commit; bench/README.md). The first thread to arrive leads: it opens one `write()` transaction,
 runs its own work and that of every thread that queued meanwhile, each inside its own
 SAVEPOINT (SQLAlchemy's `begin_nested`: a work that raises is rolled back alone and its error
 goes to its own thread), commits once and hands the results out; the next queued thread then

@@ -9,7 +9,6 @@ decimals), Serva in micro-units: an amount a card cannot be charged exactly is r
 a session is made, so what Serva credits is what Stripe took."""
 import logging
 
-import stripe
 
 from .. import db
 from ..money import MICRO, div_half_up, format_amount
@@ -25,6 +24,17 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 30.0  # seconds, for every call to Stripe's
 NETWORK_RETRIES = 2  # the stripe package resends with the same Idempotency-Key
 PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 
+
+
+def stripe_package():
+    """The `stripe` package, imported the first time a Stripe key is used: it adds ~6 MiB to
+    every process, and most deployments have no key."""
+    import stripe
+    return stripe
+
+
+class GatewayUnavailable(Exception):
+    """The gateway did not create the checkout (unreachable, refused): nothing was taken."""
 
 class WebhookRefused(ValueError):
     """A webhook that is not Stripe's: no or a wrong signature, stale, or not JSON."""
@@ -64,6 +74,7 @@ class StripeCheckout(Gateway):
     def client(self):
         """A client for one request: the secret key per client (not the package's global),
         the API base the package is configured with, and bounded timeouts."""
+        stripe = stripe_package()
         return stripe.StripeClient(
             self.secret_key, base_addresses={"api": stripe.api_base},
             http_client=stripe.RequestsClient(timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)),
@@ -73,7 +84,14 @@ class StripeCheckout(Gateway):
         """Create the Checkout Session. Its Idempotency-Key is the payment's, so a retry after
         a lost answer gets the same session rather than a second one."""
         ids = {"serva_payment": str(payment.id), "serva_account": str(payment.account_id)}
-        session = self.client().v1.checkout.sessions.create(params={
+        try:
+            session = self._create_session(payment, return_url, email, ids)
+        except stripe_package().StripeError as error:
+            raise GatewayUnavailable(error.__class__.__name__) from error
+        return Started(gateway_id=session.id, redirect_url=session.url)
+
+    def _create_session(self, payment, return_url, email, ids):
+        return self.client().v1.checkout.sessions.create(params={
             "mode": "payment",
             "line_items": [{"quantity": 1, "price_data": {
                 "currency": self.currency.lower(),
@@ -87,10 +105,10 @@ class StripeCheckout(Gateway):
             "success_url": return_url,
             "cancel_url": return_url,
         }, options={"idempotency_key": f"serva-payment-{payment.id}"})
-        return Started(gateway_id=session.id, redirect_url=session.url)
 
     def verify(self, payload: bytes, signature: str | None):
         """The event, if Stripe signed this very body recently (WebhookRefused otherwise)."""
+        stripe = stripe_package()
         try:
             return stripe.Webhook.construct_event(payload, signature, self.webhook_secret)
         except stripe.SignatureVerificationError as error:

@@ -7,7 +7,6 @@ page a partner returns to from Stripe only shows the payment's state: a credit c
 the webhook alone."""
 import logging
 
-import stripe
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
                    url_for)
 from flask_login import current_user, login_required
@@ -20,7 +19,7 @@ from ..request_ids import request_id
 from . import holds, queries, records
 from .choices import offered
 from .gateways import amount_problem, clean_reference
-from .stripe_checkout import RetryLater, WebhookRefused, handle
+from .stripe_checkout import GatewayUnavailable, RetryLater, WebhookRefused, handle
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +110,11 @@ def add_funds():
     return_url = url_for(".show", payment=records.present_payment(payment_id), _external=True)
     try:
         started = gateway.start(payment, return_url, current_user.row.email)
-    except stripe.StripeError as error:
+    except GatewayUnavailable as error:
         # Nothing was taken: the partner never saw a checkout page. The row stays `created`,
         # so a session Stripe did make (its answer lost) is still credited by its webhook.
         log.warning("Stripe Checkout Session for %s not created: %s rid=%s",
-                    records.present_payment(payment_id), error.__class__.__name__, request_id())
+                    records.present_payment(payment_id), error, request_id())
         return _refuse("The card payment page could not be opened just now. Nothing was "
                        "charged; please try again in a minute.")
     with db.write() as conn:
