@@ -16,7 +16,7 @@ RIGHTS = (
     "read", "order.status", "order.cancel", "order.resolve", "refill.answer",
     "account.create", "account.access", "account.ban", "account.money", "account.pricing",
     "account.sessions", "key.revoke", "service.edit", "provider.edit", "coupon.edit",
-    "audit.run",
+    "audit.run", "payment.decide",
 )
 PERMISSIONS = {
     "owner": frozenset(RIGHTS),

@@ -2,16 +2,16 @@
 dashboard's browser test): an owner's first sign-in with TOTP enrolment, approving an API
 access request, a credit with its ledger row and activity entry, an order found by its
 request id, an unknown hand-over resolved, a provider catalog imported through preview and
-confirm, and a support operator refused a credit. Screenshots at desktop and phone width go
-to test-artifacts/."""
+confirm, a support operator refused a credit, and a manual payment approved. Screenshots at
+desktop and phone width go to test-artifacts/."""
 import pyotp
 import pytest
 import requests
 from sqlalchemy import select, update
 
-from serva import db, providers, services
+from serva import db, payments, providers, services
 from serva.ids import parse_order
-from serva.schema import accounts, activity, dispatches
+from serva.schema import accounts, activity, dispatches, ledger
 
 from conftest import make_partner
 from console_support import OWNER, PASSWORD, SUPPORT, make_operator
@@ -204,3 +204,28 @@ def test_support_is_refused_a_credit(app, live_server, browser):  # noqa: F811
         refused = conn.execute(select(activity).where(activity.c.action == "refused")).one()
         assert conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id)).scalar() == 0
     assert refused.actor == "operator:support@example.com"
+
+
+def test_approving_a_manual_payment(app, live_server, browser):  # noqa: F811
+    make_operator(app)
+    account_id, _ = make_partner(app, "shop@example.com", balance="0")
+    with app.app_context(), db.write() as conn:
+        payments.create(conn, account_id, "manual", 40_000_000, "USD", gateway_id="wire-7",
+                        reference="wire 7", status="pending")
+    page = new_page(browser, live_server)
+    sign_in(page, live_server, OWNER)
+    page.click("#pending-manual")
+    assert page.locator("#payments tbody tr").count() == 1
+    shots(page, "payments")
+    page.click("#payments a:has-text('PAY-1')")
+    page.fill("#approve input[name=note]", "bank statement line 12")
+    page.click("#approve button")
+    assert "PAY-1: approved, credited (40 USD)" in page.text_content(".flash")
+    assert page.text_content("#status") == "paid"
+    shots(page, "payment")
+    with app.app_context(), db.read() as conn:
+        [row] = conn.execute(select(ledger).where(ledger.c.account_id == account_id)).all()
+        [entry] = conn.execute(select(activity).where(activity.c.action == "payment.approve")).all()
+    assert (row.kind, row.amount) == ("payment", 40_000_000)
+    assert entry.request_id == row.request_id and entry.actor == "operator:owner@example.com"
+    assert page.errors == []

@@ -15,7 +15,7 @@ from console_support import (OWNER, PASSWORD, SUPPORT, code, csrf, enrol, make_o
 from test_dashboard import EMAIL as PARTNER, PASSWORD as PARTNER_PASSWORD, make_account
 
 SAMPLE_VALUES = {"account_id": "1", "service_id": "1", "order": "ORD-100001", "refill": "1",
-                 "name": "up", "change": "enable", "code": "SAVE"}
+                 "name": "up", "change": "enable", "code": "SAVE", "payment": "PAY-1"}
 
 
 def console_routes(app):

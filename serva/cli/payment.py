@@ -6,7 +6,8 @@ from flask.cli import AppGroup
 from .. import db, payments
 from ..money import format_amount
 from ..schema import PAYMENT_GATEWAYS, PAYMENT_STATUSES
-from .common import account_named, echo_lines, fail, require_schema, show_time, show_value
+from .common import (account_named, echo_lines, fail, record, require_schema, show_time,
+                     show_value)
 
 group = AppGroup("payment", help="Payments: list, inspect, approve or reject, holds.",
                  callback=require_schema)
@@ -67,16 +68,19 @@ def payment_show(payment):
                    f"\t{event.outcome}")
 
 
-def decide(payment, change, done):
+def decide(payment, action, change, done):
+    """Approve or reject, with its activity entry in the same transaction."""
     payment_id = payment_arg(payment)
+    label = payments.present_payment(payment_id)
     try:
         with db.write() as conn:
+            before = payments.decision_fields(conn, payment_id)
             change(conn, payment_id)
-            row = payments.get(conn, payment_id)
+            after = payments.decision_fields(conn, payment_id)
+            record(conn, action, label, before, after)
     except payments.PaymentError as error:
         fail(str(error))
-    click.echo(f"{payments.present_payment(payment_id)}: {done} "
-               f"({format_amount(row.amount)} {row.currency})")
+    click.echo(f"{label}: {done} ({format_amount(after['amount'])} {after['currency']})")
 
 
 @group.command("approve")
@@ -84,7 +88,8 @@ def decide(payment, change, done):
 @click.option("--note", default="", help="Kept on the payment (e.g. the bank's reference).")
 def payment_approve(payment, note):
     """Credit a pending manual payment (or a flagged one checked with its gateway)."""
-    decide(payment, lambda conn, i: payments.approve(conn, i, note.strip()), "approved, credited")
+    decide(payment, "payment.approve", lambda conn, i: payments.approve(conn, i, note.strip()),
+           "approved, credited")
 
 
 @group.command("reject")
@@ -92,9 +97,8 @@ def payment_approve(payment, note):
 @click.option("--note", required=True, help="Why (the partner sees it).")
 def payment_reject(payment, note):
     """Reject a pending payment: nothing is credited."""
-    if not note.strip():
-        fail("--note must say why")
-    decide(payment, lambda conn, i: payments.reject(conn, i, note.strip()), "rejected")
+    decide(payment, "payment.reject", lambda conn, i: payments.reject(conn, i, note.strip()),
+           "rejected")
 
 
 @group.command("holds")

@@ -3,7 +3,7 @@
 Server-rendered pages over the same domain functions as `serva …` commands (each change with
 its activity entry, in its transaction), behind its own sign-in with a second factor for
 owners, its own cookie and server-side sessions (serva/console/base.py)."""
-from . import accounts, auth, catalog, orders, overview, queues  # noqa: F401 - the views
+from . import accounts, auth, catalog, orders, overview, payments, queues  # noqa: F401 - the views
 from .base import ConsoleSessions, bp
 from .formatting import FILTERS
 

@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 from ..ids import present_order, present_refill
 from ..money import format_amount, format_percent
+from ..payments import present_payment
 
 
 def utc_time(stamp) -> str:
@@ -17,4 +18,4 @@ def money(amount) -> str:
 
 
 FILTERS = {"when": utc_time, "money": money, "order_id": present_order,
-           "refill_id": present_refill, "percent": format_percent}
+           "refill_id": present_refill, "payment_id": present_payment, "percent": format_percent}

@@ -8,17 +8,18 @@ transaction to the caller. The web side is `serva.payments.views` (its `init_app
 from .choices import offered
 from .gateways import Gateway, Manual, Started, amount_problem, clean_reference
 from .holds import collect_owed, held_accounts, lift_hold, owed_by, put_on_hold, write_off
-from .queries import list_payments, overview, payment_detail, violations
-from .records import (OPEN_STATUSES, PaymentError, approve, create, credit, deposit_bonus, get,
-                      lock_account, parse_payment, present_payment, reject, reverse, started)
+from .queries import event_ids, list_payments, overview, payment_detail, violations
+from .records import (OPEN_STATUSES, PaymentError, approve, create, credit, decision_fields,
+                      deposit_bonus, get, lock_account, parse_payment, present_payment, reject,
+                      reverse, started)
 from .stripe_checkout import RetryLater, StripeCheckout, WebhookRefused, handle
 
 
 __all__ = [
     "Gateway", "Manual", "OPEN_STATUSES", "PaymentError", "RetryLater", "Started",
     "StripeCheckout", "WebhookRefused", "amount_problem", "approve", "clean_reference",
-    "collect_owed", "create", "credit", "deposit_bonus", "get", "handle", "held_accounts",
-    "lift_hold", "list_payments", "lock_account", "offered", "overview", "owed_by",
-    "parse_payment", "payment_detail", "present_payment", "put_on_hold", "reject", "reverse",
-    "started", "violations", "write_off",
+    "collect_owed", "create", "credit", "decision_fields", "deposit_bonus", "event_ids", "get",
+    "handle", "held_accounts", "lift_hold", "list_payments", "lock_account", "offered",
+    "overview", "owed_by", "parse_payment", "payment_detail", "present_payment", "put_on_hold",
+    "reject", "reverse", "started", "violations", "write_off",
 ]

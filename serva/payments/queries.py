@@ -41,6 +41,18 @@ def payment_detail(conn, payment_id: int):
     return row, events
 
 
+def event_ids(conn, payment_ids) -> dict:
+    """{payment id: [its gateway event ids, oldest first]} for a page of payments."""
+    found = {}
+    if payment_ids:
+        for payment_id, event_id in conn.execute(
+                select(payment_events.c.payment_id, payment_events.c.event_id)
+                .where(payment_events.c.payment_id.in_(list(payment_ids)))
+                .order_by(payment_events.c.id)):
+            found.setdefault(payment_id, []).append(event_id)
+    return found
+
+
 def overview(conn) -> dict:
     """The operator overview's payment figures: waiting for a decision (manual, pending),
     flagged, accounts on hold and what they owe."""

@@ -14,6 +14,7 @@ from ..schema import accounts, payment_events, payments
 from .holds import collect_owed, put_on_hold
 
 OPEN_STATUSES = ("created", "pending")  # not decided yet: may still be credited
+DECISION_FIELDS = ("status", "flagged_reason", "note", "amount", "bonus", "currency", "paid_at")
 
 
 class PaymentError(ValueError):
@@ -154,11 +155,22 @@ def approve(conn, payment_id: int, note: str = "") -> None:
 
 
 def reject(conn, payment_id: int, note: str) -> None:
+    """The operator refuses a payment; the partner sees the note, so it must say why."""
     row = get(conn, payment_id)
     if row is None:
         raise PaymentError(f"no payment {present_payment(payment_id)}")
+    if not (note or "").strip():
+        raise PaymentError("a note must say why the payment is rejected")
     if not close(conn, payment_id, "rejected", note or None):
         raise PaymentError(f"payment {present_payment(payment_id)} is {row.status}, not pending")
+
+
+def decision_fields(conn, payment_id: int):
+    """What approving or rejecting may alter, as a dict (the activity's before and after),
+    or None when there is no such payment."""
+    row = conn.execute(select(*(payments.c[name] for name in DECISION_FIELDS))
+                       .where(payments.c.id == payment_id)).first()
+    return None if row is None else dict(row._mapping)
 
 
 def reverse(conn, row, total: int, status: str, why: str) -> int:
