@@ -1,4 +1,4 @@
--- Serva schema at revision one_data_path. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision webhooks. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -163,6 +163,46 @@ CREATE TABLE service_rates (
 	FOREIGN KEY(service_id) REFERENCES services (id)
 );
 
+CREATE TABLE webhook_endpoints (
+	id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	url VARCHAR(2048) NOT NULL,
+	secret VARCHAR(128) NOT NULL,
+	previous_secret VARCHAR(128),
+	previous_secret_until BIGINT,
+	enabled BOOLEAN DEFAULT true NOT NULL,
+	disabled_reason VARCHAR(255),
+	disabled_at BIGINT,
+	failing_since BIGINT,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	UNIQUE (account_id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE TABLE webhook_events (
+	id INTEGER NOT NULL,
+	msg_id VARCHAR(40) NOT NULL,
+	account_id INTEGER NOT NULL,
+	type VARCHAR(32) NOT NULL,
+	payload TEXT NOT NULL,
+	created_at BIGINT NOT NULL,
+	state VARCHAR(16) DEFAULT 'pending' NOT NULL,
+	attempts INTEGER DEFAULT '0' NOT NULL,
+	next_attempt_at BIGINT,
+	lease_owner VARCHAR(64),
+	delivered_at BIGINT,
+	PRIMARY KEY (id),
+	CONSTRAINT ck_webhook_events_state CHECK (state IN ('pending', 'delivered', 'failed')),
+	UNIQUE (msg_id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_webhook_events_account ON webhook_events (account_id, id);
+
+CREATE INDEX ix_webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+
 CREATE TABLE orders (
 	id INTEGER NOT NULL,
 	account_id INTEGER NOT NULL,
@@ -202,6 +242,25 @@ CREATE INDEX ix_orders_account ON orders (account_id, id);
 CREATE INDEX ix_orders_sync ON orders (provider_id, next_sync_at) WHERE next_sync_at IS NOT NULL;
 
 CREATE UNIQUE INDEX uq_orders_one_active_per_target ON orders (account_id, service_id, target_key) WHERE status IN ('Pending', 'In progress', 'Processing');
+
+CREATE TABLE webhook_attempts (
+	id INTEGER NOT NULL,
+	event_id INTEGER NOT NULL,
+	account_id INTEGER NOT NULL,
+	attempt INTEGER NOT NULL,
+	url VARCHAR(2048) NOT NULL,
+	status_code INTEGER,
+	duration_ms INTEGER NOT NULL,
+	error VARCHAR(255),
+	created_at BIGINT NOT NULL,
+	PRIMARY KEY (id),
+	FOREIGN KEY(event_id) REFERENCES webhook_events (id),
+	FOREIGN KEY(account_id) REFERENCES accounts (id)
+);
+
+CREATE INDEX ix_webhook_attempts_account ON webhook_attempts (account_id, id);
+
+CREATE INDEX ix_webhook_attempts_event ON webhook_attempts (event_id);
 
 CREATE TABLE coupon_redemptions (
 	id INTEGER NOT NULL,
