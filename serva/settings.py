@@ -162,6 +162,12 @@ class Settings:
                                            _number(float, 0.001), "a number of seconds above 0")
     worker_concurrency: int = setting("SERVA_WORKER_CONCURRENCY", 16, _number(int, 1),
                                       f"{WHOLE} of at least 1")
+    # Development and tests only: webhook destinations may be http and private addresses
+    # (loopback, 10.x…); in production that would let a partner make Serva call its network.
+    webhook_allow_private: bool = setting("SERVA_WEBHOOK_ALLOW_PRIVATE", False, _flag,
+                                          "1 or 0 (or true/false)")
+    webhook_concurrency: int = setting("SERVA_WEBHOOK_CONCURRENCY", 32, _number(int, 1),
+                                       f"{WHOLE} of at least 1 (webhook deliveries in flight)")
 
     def config(self, instance_path: str) -> dict:
         """The settings as app.config entries, each field's name in capitals; without a
