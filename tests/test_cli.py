@@ -701,7 +701,8 @@ def test_the_serva_console_script(tmp_path):
 
 
 SERVA_COMMANDS = {"account", "audit", "backup", "coupon", "db", "demo", "init-db", "key", "order",
-                  "provider", "prune", "refill", "schema-sql", "serve", "service", "worker"}
+                  "provider", "prune", "refill", "schema-sql", "serve", "service", "webhook",
+                  "worker"}
 
 
 def listed_commands(help_text: str) -> set:

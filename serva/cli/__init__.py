@@ -14,7 +14,7 @@ from flask_migrate.cli import db as migrate_commands
 from .. import create_app, db
 from ..backup import backup_command
 from ..serve import serve_command
-from . import account, coupon, key, order, provider, refill, service
+from . import account, coupon, key, order, provider, refill, service, webhook
 from .common import fail
 from .database import init_db_command, schema_sql_command
 from .demo import demo_command
@@ -23,7 +23,7 @@ from .worker import worker_command
 
 COMMANDS = (init_db_command, schema_sql_command, demo_command, audit_command, worker_command,
             prune_command, account.group, key.group, service.group, coupon.group, order.group,
-            refill.group, provider.group, serve_command, backup_command)
+            refill.group, provider.group, webhook.group, serve_command, backup_command)
 
 
 def load_app():
