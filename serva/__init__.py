@@ -37,7 +37,7 @@ def create_app(test_config=None):
     """The app. Its settings come from the environment (serva.settings), where the instance
     folder's config.py — or `test_config` instead of it — may set any app.config entry;
     a setting that cannot work raises settings.SettingsError (a ValueError)."""
-    from . import api, dashboard, db, page, ratelimit
+    from . import api, dashboard, db, page, partner, ratelimit
     app = Flask(__name__, instance_relative_config=True)
     app.session_interface = ApiWithoutSessions(api.API_PATHS)
     os.makedirs(app.instance_path, exist_ok=True)
@@ -63,6 +63,7 @@ def create_app(test_config=None):
     ratelimit.init_app(app)
     app.register_blueprint(api.bp)
     dashboard.init_app(app)
+    partner.init_app(app)
     page.init_app(app)
     _error_handlers(app)
     return app
