@@ -67,7 +67,8 @@ def settings() -> dict:
     return {name: config[name] for name in (
         "SYNC_INTERVAL_SECONDS", "DISPATCH_RETRY_SECONDS", "DISPATCH_MAX_ATTEMPTS",
         "DISPATCH_LEASE_SECONDS", "PROVIDER_CONNECT_TIMEOUT", "PROVIDER_READ_TIMEOUT",
-        "WORKER_CONCURRENCY", "WEBHOOK_CONCURRENCY", "WEBHOOK_ALLOW_PRIVATE")}
+        "WORKER_CONCURRENCY", "WEBHOOK_CONCURRENCY", "WEBHOOK_ALLOW_PRIVATE",
+        "WEBHOOK_LEASE_SECONDS")}
 
 
 def refresh_balances(config: dict, force=False) -> None:

@@ -31,7 +31,6 @@ log = logging.getLogger("serva.worker")
 # Before attempt n+1: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
 RETRY_DELAYS = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER = 0.1
-LEASE_SECONDS = int(transport.TOTAL_TIMEOUT * 4)  # well past the longest attempt
 CLAIM_PER_THREAD = 4
 MAX_ERROR = 255
 
@@ -65,9 +64,9 @@ _CLAIM = _claim_statement()
 _ENDPOINT = select(webhook_endpoints).where(webhook_endpoints.c.account_id == bindparam("account_id"))
 
 
-def claim(owner: str, now: int, limit: int) -> list:
+def claim(owner: str, now: int, limit: int, lease_seconds: int) -> list:
     return write(lambda conn: conn.execute(_CLAIM, {"owner": owner, "now": now, "limit": limit,
-                                                    "lease_until": now + LEASE_SECONDS}).all())
+                                                    "lease_until": now + lease_seconds}).all())
 
 
 def signature(secrets, msg_id: str, stamp: int, body: str) -> str:
@@ -134,7 +133,8 @@ def delivery_pass(owner: str, config: dict, stop) -> Counter:
     counts = Counter()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serva-webhook") as pool:
         while not stop.is_set():
-            claimed = claim(owner, db.now(), threads * CLAIM_PER_THREAD)
+            claimed = claim(owner, db.now(), threads * CLAIM_PER_THREAD,
+                            config["WEBHOOK_LEASE_SECONDS"])
             if not claimed:
                 break
             futures = [pool.submit(contextvars.copy_context().run, deliver, event, owner,
