@@ -77,7 +77,7 @@ def test_the_receivers_on_the_page_verify_real_deliveries(app, client, catalog, 
     _, key, secret = listening_partner(app, url)
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     process = subprocess.Popen(RUNNERS[language](path, port),
-                               env={**env, "SERVA_WEBHOOK_SECRET": secret, "PORT": str(port)},
+                               env={**env, "WEBHOOK_SECRET": secret, "PORT": str(port)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=tmp_path)
     try:

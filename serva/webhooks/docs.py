@@ -8,7 +8,7 @@ from collections import namedtuple
 
 from . import delivery, outbox, transport
 
-SECRET_ENV = "SERVA_WEBHOOK_SECRET"
+SECRET_ENV = "WEBHOOK_SECRET"  # the receiver's own environment
 PORT_ENV = "PORT"
 EXAMPLE_STAMP = 1_796_601_600  # 2026-12-07 00:00:00 UTC
 ExampleOrder = namedtuple("ExampleOrder", "id charge refunded status start_count remains runs "
