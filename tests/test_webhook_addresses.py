@@ -1,7 +1,10 @@
 """No SSRF: a webhook goes to `https` and public addresses only, checked when the endpoint is
 set and again at every connection, and the address checked is the one connected to. Name
 resolution is stubbed (addresses.getaddrinfo) so a name can resolve anywhere."""
+import shutil
 import socket
+import ssl
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -117,3 +120,45 @@ def test_the_checked_address_is_the_one_connected_to(app, client, catalog, recei
     assert deliver(app)["delivered"] == 1
     headers, _, path = receiver.requests[0]
     assert headers["host"] == f"hooks.serva-test.invalid:{port}" and path == "/serva"
+
+
+def self_signed(tmp_path, name):
+    """A certificate for `name` and its key, made with the openssl command."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_the_certificate(
+        app, client, catalog, tmp_path, monkeypatch):
+    """The receiver's certificate names hooks.serva-test.invalid, which only the stub
+    resolves (to 127.0.0.1): the delivery connects to that address, sends the name as TLS
+    server name and checks the certificate against it. A certificate for another name fails."""
+    name = "hooks.serva-test.invalid"
+    cert, key = self_signed(tmp_path, name)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    names = []
+    tls.sni_callback = lambda sock, server_name, context: names.append(server_name)
+    server = Receiver(tls=tls).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test certificate only
+    resolving_to(monkeypatch, "127.0.0.1")
+    try:
+        port = server.server.server_address[1]
+        _, key_, secret = listening_partner(app, f"https://{name}:{port}/serva")
+        set_status(app, parse_order(place(client, key_)), "Completed")
+        assert deliver(app)["delivered"] == 1
+        assert names == [name] and server.requests[0][0]["host"] == f"{name}:{port}"
+        other, _ = self_signed(tmp_path, "other.serva-test.invalid")
+        monkeypatch.setenv("SSL_CERT_FILE", str(other))
+        set_status(app, parse_order(place(client, key_)), "Completed")
+        assert deliver(app)["retrying"] == 1 and len(server.requests) == 1
+        with app.app_context(), db.read() as conn:
+            error = conn.execute(select(webhook_attempts.c.error)
+                                 .order_by(webhook_attempts.c.id.desc())).scalar()
+        assert "certificate" in error.lower()
+    finally:
+        server.stop()

@@ -5,7 +5,7 @@ popped from the front, then `default`; an answer is
   "slow" (the answer after `slow_seconds`), "close" (a 200 status line and headers promising
   a body, then the connection closed), "redirect URL" (302 to URL), or "delay" (answer 200
   after `delay` seconds: the bench's 50 ms receiver).
-`unique()`: the distinct webhook-ids received (the receiver's de-duplication)."""
+`tls`: an ssl.SSLContext to serve HTTPS with. `unique()`: the distinct webhook-ids received (the receiver's de-duplication)."""
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +20,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class Receiver:
-    def __init__(self, delay=0.0):
+    def __init__(self, delay=0.0, tls=None):
         self.lock = threading.Lock()
         self.requests = []  # (headers dict with lower-case names, body bytes, path)
         self.script = []
@@ -28,6 +28,8 @@ class Receiver:
         self.slow_seconds = 3.0
         self.delay = delay
         self.server = _Server(("127.0.0.1", 0), self._handler())
+        if tls is not None:  # an ssl.SSLContext: the receiver speaks HTTPS
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
 
