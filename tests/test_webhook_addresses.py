@@ -162,3 +162,13 @@ def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_the_certifi
         assert "certificate" in error.lower()
     finally:
         server.stop()
+
+
+def test_the_webhook_settings_are_checked_at_start():
+    from serva import settings
+    assert settings.load({}).webhook_allow_private is False
+    assert settings.load({"SERVA_WEBHOOK_ALLOW_PRIVATE": "1"}).webhook_allow_private is True
+    for name, value in (("SERVA_WEBHOOK_ALLOW_PRIVATE", "maybe"), ("SERVA_WEBHOOK_CONCURRENCY", "0"),
+                        ("SERVA_WEBHOOK_LEASE_SECONDS", "-5")):
+        with pytest.raises(settings.SettingsError, match=name):
+            settings.load({name: value})
