@@ -37,7 +37,7 @@ def create_app(test_config=None):
     """The app. Its settings come from the environment (serva.settings), where the instance
     folder's config.py — or `test_config` instead of it — may set any app.config entry;
     a setting that cannot work raises settings.SettingsError (a ValueError)."""
-    from . import api, console, dashboard, db, page, ratelimit
+    from . import api, console, dashboard, db, page, partner, ratelimit
     from .payments import views as payment_views
     app = Flask(__name__, instance_relative_config=True)
     app.session_interface = ApiWithoutSessions(api.API_PATHS, console.ConsoleSessions())
@@ -65,6 +65,7 @@ def create_app(test_config=None):
     app.register_blueprint(api.bp)
     dashboard.init_app(app)
     console.init_app(app)
+    partner.init_app(app)
     page.init_app(app)
     payment_views.init_app(app)
     _error_handlers(app)

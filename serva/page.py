@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, render_template, url_for
 from markupsafe import Markup, escape
 
 from . import api, catalog, dashboard, errors, spec
+from .webhooks import docs as webhook_docs
 
 bp = Blueprint("page", __name__)
 
@@ -183,7 +184,7 @@ def api_page():
         snippets=_snippets(endpoint), currency=context["currency"],
         json_example={"action": json_name, "example": f"example-{json_name}-{json_index + 1}",
                       "body": json_body(json_name, api.ACTIONS[json_name].examples[json_index].params)},
-        key_env=KEY_ENV)
+        key_env=KEY_ENV, webhooks=webhook_docs.section())
 
 
 # The same headers as the dashboard: a strict CSP (no inline script), no framing, no caching.

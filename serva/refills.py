@@ -19,6 +19,7 @@ from .params import requested_ids
 from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
                      refills, services)
 from .spec import ORDER, ORDERS, REFILL, REFILLS
+from .webhooks import outbox
 
 REFILLABLE_STATUSES = ("Completed", "Partial")
 DAY = 86_400
@@ -178,6 +179,7 @@ def set_refill_status(conn, refill_id: int, status: str) -> None:
                                                  refills.c.status.in_(PENDING_REFILL_STATUSES))
                            .values(status=status, updated_at=db.now())).rowcount
     if changed:
+        outbox.refill_updated(conn, [refill_id])  # the partner's webhook, in this transaction
         return
     current = conn.execute(select(refills.c.status).where(refills.c.id == refill_id)).scalar()
     if current is None:

@@ -449,4 +449,63 @@ activity = Table(
     Column("before_json", Text),
     Column("after_json", Text),
     Column("request_id", String(64)),
+# Webhooks (serva/webhooks): one endpoint per account. The signing secret must be usable to
+# sign, so it cannot be hashed like an API key; it is stored as the partner was shown it, never
+# logged and never shown again (serva/webhooks/endpoints.py says why not encrypted). After a
+# rotation the previous secret still signs until `previous_secret_until` (two signatures).
+WEBHOOK_EVENT_STATES = ("pending", "delivered", "failed")
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, unique=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128)),
+    Column("previous_secret_until", BigInteger),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("disabled_reason", String(255)),
+    Column("disabled_at", BigInteger),
+    # The first failure since the last success (NULL: the last delivery succeeded); three days
+    # of failures without one success disable the endpoint.
+    Column("failing_since", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# The webhook outbox: an event row written in the transaction of the change it reports, so an
+# event exists exactly when its change committed. `msg_id` is the webhook-id header (the same
+# on every attempt); the worker leases a row by moving `next_attempt_at` to the lease's end
+# (`lease_owner` says whose), so a worker killed mid-delivery leaves it due again.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("msg_id", String(40), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", BigInteger),
+    Column("lease_owner", String(64)),
+    Column("delivered_at", BigInteger),
+    CheckConstraint(_in("state", WEBHOOK_EVENT_STATES), name="ck_webhook_events_state"),
+    Index("ix_webhook_events_due", "next_attempt_at", **_partial("state = 'pending'")),
+    Index("ix_webhook_events_account", "account_id", "id"),
+)
+
+# One row per delivery attempt, for the partner's "last deliveries" and the operator.
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("webhook_events.id"), nullable=False),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("status_code", Integer),
+    Column("duration_ms", Integer, nullable=False),
+    Column("error", String(255)),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_webhook_attempts_account", "account_id", "id"),
+    Index("ix_webhook_attempts_event", "event_id"),
 )

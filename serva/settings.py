@@ -218,6 +218,16 @@ class Settings:
                                     "a percentage from 0 to 100 with at most two decimals")
     deposit_bonus_from: int = setting("SERVA_DEPOSIT_BONUS_FROM", 0, _amount(0),
                                       f"{AMOUNT}, 0 or more")
+    # Development and tests only: webhook destinations may be http and private addresses
+    # (loopback, 10.x…); in production that would let a partner make Serva call its network.
+    webhook_allow_private: bool = setting("SERVA_WEBHOOK_ALLOW_PRIVATE", False, _flag,
+                                          "1 or 0 (or true/false)")
+    webhook_concurrency: int = setting("SERVA_WEBHOOK_CONCURRENCY", 32, _number(int, 1),
+                                       f"{WHOLE} of at least 1 (webhook deliveries in flight)")
+    # How long a worker holds an event it is delivering; past it (the worker died) the event
+    # is sent again. Longer than an attempt can take (15 s), or a slow one is sent twice.
+    webhook_lease_seconds: int = setting("SERVA_WEBHOOK_LEASE_SECONDS", 60, _number(int, 1),
+                                         f"{SECONDS}, at least 1")
 
     def config(self, instance_path: str) -> dict:
         """The settings as app.config entries, each field's name in capitals; without a

@@ -702,7 +702,7 @@ def test_the_serva_console_script(tmp_path):
 
 SERVA_COMMANDS = {"account", "audit", "backup", "coupon", "db", "demo", "init-db", "key", "order",
                   "operator", "payment", "provider", "prune", "refill", "schema-sql", "serve",
-                  "service", "worker"}
+                  "service", "webhook", "worker"}
 
 
 def listed_commands(help_text: str) -> set:

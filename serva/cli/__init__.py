@@ -14,7 +14,8 @@ from flask_migrate.cli import db as migrate_commands
 from .. import create_app, db
 from ..backup import backup_command
 from ..serve import serve_command
-from . import account, coupon, key, operator, order, payment, provider, refill, service
+from . import (account, coupon, key, operator, order, payment, provider, refill, service,
+               webhook)
 from .common import fail
 from .database import init_db_command, schema_sql_command
 from .demo import demo_command
@@ -23,8 +24,8 @@ from .worker import worker_command
 
 COMMANDS = (init_db_command, schema_sql_command, demo_command, audit_command, worker_command,
             prune_command, account.group, key.group, service.group, coupon.group, order.group,
-            refill.group, provider.group, operator.group, payment.group, serve_command,
-            backup_command)
+            refill.group, provider.group, operator.group, payment.group, webhook.group,
+            serve_command, backup_command)
 
 
 def load_app():

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, insert, select, update
 from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import present_order
 from ..schema import ACTIVE_STATUSES, PENDING_REFILL_STATUSES, dispatches, orders, providers, refills
+from ..webhooks import outbox
 from . import provider_client as pc
 from .claim import backoff, release
 from .replies import refill_status, refused_for_now, usable_id
@@ -162,10 +163,12 @@ def record(claimed, owner, outcome, detail, refill_id, config):
             release(conn, claimed, owner, state="due", last_message=message,
                     due_at=now + backoff(config["DISPATCH_RETRY_SECONDS"], claimed.attempts))
         elif outcome == "refused":
-            if release(conn, claimed, owner, state="canceled", last_message=message) and kind == "refill":
-                conn.execute(update(refills).where(
-                    refills.c.id == refill_id, refills.c.status.in_(PENDING_REFILL_STATUSES),
-                    refills.c.provider_refill_id.is_(None)).values(status="Rejected", updated_at=now))
+            if release(conn, claimed, owner, state="canceled", last_message=message) and kind == "refill" \
+                    and conn.execute(update(refills).where(
+                        refills.c.id == refill_id, refills.c.status.in_(PENDING_REFILL_STATUSES),
+                        refills.c.provider_refill_id.is_(None))
+                        .values(status="Rejected", updated_at=now)).rowcount:
+                outbox.refill_updated(conn, [refill_id])
         else:  # done, manual, unknown
             release(conn, claimed, owner, state=outcome, last_message=message)
     write(work)
@@ -176,7 +179,8 @@ def record(claimed, owner, outcome, detail, refill_id, config):
 
 # ---------------------------------------------------------------- the worker: refill status
 
-_DUE_REFILLS = (select(refills.c.id, refills.c.provider_refill_id, orders.c.provider_id)
+_DUE_REFILLS = (select(refills.c.id, refills.c.provider_refill_id, refills.c.status,
+                       orders.c.provider_id)
                 .join(orders, orders.c.id == refills.c.order_id)
                 .where(refills.c.status.in_(PENDING_REFILL_STATUSES),
                        refills.c.provider_refill_id.is_not(None),
@@ -232,14 +236,17 @@ def sync_refills(config, stop=None) -> int:
                 log.warning("provider %s: refill_status failed: %s", provider.name, error)
                 reply = None
             found = _statuses(reply, tokens)
-            moves, seen = [], []
+            moves, seen, news = [], [], []
             for row in batch:
                 status = refill_status(found.get(row.provider_refill_id))
                 (moves if status else seen).append(
                     {"b_id": row.id, "b_status": status, "b_now": now})
+                if status and status != row.status:
+                    news.append(row.id)
 
-            def work(conn, moves=moves, seen=seen):
+            def work(conn, moves=moves, seen=seen, news=news):
                 moved = conn.execute(_REFILL_MOVES, moves).rowcount if moves else 0
+                outbox.refill_updated(conn, news)  # the partners' webhooks, in this transaction
                 if seen:
                     conn.execute(_REFILL_SEEN, [{"b_id": s["b_id"], "b_now": s["b_now"]} for s in seen])
                 return moved

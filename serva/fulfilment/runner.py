@@ -7,7 +7,8 @@ One pass (`run_pass`):
 3. due hand-overs are claimed, sent by a few threads at once, and each outcome recorded
    (`dispatch`; refill and cancel requests through `forwarding`);
 4. active provider orders that are due are polled and their status applied (`sync`);
-5. the provider's refills are polled (`forwarding`).
+5. the provider's refills are polled (`forwarding`);
+6. the partners' webhook events that are due are delivered (serva.webhooks.delivery).
 Each hand-over is tried at most once per pass, each order polled at most once per pass, so
 with both intervals at 0 a pass does everything due, once."""
 import logging
@@ -24,6 +25,7 @@ from sqlalchemy import select
 from .. import db, providers as providers_repo
 from ..money import AmountError, parse_amount
 from ..schema import providers
+from ..webhooks import delivery as webhook_delivery
 from . import forwarding, provider_client as pc
 from .claim import reap_expired_leases
 from .dispatch import dispatch_pass
@@ -45,6 +47,9 @@ class Report:
     synced: int = 0
     refunded: int = 0
     flagged: int = 0
+    delivered: int = 0  # webhook events
+    retrying_webhooks: int = 0
+    failed_webhooks: int = 0
 
     def add(self, counts) -> None:
         for item in fields(self):
@@ -53,7 +58,8 @@ class Report:
     def line(self) -> str:
         return (f"handed over {self.handed}, retrying {self.retrying}, canceled {self.canceled}, "
                 f"unknown {self.unknown}; synced {self.synced}, refunded {self.refunded}, "
-                f"flagged {self.flagged}")
+                f"flagged {self.flagged}; webhooks delivered {self.delivered}, retrying "
+                f"{self.retrying_webhooks}, failed {self.failed_webhooks}")
 
 
 def settings() -> dict:
@@ -61,7 +67,8 @@ def settings() -> dict:
     return {name: config[name] for name in (
         "SYNC_INTERVAL_SECONDS", "DISPATCH_RETRY_SECONDS", "DISPATCH_MAX_ATTEMPTS",
         "DISPATCH_LEASE_SECONDS", "PROVIDER_CONNECT_TIMEOUT", "PROVIDER_READ_TIMEOUT",
-        "WORKER_CONCURRENCY")}
+        "WORKER_CONCURRENCY", "WEBHOOK_CONCURRENCY", "WEBHOOK_ALLOW_PRIVATE",
+        "WEBHOOK_LEASE_SECONDS")}
 
 
 def refresh_balances(config: dict, force=False) -> None:
@@ -99,6 +106,10 @@ def run_pass(stop: threading.Event | None = None) -> Report:
         report.add(sync_pass(config, stop))
     if not stop.is_set():
         forwarding.sync_refills(config, stop)
+    if not stop.is_set():
+        counts = webhook_delivery.delivery_pass(owner, config, stop)
+        report.add({"delivered": counts["delivered"], "retrying_webhooks": counts["retrying"],
+                    "failed_webhooks": counts["failed"]})
     return report
 
 
@@ -120,6 +131,7 @@ def run_forever(idle_seconds: float = 1.0, echo=print) -> None:
             log.exception("worker pass failed")
             stop.wait(5)
             continue
-        if report.handed or report.synced or report.canceled or report.unknown or report.retrying:
+        if report.handed or report.synced or report.canceled or report.unknown or report.retrying \
+                or report.delivered or report.retrying_webhooks or report.failed_webhooks:
             echo(report.line())
         stop.wait(idle_seconds)

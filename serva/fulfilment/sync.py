@@ -19,6 +19,7 @@ from sqlalchemy import Integer, bindparam, func, select, update
 from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import present_order
 from ..schema import ACTIVE_STATUSES, FINAL_STATUSES, orders, providers
+from ..webhooks import outbox
 from . import provider_client as pc
 from .replies import count, order_status
 from .writing import any_of, write
@@ -51,7 +52,7 @@ _SYNC_CLAIM = (update(orders)
                .returning(orders.c.id, orders.c.account_id, orders.c.provider_order,
                           orders.c.quantity, orders.c.charge, orders.c.status,
                           orders.c.created_at, orders.c.start_count, orders.c.remains,
-                          orders.c.runs, orders.c.attention))
+                          orders.c.runs, orders.c.runs_done, orders.c.attention))
 # The batch statements below run with several rows at once (executemany): no IN lists.
 _PROGRESS = (update(orders)
              .where(orders.c.id == bindparam("b_id"), any_of(orders.c.status, ACTIVE_STATUSES))
@@ -147,15 +148,29 @@ def _settle(conn, row, status, start_count, remains, runs_done) -> int:
         return 0
 
 
+def _changed(rows, progress) -> list:
+    """The orders a progress batch changes for the partner (status, counts): those get an
+    order.updated webhook event; a poll that finds nothing new sends none."""
+    before = {row.id: (row.status, row.start_count, row.remains, row.runs_done) for row in rows}
+    return [item["b_id"] for item in progress
+            if before[item["b_id"]] != (item["b_status"], item["b_start_count"], item["b_remains"],
+                                        item["b_runs_done"] if item["b_runs_done"] is not None
+                                        else before[item["b_id"]][3])]
+
+
 def apply_statuses(rows, reply, config) -> Counter:
-    """Apply one batch reply to its orders; counts synced, refunded and flagged."""
+    """Apply one batch reply to its orders; counts synced, refunded and flagged. The
+    webhook events of the changes are written in the same transaction (final moves write
+    theirs in orders.move)."""
     now = db.now()
     progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"])
+    changed = _changed(rows, progress)
 
     def work(conn):
         for statement, batch in ((_PROGRESS, progress), (_RESCHEDULE, reschedule), (_FLAG, flags)):
             if batch:
                 conn.execute(statement, batch)
+        outbox.order_updated(conn, changed)
         return sum(1 for final in finals if _settle(conn, *final))
     refunded = write(work)
     for flag in flags:

@@ -7,6 +7,7 @@ from .. import db, ledger
 from ..ids import present_order
 from ..money import div_half_up
 from ..schema import FINAL_STATUSES, ORDER_STATUSES, dispatches, orders
+from ..webhooks import outbox
 
 REFUNDED_STATUSES = ("Partial", "Canceled")
 IN_FLIGHT = ("sending", "unknown")  # hand-over states the operator may not overtake
@@ -116,7 +117,8 @@ def move(conn, order, status: str, start_count=None, remains=None, guard=None, *
     the worker, two workers at once). Becoming final stamps `completed_at` (a refill's window
     counts from it). `order` needs id, account_id, status, charge and quantity. Returns the
     refund; raises OrderError when the order was refunded meanwhile (or `guard`, a further
-    condition of the UPDATE, does not hold)."""
+    condition of the UPDATE, does not hold). The order.updated webhook event is written here
+    too, so every path that moves an order reports it, and only if the move commits."""
     refund = refund_for(order, status, remains)
     stamp = db.now()
     values = {"status": status, "refunded": refund, "updated_at": stamp, **extra}
@@ -141,4 +143,5 @@ def move(conn, order, status: str, start_count=None, remains=None, guard=None, *
     if refund:
         ledger.post(conn, order.account_id, refund, "refund",
                     f"{status.lower()} order {present_order(order.id)}", order_id=order.id)
+    outbox.order_updated(conn, [order.id])  # the partner's webhook, in this transaction
     return refund

@@ -1,0 +1,110 @@
+"""One webhook POST to a destination whose addresses were checked (addresses.resolve): the
+connection goes to a checked address itself, with the name as Host header and as TLS server
+name (SNI and certificate check), so a name that resolves elsewhere a second time (DNS
+rebinding) changes nothing. Timeouts: CONNECT_TIMEOUT to connect, TOTAL_TIMEOUT for the whole
+exchange; redirects are not followed (a 3xx is a failed attempt, its Location never called);
+a 2xx whose body is cut short counts as failed too (the receiver de-duplicates the retry)."""
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error, NewConnectionError, ConnectTimeoutError
+
+CONNECT_TIMEOUT = 5.0
+TOTAL_TIMEOUT = 15.0
+MAX_RESPONSE_BYTES = 64 * 1024  # read (to see the answer complete), then dropped
+MAX_RETRY_AFTER = 24 * 3600
+USER_AGENT = "Serva-webhooks/1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int | None  # the HTTP status, None when none arrived
+    error: str | None  # why the attempt failed, None on success
+    retry_after: int | None  # seconds the receiver asked to wait (429, 503)
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def retry_after(value) -> int | None:
+    """Retry-After in seconds (a number of seconds or an HTTP date), capped at a day."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(int(value), MAX_RETRY_AFTER)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, min(int(moment.timestamp() - time.time()), MAX_RETRY_AFTER))
+
+
+def _pool(destination, address, timeout):
+    options = {"port": destination.port, "timeout": timeout, "retries": False, "maxsize": 1}
+    if destination.scheme == "https":
+        return urllib3.HTTPSConnectionPool(address, server_hostname=destination.host,
+                                           assert_hostname=destination.host,
+                                           cert_reqs="CERT_REQUIRED", **options)
+    return urllib3.HTTPConnectionPool(address, **options)
+
+
+def _host_header(destination) -> str:
+    host = f"[{destination.host}]" if ":" in destination.host else destination.host
+    default = 443 if destination.scheme == "https" else 80
+    return host if destination.port == default else f"{host}:{destination.port}"
+
+
+def _exchange(destination, address, headers, body, deadline):
+    timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=max(0.001, deadline - time.monotonic()))
+    with _pool(destination, address, timeout) as pool:
+        response = pool.urlopen("POST", destination.target, body=body, headers=headers,
+                                redirect=False, preload_content=False, assert_same_host=False)
+        try:
+            received = 0
+            for chunk in response.stream(8192):
+                received += len(chunk)
+                if received > MAX_RESPONSE_BYTES:
+                    break  # the status is known; the rest does not matter
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the answer took longer than {TOTAL_TIMEOUT:g} s")
+        finally:
+            response.release_conn()
+        return response
+
+
+def send(destination, headers: dict, body: bytes) -> Outcome:
+    """POST `body` to the destination (each checked address in turn until one connects)."""
+    started = time.monotonic()
+    deadline = started + TOTAL_TIMEOUT
+    headers = {"Host": _host_header(destination), "User-Agent": USER_AGENT,
+               "Content-Type": "application/json", **headers}
+    error = "no address to connect to"
+    for address in destination.addresses:
+        try:
+            response = _exchange(destination, address, headers, body, deadline)
+        except (NewConnectionError, ConnectTimeoutError) as failure:
+            error = f"could not connect: {_short(failure)}"
+            continue  # nothing was sent: the next address may answer
+        except (Urllib3Error, OSError) as failure:
+            return _outcome(started, None, _short(failure))
+        status = response.status
+        if 200 <= status < 300:
+            return _outcome(started, status, None)
+        wait = retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        return _outcome(started, status, f"HTTP {status}", wait)
+    return _outcome(started, None, error)
+
+
+def _outcome(started, status, error, wait=None) -> Outcome:
+    return Outcome(status, error, wait, int((time.monotonic() - started) * 1000))
+
+
+def _short(error) -> str:
+    """An exception as one short line (urllib3 nests the cause in its message)."""
+    text = " ".join(str(error).split()) or error.__class__.__name__
+    return text if len(text) <= 200 else text[:199] + "…"
