@@ -449,6 +449,8 @@ activity = Table(
     Column("before_json", Text),
     Column("after_json", Text),
     Column("request_id", String(64)),
+)
+
 # Webhooks (serva/webhooks): one endpoint per account. The signing secret must be usable to
 # sign, so it cannot be hashed like an API key; it is stored as the partner was shown it, never
 # logged and never shown again (serva/webhooks/endpoints.py says why not encrypted). After a
