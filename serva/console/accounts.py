@@ -57,12 +57,18 @@ def account_create():
     return apply(work, url_for("console.accounts_list", q=form("email")))
 
 
+def _existing(conn, account_id):
+    """The account row, or the refusal the page shows."""
+    row = accounts.get_by_id(conn, account_id)
+    if row is None:
+        raise accounts.AccountError(f"no account with id {account_id}")
+    return row
+
+
 def _change(account_id, action, change, message):
     """A state change of one account, its before and after in the activity entry."""
     def work(conn):
-        row = accounts.get_by_id(conn, account_id)
-        if row is None:
-            raise accounts.AccountError(f"no account with id {account_id}")
+        row = _existing(conn, account_id)
         change(conn, row)
         after = accounts.get_by_id(conn, account_id)
         return (action, row.email, {c: getattr(row, c) for c in STATE},
@@ -122,9 +128,7 @@ def account_id_format(account_id):
 
 def _move(account_id, sign):
     def work(conn):
-        row = accounts.get_by_id(conn, account_id)
-        if row is None:
-            raise accounts.AccountError(f"no account with id {account_id}")
+        row = _existing(conn, account_id)
         amount = sign * accounts.parse_amount_to_move(form("amount"))
         balance = accounts.move_balance(conn, row, amount, form("note"))
         return ("account.credit" if sign > 0 else "account.debit", row.email,
@@ -149,9 +153,7 @@ def account_debit(account_id):
 @needs("account.pricing")
 def account_rate(account_id):
     def work(conn):
-        row = accounts.get_by_id(conn, account_id)
-        if row is None:
-            raise accounts.AccountError(f"no account with id {account_id}")
+        row = _existing(conn, account_id)
         service_id = whole(form("service_id"), "service", 1)
         if service_id is None:
             raise accounts.AccountError("give the service id")
@@ -174,9 +176,7 @@ def account_rate(account_id):
 @needs("account.sessions")
 def account_sign_out(account_id):
     def work(conn):
-        row = accounts.get_by_id(conn, account_id)
-        if row is None:
-            raise accounts.AccountError(f"no account with id {account_id}")
+        row = _existing(conn, account_id)
         ended = sessions.revoke_all(conn, row.id)
         return ("account.sign_out", row.email, None, {"sessions_ended": ended},
                 f"{row.email}: {ended} session{'s' if ended != 1 else ''} signed out")
@@ -187,9 +187,7 @@ def account_sign_out(account_id):
 @needs("key.revoke")
 def account_revoke_key(account_id):
     def work(conn):
-        row = accounts.get_by_id(conn, account_id)
-        if row is None:
-            raise accounts.AccountError(f"no account with id {account_id}")
+        row = _existing(conn, account_id)
         if not keys.revoke_key(conn, row.id):
             raise accounts.AccountError(f"{row.email} has no active key")
         return "key.revoke", row.email, None, None, f"{row.email}: key revoked"
