@@ -2,6 +2,8 @@
 `runner`; plus helpers to make partners and call the API, and a real waitress server."""
 import json
 import os
+import signal
+import subprocess
 import threading
 import uuid
 import time
@@ -237,3 +239,15 @@ def fake_provider():
     provider = FaultyProvider().start()
     yield provider
     provider.stop()
+
+
+def stop_process_group(process, wait: float = 20) -> None:
+    """SIGTERM to a server started in its own process group (start_new_session), then SIGKILL
+    if it has not ended within `wait` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

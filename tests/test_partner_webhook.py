@@ -15,7 +15,7 @@ from serva.webhooks import delivery
 
 from test_dashboard import csrf_token, make_account, sign_in
 from webhook_helpers import webhook_app
-from webhook_receiver import Receiver
+from webhook_receiver import receiver  # noqa: F401 - a fixture
 
 SECRET_RE = re.compile(r'<code id="webhook-secret">([^<]+)</code>')
 
@@ -25,13 +25,6 @@ def app(tmp_path):
     app = webhook_app(f"sqlite:///{tmp_path / 'serva.sqlite'}")
     yield app
     app.extensions["serva.engine"].dispose()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def form(client, path, follow_redirects=False, **data):

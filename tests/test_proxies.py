@@ -7,7 +7,6 @@ drops X-Forwarded-* unless told not to: without that every client would be 127.0
 the attacker's failures would make the owner wait.)"""
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from sqlalchemy import select
 from serva import db
 from serva.schema import login_failures
 
-from conftest import NO_RATE_LIMITS
+from conftest import NO_RATE_LIMITS, stop_process_group
 from test_dashboard import CSRF_RE, EMAIL, PASSWORD, make_account
 
 pytestmark = pytest.mark.slow
@@ -74,14 +73,6 @@ def _wait_for(url, process, log_path, deadline):
     pytest.fail(f"the server did not answer:\n{log_path.read_text()}")
 
 
-def _stop(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -104,7 +95,7 @@ def test_behind_a_proxy_each_server_throttles_the_forwarded_address(app, tmp_pat
         throttled = _sign_in(url, ATTACKER, "wrong password")
         owner = _sign_in(url, OWNER, PASSWORD)
     finally:
-        _stop(process)
+        stop_process_group(process)
     assert failures == [200] * MAX_FAILURES  # "Wrong email or password."
     assert throttled == 429
     assert owner == 302  # signed in, sent on to the dashboard

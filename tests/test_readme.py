@@ -6,7 +6,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -106,14 +107,6 @@ def wait_until_serving(server, url, log_path, deadline_seconds=30):
     pytest.fail(f"the server did not answer within {deadline_seconds} s: {log_path.read_text()}")
 
 
-def stop(server):
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
 
 
 def curl(line: str, env: dict) -> tuple[int, str]:
@@ -190,7 +183,7 @@ def test_the_curl_sequence_runs_top_to_bottom_on_a_fresh_demo(tmp_path):
         assert refill == {"refill": "REF-5001"}
         assert refill_status[0]["refill"] == "REF-5001"
     finally:
-        stop(server)
+        stop_process_group(server, wait=10)
 
 
 # ---------------------------------------------------------------- the configuration table

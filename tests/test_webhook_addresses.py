@@ -17,7 +17,7 @@ from serva.schema import webhook_attempts
 from serva.webhooks import addresses, endpoints
 
 from webhook_helpers import deliver, listening_partner, place, set_status, webhook_app
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, receiver  # noqa: F401 - a fixture
 
 REFUSED = ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:10.0.0.1", "0.0.0.0",
            "192.168.1.1", "172.16.0.1", "224.0.0.1", "fe80::1", "fc00::1", "64:ff9b::a00:1",
@@ -73,13 +73,6 @@ def app(tmp_path):
     app = webhook_app(f"sqlite:///{tmp_path / 'serva.sqlite'}")
     yield app
     app.extensions["serva.engine"].dispose()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def test_the_cli_refuses_a_private_destination_unless_allowed(app, monkeypatch):

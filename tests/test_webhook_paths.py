@@ -15,7 +15,7 @@ from serva.webhooks import outbox
 
 from faulty_provider import KEY, FaultyProvider
 from webhook_helpers import events, listening_partner, place, webhook_app
-from webhook_receiver import Receiver
+from webhook_receiver import receiver  # noqa: F401 - a fixture
 
 FAST = {"SYNC_INTERVAL_SECONDS": 0, "DISPATCH_RETRY_SECONDS": 0, "DISPATCH_MAX_ATTEMPTS": 3,
         "PROVIDER_CONNECT_TIMEOUT": 1.0, "PROVIDER_READ_TIMEOUT": 0.5, "WORKER_CONCURRENCY": 4}
@@ -26,13 +26,6 @@ def app(tmp_path):
     app = webhook_app(f"sqlite:///{tmp_path / 'serva.sqlite'}", **FAST)
     yield app
     app.extensions["serva.engine"].dispose()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

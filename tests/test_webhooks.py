@@ -20,7 +20,7 @@ from serva.webhooks import delivery, endpoints, history, outbox, transport
 from conftest import make_partner, pg_schema
 from webhook_helpers import (deliver, events, listening_partner, make_due, place, set_status,
                              webhook_app)
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, receiver  # noqa: F401 - a fixture
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -34,13 +34,6 @@ def app(request, tmp_path):
         finally:
             flush_key_uses(app)  # the keys' last-used times, before the schema goes
             app.extensions["serva.engine"].dispose()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

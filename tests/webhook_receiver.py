@@ -10,6 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -97,3 +99,11 @@ class Receiver:
                 self.end_headers()
 
         return Handler
+
+
+@pytest.fixture
+def receiver():
+    """A receiver on 127.0.0.1 for one test (the webhook tests import this fixture)."""
+    server = Receiver().start()
+    yield server
+    server.stop()
