@@ -413,7 +413,7 @@ def test_an_order_whose_backend_dies_during_the_call_is_not_retried(pg_app, pg_s
                 while True:
                     waiting = watch.execute(text(
                         "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE '%FOR UPDATE%' AND pid <> pg_backend_pid()")).all()
+                        "AND pid <> pg_backend_pid()")).all()
                     if waiting:
                         break
                     assert time.monotonic() < deadline

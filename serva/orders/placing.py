@@ -2,10 +2,11 @@
 
 `add` validates everything it can before taking the write lock (serva.orders.parsing), then
 runs one transaction (BEGIN IMMEDIATE on SQLite; on PostgreSQL the account's row locked
-first): idempotency replay, purchase guard, coupon, order row, hand-over row, charge. The
-database has the last word on every rule that money or duplicates depend on: the guard's
-upsert, the partial unique index on active orders, the conditional balance UPDATE
-(`ledger.post`) and the coupon's conditional use count."""
+first when an idempotency key or a coupon is involved, else by the charge): idempotency
+replay, purchase guard, coupon, order row, hand-over row, charge. The database has the last
+word on every rule that money or duplicates depend on: the guard's upsert, the partial unique
+index on active orders, the conditional balance UPDATE (`ledger.post`) and the coupon's
+conditional use count."""
 import json
 
 from flask import current_app, request
@@ -55,9 +56,13 @@ def place(account_id: int, req: OrderRequest, idem_key: str | None, numeric: boo
     rid = request_id()  # read here: the work may run in another request's thread
 
     def work(conn):
-        if conn.dialect.name != "sqlite":
-            # SQLite's BEGIN IMMEDIATE serializes all writers; elsewhere one account's orders
-            # queue on its row, so the idempotency, guard and coupon checks see each other.
+        if conn.dialect.name != "sqlite" and (idem_key is not None or req.coupon_code):
+            # SQLite's BEGIN IMMEDIATE serializes all writers. Elsewhere an order with an
+            # idempotency key or a coupon queues on its account's row first, so those checks
+            # (each a read before a write) see each other; any other order takes that lock
+            # only with its charge, last, its guard and active-order checks being unique
+            # indexes the database serializes by itself: one account's orders then wait for
+            # each other's charge and commit, not for their whole transactions.
             conn.execute(_LOCK_ACCOUNT, {"account_id": account_id})
         if idem_key is not None:
             replay = _replay(conn, account_id, idem_key, fingerprint, stamp)
