@@ -2,7 +2,7 @@
 import os
 import secrets
 
-from flask import Config, Flask, has_request_context, request
+from flask import Config, Flask, Request, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -50,6 +50,7 @@ def create_app(test_config=None):
     app.config.from_mapping(given)
     app.config.from_mapping(settings.load(config=given).config(app.instance_path))
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _instance_secret(app)
+    app.request_class = _request_class(app.config)
 
     if app.config["TRUSTED_PROXIES"]:
         # Behind N reverse proxies, take the client's address and scheme from their
@@ -70,6 +71,17 @@ def create_app(test_config=None):
     payment_views.init_app(app)
     _error_handlers(app)
     return app
+
+
+def _request_class(config):
+    """Flask's Request with this app's body limits as plain values, set once from its settings.
+    Flask's own properties look each limit up in `current_app.config` on every access, a dozen
+    context lookups for every form read; `request.max_content_length = …` still sets one
+    request's limit."""
+    return type("Request", (Request,), {
+        "max_content_length": config["MAX_CONTENT_LENGTH"],
+        "max_form_memory_size": config["MAX_FORM_MEMORY_SIZE"],
+        "max_form_parts": config["MAX_FORM_PARTS"]})
 
 
 class ApiWithoutSessions(SecureCookieSessionInterface):

@@ -124,8 +124,9 @@ def read_params():
     if mimetype in _FORM_TYPES:
         if mimetype == _URLENCODED:
             _utf8(request.get_data(cache=True), "form body")
-        params.update(nest(_pairs(request.form)))
-        return params, request.form.getlist(spec.KEY.name)
+        form = request.form
+        params.update(nest(_pairs(form)))
+        return params, form.getlist(spec.KEY.name)
     raw = request.get_data(cache=True)
     if not raw.strip():
         return params, []

@@ -31,9 +31,12 @@ def _bearer(header: str) -> str | None:
 
 
 def raw_key(body_keys) -> str:
-    """The one key this request carries, from any of the four places."""
-    found = [*body_keys, request.headers.get("X-Api-Key"),
-             _bearer(request.headers.get("Authorization", "")), *request.args.getlist(KEY.name)]
+    """The one key this request carries, from any of the four places (the headers read from
+    the WSGI environ as they arrived, the query string parsed only when there is one)."""
+    environ = request.environ
+    found = [*body_keys, environ.get("HTTP_X_API_KEY"),
+             _bearer(environ.get("HTTP_AUTHORIZATION", "")),
+             *(request.args.getlist(KEY.name) if environ.get("QUERY_STRING") else ())]
     distinct = {k.strip() if isinstance(k, str) else repr(k) for k in found if k is not None}
     distinct.discard("")
     if not distinct:

@@ -17,6 +17,7 @@ CLI_ID_PREFIX = "cli:"
 ENVIRON_KEY = "serva.request_id"  # where the WSGI environ holds this request's id
 
 access_log = logging.getLogger("serva.access")
+ACCESS_LINE = "%s %s %s %.1fms rid=%s"
 
 
 def new_request_id() -> str:
@@ -65,5 +66,11 @@ class RequestIds:
             path = environ.get("PATH_INFO", "").encode("latin-1", "replace").decode(
                 "utf-8", "replace")
             status = answered[-1][:3] if answered else "500"
-            access_log.info("%s %s %s %.1fms rid=%s", environ.get("REQUEST_METHOD"), path,
-                            status, (time.perf_counter() - started) * 1000, rid)
+            if access_log.isEnabledFor(logging.INFO):
+                # The record made and handled directly (logging's public makeRecord and
+                # handle): `info()` would also walk the stack for the caller's file and line,
+                # which for this one line are always this place.
+                access_log.handle(access_log.makeRecord(
+                    access_log.name, logging.INFO, __file__, 0, ACCESS_LINE,
+                    (environ.get("REQUEST_METHOD"), path, status,
+                     (time.perf_counter() - started) * 1000, rid), None))

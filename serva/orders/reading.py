@@ -31,16 +31,25 @@ _STATUS_LOOKUP = _status_lookup(orders.c.id.in_(bindparam("ids", expanding=True)
 _STATUS_LOOKUP_ONE = db.Lookup(_status_lookup(orders.c.id == bindparam("id")))  # the usual case
 
 
+# Where the request's parameters keep what `_requested` made of them: the key lookup and the
+# action both need it, and a batch of 100 ids is worth parsing once. An object, so no parameter
+# a partner sends can be it.
+_PARSED = object()
+
+
 def _requested(params):
     """(ids as sent, is_batch, their order ids) of a `status` request (params.requested_ids:
-    the rules status, refill, refill_status and cancel share)."""
-    tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
-    return tokens, is_batch, [parse_order(token) for token in tokens]
+    the rules status, refill, refill_status and cancel share), parsed once per request."""
+    parsed = params.get(_PARSED)
+    if parsed is None:
+        tokens, is_batch = requested_ids(params, ORDER, ORDERS, MAX_BATCH)
+        parsed = params[_PARSED] = tokens, is_batch, [parse_order(token) for token in tokens]
+    return parsed
 
 
 def _requested_ids(params) -> list:
     """The order ids a well-formed `status` request asks for (none when it is malformed:
-    status_action then reports why)."""
+    status_action then reports why, parsing again)."""
     try:
         _, _, order_ids = _requested(params)
     except ApiError:
