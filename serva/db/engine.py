@@ -31,6 +31,11 @@ WRITE_WAIT_SECONDS = 5  # the default of SERVA_WRITE_WAIT_SECONDS
 # for disk full, a read-only transaction (a standby), a lock timeout.
 SQLITE_UNAVAILABLE = {5, 6, 8, 13, 14}
 PG_UNAVAILABLE = {"53100", "25006", "55P03"}
+# Each SQLite connection's page cache, KiB (SQLite's default is 2,000). A server process holds
+# up to a pool of them, and a status lookup on a million orders rarely finds its page in any
+# one of them (the operating system's cache serves it either way): with the default, eight
+# request threads' caches were a tenth of a worker's memory (bench/README.md).
+SQLITE_CACHE_KIB = 1024
 SQLITE_BUSY, PG_BUSY = {5, 6}, {"55P03"}
 
 
@@ -111,6 +116,7 @@ def _sqlite_transactions(engine, synchronous, write_wait):
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "checkin")
