@@ -317,7 +317,7 @@ def main():
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--with-api", action="store_true",
                         help="then the API's ratios to bare, quiet and while deliveries run")
-    parser.add_argument("--api-rounds", type=int, default=2)
+    parser.add_argument("--api-rounds", type=int, default=3)
     parser.add_argument("--api-slices", type=int, default=2,
                         help="alternating 1-second slices of each side per round and phase")
     parser.add_argument("--api-slice", type=int, default=1, help="seconds per slice")
