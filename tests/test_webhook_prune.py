@@ -3,10 +3,11 @@ than SERVA_WEBHOOK_RETENTION_DAYS goes, with its delivery attempts; a recent one
 pending one (retrying, or never sent) stays whatever its age. The partner's last deliveries
 (dashboard, `serva webhook deliveries`) show what is left. SQLite and PostgreSQL (skipped
 when PostgreSQL is not reachable)."""
+import sqlite3
 from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from serva import db, pruning
 from serva.auth import flush_key_uses
@@ -156,3 +157,36 @@ def test_the_last_deliveries_show_what_is_left(app, partner, receiver, client):
     page = client.get("/profile/webhook/")
     assert page.status_code == 200
     assert kept in page.text and old not in page.text and ">500<" in page.text
+
+
+def test_the_prune_reads_a_range_of_an_index(app, partner):
+    """On a big outbox the prune must not scan it: its statements, as SQLite ran them, use
+    the partial index of finished events and the attempts' index by event."""
+    if not app.config["DATABASE_URL"].startswith("sqlite"):
+        pytest.skip("SQLite's query plan")
+    age(app, new_event(app, partner), 400)
+    deliver(app)
+    engine, statements = app.extensions["serva.engine"], []
+    engine.dispose()
+
+    def trace(dbapi_connection, _record, _proxy):
+        dbapi_connection.set_trace_callback(statements.append)
+    event.listen(engine, "checkout", trace)
+    try:
+        assert "1 webhook events, 1 delivery attempts" in prune(app)
+    finally:
+        event.remove(engine, "checkout", trace)
+        engine.dispose()
+    touching = [s for s in statements if "webhook_" in s]
+    assert len(touching) >= 3, statements
+    con = sqlite3.connect(app.config["DATABASE_URL"].removeprefix("sqlite:///"))
+    try:
+        plans = {s: " ".join(row[3] for row in con.execute("EXPLAIN QUERY PLAN " + s))
+                 for s in touching}
+    finally:
+        con.close()
+    for statement, plan in plans.items():
+        assert "SCAN webhook_" not in plan, (statement, plan)
+    assert any("USING INDEX ix_webhook_events_finished (created_at<?)" in plan
+               for plan in plans.values()), plans
+    assert any("ix_webhook_attempts_event" in plan for plan in plans.values()), plans
