@@ -9,6 +9,8 @@
 # `make bench`: the benchmark of every action against the bare stack (bench/README.md); not
 # part of `make test`. `make bench-profile`: py-spy profiles of the hot paths (bench/results/).
 # `make bench-worker`: the fulfilment worker against a provider answering in 50 ms (~1 min).
+# `make bench-webhooks`: 10,000 status changes delivered to a receiver answering in 50 ms, then
+# the API's ratios to the bare endpoint quiet and while deliveries run (~3 min; wrk).
 # `make bench-console`: every console page's p50/p95 on 1,000,000 orders and 10,000 accounts.
 # `make bench-pg`: the bench actions on PostgreSQL (SERVA_BENCH_POSTGRES_URL, default database
 # `test` on 127.0.0.1:5432; a throwaway database, dropped after), one hot account and many.
@@ -25,7 +27,7 @@ PORT ?= 8000
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 THREADS ?= 8
 
-.PHONY: run test fuzz install serve bench bench-pg bench-cpu bench-instructions bench-ab bench-profile bench-worker bench-console clean
+.PHONY: run test fuzz install serve bench bench-pg bench-cpu bench-instructions bench-ab bench-profile bench-worker bench-webhooks bench-console clean
 
 # The demo's output is kept in a variable and printed from there: `tee /dev/stderr` would
 # reopen a redirected log (`make run > log 2>&1`) and truncate what came before.
@@ -59,6 +61,9 @@ bench-ab: install
 
 bench-worker: install
 	$(BIN)/python bench/worker.py
+
+bench-webhooks: install
+	$(BIN)/python bench/webhooks.py --with-api
 
 bench-console: install
 	$(BIN)/python bench/console.py

@@ -1,4 +1,4 @@
--- Serva schema at revision webhooks. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision webhook_prune. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -291,6 +291,8 @@ CREATE TABLE webhook_events (
 CREATE INDEX ix_webhook_events_account ON webhook_events (account_id, id);
 
 CREATE INDEX ix_webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+
+CREATE INDEX ix_webhook_events_finished ON webhook_events (created_at) WHERE state <> 'pending';
 
 CREATE TABLE orders (
 	id INTEGER NOT NULL,

@@ -494,6 +494,9 @@ webhook_events = Table(
     CheckConstraint(_in("state", WEBHOOK_EVENT_STATES), name="ck_webhook_events_state"),
     Index("ix_webhook_events_due", "next_attempt_at", **_partial("state = 'pending'")),
     Index("ix_webhook_events_account", "account_id", "id"),
+    # `serva prune`: the finished events older than the retention, a range of this index
+    # (pending events, the outbox's busy part, are not in it).
+    Index("ix_webhook_events_finished", "created_at", **_partial("state <> 'pending'")),
 )
 
 # One row per delivery attempt, for the partner's "last deliveries" and the operator.

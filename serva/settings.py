@@ -228,6 +228,10 @@ class Settings:
     # is sent again. Longer than an attempt can take (15 s), or a slow one is sent twice.
     webhook_lease_seconds: int = setting("SERVA_WEBHOOK_LEASE_SECONDS", 60, _number(int, 1),
                                          f"{SECONDS}, at least 1")
+    # How long `serva prune` keeps an event that was delivered or given up, with its attempts
+    # (the partner's "last deliveries", `resend`); a pending event is kept whatever its age.
+    webhook_retention_days: int = setting("SERVA_WEBHOOK_RETENTION_DAYS", 30, _number(int, 1),
+                                          f"{WHOLE} of days, at least 1")
 
     def config(self, instance_path: str) -> dict:
         """The settings as app.config entries, each field's name in capitals; without a

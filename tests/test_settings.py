@@ -26,6 +26,7 @@ def test_the_defaults(tmp_path):
     assert (config["RATE_LIMIT_PER_KEY"], config["RATE_LIMIT_INVALID_KEYS"]) == (
         "100/second", "30/minute")
     assert (config["PROVIDER_CONNECT_TIMEOUT"], config["PROVIDER_READ_TIMEOUT"]) == (5.0, 30.0)
+    assert (config["WEBHOOK_RETENTION_DAYS"], config["WEBHOOK_LEASE_SECONDS"]) == (30, 60)
     assert "WRITE_WAITERS" not in config
 
 
@@ -58,6 +59,9 @@ def test_values_from_the_environment_are_typed():
     ("SERVA_LOGIN_MAX_FAILURES", "0", None),
     ("SERVA_RATE_LIMIT_PER_KEY", "lots", None),
     ("SERVA_CURRENCY", "US Dollar", None),
+    ("SERVA_WEBHOOK_RETENTION_DAYS", "0", "SERVA_WEBHOOK_RETENTION_DAYS must be a whole number "
+                                          "of days, at least 1 (got '0')"),
+    ("SERVA_WEBHOOK_RETENTION_DAYS", "30d", None),
     ("SERVA_RATELIMIT_STORAGE_URI", "127.0.0.1:6379", "SERVA_RATELIMIT_STORAGE_URI must be a "
                                                       "rate-limit storage URI such as memory:// or "
                                                       "redis://127.0.0.1:6379"),
@@ -124,3 +128,13 @@ def test_a_bad_setting_stops_the_server_with_one_line_and_status_2(tmp_path, com
     assert done.returncode == 2, done.stderr
     assert lines == ["error: SERVA_TRUSTED_PROXIES must be the number of reverse proxies in front "
                      "of Serva (0 for none) (got 'one')"], done.stderr
+
+
+def test_a_bad_retention_stops_prune_with_one_line_and_status_2(tmp_path):
+    done = _start([sys.executable, "-c", "from serva.cli import main; main()", "prune"], tmp_path,
+                  SERVA_WEBHOOK_RETENTION_DAYS="a month")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert lines == ["error: SERVA_WEBHOOK_RETENTION_DAYS must be a whole number of days, at "
+                     "least 1 (got 'a month')"], done.stderr
+    assert done.stdout == ""

@@ -42,11 +42,14 @@ def audit_command(stale_after):
 @click.command("prune")
 @with_appcontext
 def prune_command():
-    """Delete expired purchase-guard rows, idempotency records, old sign-in failures and
-    ended dashboard sessions."""
+    """Delete expired purchase-guard rows, idempotency records, old sign-in failures, ended
+    dashboard sessions, and webhook events delivered or given up more than
+    SERVA_WEBHOOK_RETENTION_DAYS ago with their delivery attempts (pending events are kept)."""
     require_schema()
-    with db.write() as conn:
-        pruned = pruning.prune(conn, db.now(), current_app.config["LOGIN_FAILURE_WINDOW_SECONDS"],
-                               int(current_app.permanent_session_lifetime.total_seconds()))
+    config = current_app.config
+    pruned = pruning.prune(db.now(), config["LOGIN_FAILURE_WINDOW_SECONDS"],
+                           int(current_app.permanent_session_lifetime.total_seconds()),
+                           config["WEBHOOK_RETENTION_DAYS"])
     click.echo(f"pruned {pruned.guards} guard rows, {pruned.replays} idempotency records, "
-               f"{pruned.failures} sign-in failures, {pruned.sessions} ended sessions")
+               f"{pruned.failures} sign-in failures, {pruned.sessions} ended sessions, "
+               f"{pruned.events} webhook events, {pruned.attempts} delivery attempts")

@@ -1,5 +1,6 @@
 """Delivering the outbox: the worker's pass claims due events under a lease, sends them
-several at once, and records each attempt. At least once: an event is `delivered` only after
+several at once, and records each attempt (those that finish together in one transaction, one
+commit, so that deliveries do not queue the API's orders behind a commit each). At least once: an event is `delivered` only after
 a 2xx arrived, and a worker killed mid-delivery leaves its claim to expire (the event's
 `next_attempt_at` is the lease's end), so the event is sent again — with the same webhook-id,
 by which the receiver de-duplicates.
@@ -22,7 +23,7 @@ from sqlalchemy import bindparam, insert, select, update
 from standardwebhooks.webhooks import Webhook
 
 from .. import db
-from ..fulfilment.writing import write
+from ..fulfilment.writing import write, write_grouped
 from ..schema import webhook_attempts, webhook_endpoints, webhook_events
 from . import addresses, endpoints, transport
 
@@ -123,7 +124,7 @@ def deliver(event, owner: str, allow_private: bool) -> str:
     if endpoint is None or not endpoint.enabled:
         return "lost"  # disabled meanwhile: the event waits for the endpoint to be enabled
     outcome, url = attempt(event, endpoint, allow_private)
-    return write(lambda conn: record(conn, event, endpoint, outcome, url, owner))
+    return write_grouped(lambda conn: record(conn, event, endpoint, outcome, url, owner))
 
 
 def delivery_pass(owner: str, config: dict, stop) -> Counter:

@@ -1,7 +1,8 @@
 """What was delivered: the last attempts of an account (the dashboard, `serva webhook
-deliveries`), and sending an event again (`resend`), with its own webhook-id kept so that a
-receiver that did get it the first time recognizes it."""
-from sqlalchemy import select, update
+deliveries`), sending an event again (`resend`), with its own webhook-id kept so that a
+receiver that did get it the first time recognizes it, and forgetting old finished events
+(`serva prune`)."""
+from sqlalchemy import bindparam, delete, select, update
 
 from ..db import now
 from ..schema import webhook_attempts, webhook_events
@@ -49,3 +50,27 @@ def resend(conn, msg_id: str, account_id=None, only_failed=False):
     if current == "pending":
         raise ResendError(f"event {msg_id} is waiting to be delivered already")
     raise ResendError(f"event {msg_id} was delivered; only a failed event can be sent again here")
+
+
+# Finished: delivered, or given up (`failed`). A pending event may still be sent (retrying, or
+# waiting for its disabled endpoint), so it is never pruned. The WHERE is the partial index
+# ix_webhook_events_finished's range; FOR UPDATE (PostgreSQL) keeps a concurrent `resend`
+# from making one pending between the choice and the delete.
+_FINISHED = webhook_events.c.state != "pending"
+_OLD_FINISHED = (select(webhook_events.c.id)
+                 .where(_FINISHED, webhook_events.c.created_at <= bindparam("before"))
+                 .limit(bindparam("limit")).with_for_update(skip_locked=True))
+
+
+def prune_batch(conn, before: int, limit: int) -> tuple:
+    """Delete at most `limit` finished events created at or before `before`, with their
+    attempts; (events, attempts) deleted. Bounded so that one transaction stays short on a
+    big outbox: the caller repeats while a batch comes back full."""
+    ids = conn.execute(_OLD_FINISHED, {"before": before, "limit": limit}).scalars().all()
+    if not ids:
+        return 0, 0
+    attempts = conn.execute(delete(webhook_attempts)
+                            .where(webhook_attempts.c.event_id.in_(ids))).rowcount
+    events = conn.execute(delete(webhook_events)
+                          .where(webhook_events.c.id.in_(ids), _FINISHED)).rowcount
+    return events, attempts
