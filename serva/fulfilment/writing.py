@@ -10,18 +10,19 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 from .. import db
 
 WRITE_PATIENCE_SECONDS = 60
+_patient = retry(retry=retry_if_exception(db.unavailable),
+                 stop=stop_after_delay(WRITE_PATIENCE_SECONDS), wait=wait_fixed(0.05),
+                 reraise=True)
 
 
-@retry(retry=retry_if_exception(db.unavailable), stop=stop_after_delay(WRITE_PATIENCE_SECONDS),
-       wait=wait_fixed(0.05), reraise=True)
+@_patient
 def write(work):
     """`work(conn)` in a write transaction (BEGIN IMMEDIATE on SQLite); its result."""
     with db.write() as conn:
         return work(conn)
 
 
-@retry(retry=retry_if_exception(db.unavailable), stop=stop_after_delay(WRITE_PATIENCE_SECONDS),
-       wait=wait_fixed(0.05), reraise=True)
+@_patient
 def write_grouped(work):
     """`work(conn)` in a write transaction shared with the concurrent works of this process's
     other threads (on SQLite one commit for them all: db.write_grouped); its result. For the

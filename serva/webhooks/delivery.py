@@ -1,9 +1,9 @@
 """Delivering the outbox: the worker's pass claims due events under a lease, sends them
-several at once, and records each attempt (those that finish together in one transaction, one
-commit, so that deliveries do not queue the API's orders behind a commit each). At least once: an event is `delivered` only after
-a 2xx arrived, and a worker killed mid-delivery leaves its claim to expire (the event's
-`next_attempt_at` is the lease's end), so the event is sent again — with the same webhook-id,
-by which the receiver de-duplicates.
+several at once, and records each attempt (those that finish together in one transaction and
+one commit, so that deliveries do not queue the API's orders behind a commit each). At least
+once: an event is `delivered` only after a 2xx arrived, and a worker killed mid-delivery
+leaves its claim to expire (the event's `next_attempt_at` is the lease's end), so the event is
+sent again — with the same webhook-id, by which the receiver de-duplicates.
 
 A failed attempt is tried again on Standard Webhooks' schedule (RETRY_DELAYS, each with a
 little jitter so that a receiver coming back is not hit by every retry at once), or after the
