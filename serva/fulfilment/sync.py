@@ -20,7 +20,7 @@ from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import present_order
 from ..schema import ACTIVE_STATUSES, FINAL_STATUSES, orders, providers
 from ..webhooks import outbox
-from . import provider_client as pc
+from . import attempts, provider_client as pc
 from .replies import count, order_status
 from .writing import any_of, write
 
@@ -141,7 +141,7 @@ def _settle(conn, row, status, start_count, remains, runs_done) -> int:
     extra = {} if runs_done is None else {"runs_done": runs_done}
     try:
         return orders_repo.move(conn, row, status, start_count, remains, next_sync_at=None,
-                                **extra)
+                                by=orders_repo.WORKER, **extra)
     except orders_repo.OrderError as error:  # refunded meanwhile, or the unique index
         log.info("%s", error)
         conn.execute(_RESCHEDULE, {"b_id": row.id, "b_next": None})
@@ -158,19 +158,39 @@ def _changed(rows, progress) -> list:
                                         else before[item["b_id"]][3])]
 
 
-def apply_statuses(rows, reply, config) -> Counter:
+def _history(conn, progress):
+    """The status history of a progress batch, one batch insert: read (and lock) the orders
+    as they are before the batch's UPDATE, so a row is written for each order whose status,
+    remains or start count the UPDATE really changes (it matches only active orders), from
+    what it really was, even if the operator moved it since it was leased."""
+    before = orders_repo.history.before_change(conn, [item["b_id"] for item in progress])
+    after = {item["b_id"]: (item["b_status"], item["b_remains"], item["b_start_count"])
+             for item in progress
+             if item["b_id"] in before and before[item["b_id"]][0] in ACTIVE_STATUSES}
+    return lambda: orders_repo.history.record(conn, before, after, orders_repo.WORKER)
+
+
+def apply_statuses(rows, reply, config, key=None) -> Counter:
     """Apply one batch reply to its orders; counts synced, refunded and flagged. The
-    webhook events of the changes are written in the same transaction (final moves write
-    theirs in orders.move)."""
+    webhook events and status history of the changes are written in the same transaction
+    (final moves write theirs in orders.move); so are the attempts of polls that flagged an
+    order (only those: see attempts), their reply masked with the provider's `key`."""
     now = db.now()
     progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"])
     changed = _changed(rows, progress)
 
     def work(conn):
+        record_history = _history(conn, progress) if progress else None
         for statement, batch in ((_PROGRESS, progress), (_RESCHEDULE, reschedule), (_FLAG, flags)):
             if batch:
                 conn.execute(statement, batch)
+        if record_history is not None:
+            record_history()
         outbox.order_updated(conn, changed)
+        if flags:
+            entries = {row.id: reply.get(row.provider_order) for row in rows}
+            attempts.flagged_polls(conn, [(flag["b_id"], entries[flag["b_id"]]) for flag in flags],
+                                   key)
         return sum(1 for final in finals if _settle(conn, *final))
     refunded = write(work)
     for flag in flags:
@@ -196,7 +216,7 @@ def sync_batch(provider, ids, config, timeouts) -> Counter:
         log.warning("provider %s: status call failed: %s", provider.name, error)
         reply, message = None, f"status: {error}"
         write(lambda conn: providers_repo.record_error(conn, provider.id, message))
-    return apply_statuses(rows, reply, config)
+    return apply_statuses(rows, reply, config, provider.api_key)
 
 
 def sync_pass(config: dict, stop: threading.Event) -> Counter:
