@@ -35,8 +35,8 @@ def answered(url: str, data) -> Exchange:
 
 def failed(error) -> Exchange:
     """A call that raised a provider_client.ProviderError: the reply it carries, or its
-    message when no reply came."""
-    return Exchange(error.status, error.reply if error.reply is not None else str(error))
+    message when no reply (or an empty one) came."""
+    return Exchange(error.status, error.reply or str(error))
 
 
 def _reply(text, key):

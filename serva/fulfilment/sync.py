@@ -82,9 +82,10 @@ def _senseless(row, status, remains):
     return None
 
 
-def _plan(rows, reply, now, base):
+def _plan(rows, reply, now, base, key=""):
     """Sort one batch reply (provider order id -> status object) into the batch statements'
-    rows, the final moves, and the flags to write (those the order does not carry yet)."""
+    rows, the final moves, and the flags to write (those the order does not carry yet; the
+    reply they quote with the provider's `key` masked, should it echo it back)."""
     progress, reschedule, flags, finals = [], [], [], []
     for row in rows:
         next_at = now + sync_interval(base, now - row.created_at)
@@ -94,7 +95,7 @@ def _plan(rows, reply, now, base):
             continue
         attention = None
         if "error" in entry:
-            message = str(entry["error"])[:200]
+            message = providers_repo.redact(str(entry["error"]), key)[:200]
             if "incorrect order" in message.lower():
                 attention = f"provider: {message}"
             else:
@@ -108,8 +109,9 @@ def _plan(rows, reply, now, base):
         remains = count(entry.get("remains"))
         why = None if status is None else _senseless(row, status, remains)
         if why is not None:
-            attention = _fitted(f"provider reply makes no sense ({why}): "
-                                f"{json.dumps(entry, default=str, ensure_ascii=False)}")
+            attention = _fitted(providers_repo.redact(
+                f"provider reply makes no sense ({why}): "
+                f"{json.dumps(entry, default=str, ensure_ascii=False)}", key))
         if attention is not None and attention != row.attention:
             flags.append({"b_id": row.id, "b_next": next_at, "b_attention": attention})
             continue
@@ -176,7 +178,8 @@ def apply_statuses(rows, reply, config, key=None) -> Counter:
     (final moves write theirs in orders.move); so are the attempts of polls that flagged an
     order (only those: see attempts), their reply masked with the provider's `key`."""
     now = db.now()
-    progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"])
+    progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"],
+                                                key or "")
     changed = _changed(rows, progress)
 
     def work(conn):
