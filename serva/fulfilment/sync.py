@@ -160,16 +160,16 @@ def _changed(rows, progress) -> list:
                                         else before[item["b_id"]][3])]
 
 
-def _history(conn, progress):
-    """The status history of a progress batch, one batch insert: read (and lock) the orders
-    as they are before the batch's UPDATE, so a row is written for each order whose status,
-    remains or start count the UPDATE really changes (it matches only active orders), from
-    what it really was, even if the operator moved it since it was leased."""
-    before = orders_repo.history.before_change(conn, [item["b_id"] for item in progress])
+def _history(conn, before, progress) -> int:
+    """The status history of a progress batch, one batch insert: `before` is the orders as
+    read (and locked: orders.history.before_change) ahead of the batch's UPDATE, so a row is
+    written for each order whose status, remains or start count the UPDATE really changed (it
+    matches active orders only), from what it really was, even if the operator moved it since
+    the lease."""
     after = {item["b_id"]: (item["b_status"], item["b_remains"], item["b_start_count"])
              for item in progress
              if item["b_id"] in before and before[item["b_id"]][0] in ACTIVE_STATUSES}
-    return lambda: orders_repo.history.record(conn, before, after, orders_repo.WORKER)
+    return orders_repo.history.record(conn, before, after, orders_repo.WORKER)
 
 
 def apply_statuses(rows, reply, config, key=None) -> Counter:
@@ -183,12 +183,11 @@ def apply_statuses(rows, reply, config, key=None) -> Counter:
     changed = _changed(rows, progress)
 
     def work(conn):
-        record_history = _history(conn, progress) if progress else None
+        before = orders_repo.history.before_change(conn, [item["b_id"] for item in progress])
         for statement, batch in ((_PROGRESS, progress), (_RESCHEDULE, reschedule), (_FLAG, flags)):
             if batch:
                 conn.execute(statement, batch)
-        if record_history is not None:
-            record_history()
+        _history(conn, before, progress)
         outbox.order_updated(conn, changed)
         if flags:
             entries = {row.id: reply.get(row.provider_order) for row in rows}

@@ -12,9 +12,10 @@ from ..db import now
 from ..request_ids import request_id
 from ..schema import order_history, orders
 
-WORKER = "worker"
-API = "api"
 __all__ = ["API", "CLI", "SHOWN", "WORKER", "before_change", "history_of", "record"]
+
+WORKER = "worker"  # the provider's word, applied by the worker
+API = "api"  # the partner's own request
 SHOWN = 200  # the console shows this many, newest first
 
 _FIELDS = (orders.c.id, orders.c.status, orders.c.remains, orders.c.start_count)
