@@ -59,6 +59,12 @@ def test_the_operators_commands_write_history_with_their_request_id(app, api, ca
                              .order_by(activity.c.id.desc())).scalar()
     assert second.request_id == refund == entry  # one command, one id on all its rows
     assert second.created_at >= first.created_at >= order(app, ident).created_at
+    shown = [line.split()[3:] for line in cli(app, "order", "show", ident).splitlines()
+             if line.startswith("history:")]  # oldest first, as the ledger lines
+    assert shown == [["Pending", "->", "In", "progress", "remains=600", "start_count=10", "by=cli",
+                      f"request_id={first.request_id}"],
+                     ["In", "progress", "->", "Partial", "remains=100", "start_count=10",
+                      "by=cli", f"request_id={second.request_id}"]]
     audit(app)
 
 
