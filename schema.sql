@@ -1,4 +1,4 @@
--- Serva schema at revision webhook_prune. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
+-- Serva schema at revision order_history. Generated from serva/schema.py by `serva schema-sql`; do not edit by hand.
 
 CREATE TABLE accounts (
 	id INTEGER NOT NULL,
@@ -443,6 +443,22 @@ CREATE UNIQUE INDEX uq_ledger_one_bonus_per_payment ON ledger (payment_id) WHERE
 
 CREATE UNIQUE INDEX uq_ledger_one_credit_per_payment ON ledger (payment_id) WHERE kind = 'payment';
 
+CREATE TABLE order_history (
+	id INTEGER NOT NULL,
+	order_id INTEGER NOT NULL,
+	created_at BIGINT NOT NULL,
+	status_before VARCHAR(16) NOT NULL,
+	status_after VARCHAR(16) NOT NULL,
+	remains INTEGER,
+	start_count INTEGER,
+	actor VARCHAR(270) NOT NULL,
+	request_id VARCHAR(64),
+	PRIMARY KEY (id),
+	FOREIGN KEY(order_id) REFERENCES orders (id)
+);
+
+CREATE INDEX ix_order_history_order ON order_history (order_id, created_at, id);
+
 CREATE TABLE refills (
 	id INTEGER NOT NULL,
 	order_id INTEGER NOT NULL,
@@ -462,3 +478,19 @@ CREATE INDEX ix_refills_account ON refills (account_id, id);
 CREATE INDEX ix_refills_status ON refills (status, id);
 
 CREATE UNIQUE INDEX uq_refills_one_pending ON refills (order_id) WHERE status IN ('Pending', 'In progress');
+
+CREATE TABLE handover_attempts (
+	id INTEGER NOT NULL,
+	dispatch_id INTEGER,
+	order_id INTEGER NOT NULL,
+	created_at BIGINT NOT NULL,
+	action VARCHAR(16) NOT NULL,
+	outcome VARCHAR(16) NOT NULL,
+	http_status INTEGER,
+	reply VARCHAR(1000),
+	PRIMARY KEY (id),
+	FOREIGN KEY(dispatch_id) REFERENCES dispatches (id),
+	FOREIGN KEY(order_id) REFERENCES orders (id)
+);
+
+CREATE INDEX ix_handover_attempts_order ON handover_attempts (order_id, id);

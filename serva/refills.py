@@ -14,7 +14,7 @@ from . import db
 from .errors import ApiError
 from .fulfilment import forwarding
 from .ids import format_refill_id, numeric_ids, parse_order, parse_refill, present_refill
-from .orders import MAX_BATCH
+from .orders import API, MAX_BATCH
 from .params import requested_ids
 from .schema import (ACTIVE_STATUSES, PENDING_REFILL_STATUSES, REFILL_STATUSES, accounts, orders,
                      refills, services)
@@ -133,7 +133,7 @@ def _cancel(conn, account_id: int, order_id, stamp: int) -> int:
         .values(cancel_requested_at=stamp).returning(orders.c.provider_id)).first()
     if first is not None:
         if first.provider_id is not None \
-                and not forwarding.cancel_before_handover(conn, order_id, stamp):
+                and not forwarding.cancel_before_handover(conn, order_id, stamp, API):
             forwarding.enqueue(conn, order_id, "cancel", stamp)
         return 1
     order = conn.execute(select(orders.c.id).where(*mine)).first()

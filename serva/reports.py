@@ -78,7 +78,15 @@ def queues(conn) -> dict:
 def run_audit(conn) -> dict:
     """Check the money invariants now and keep the result (its time, violations) for the
     overview; call it in a write transaction."""
-    problems = [str(problem) for problem in audit.violations(conn)]
+    return record_audit(conn, audit.violations(conn))
+
+
+def record_audit(conn, problems) -> dict:
+    """Keep an audit's result (its time, violations) as the last audit, which the overview
+    shows, whoever ran it: the console's button (run_audit) or `serva audit` from cron, which
+    checks in a read transaction and records here in a short write one, so a long audit never
+    holds the write lock."""
+    problems = [str(problem) for problem in problems]
     result = {"at": db.now(), "passed": not problems, "count": len(problems),
               "first": problems[0][:120] if problems else None}
     stmt = db.upsert(conn.dialect.name, serva_meta).values(key=LAST_AUDIT_KEY,

@@ -241,6 +241,41 @@ dispatches = Table(
     Index("ix_dispatches_due", "state", "due_at"),
 )
 
+# An order's status history (serva/orders/history.py): one row per change of its status,
+# remains or start count, written in the transaction of the change (its creation is the
+# order's `created_at`). `actor` names who: worker, cli, operator:EMAIL, api (the partner).
+order_history = Table(
+    "order_history", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("status_before", String(16), nullable=False),
+    Column("status_after", String(16), nullable=False),
+    Column("remains", Integer),
+    Column("start_count", Integer),
+    Column("actor", String(270), nullable=False),
+    Column("request_id", String(64)),
+    Index("ix_order_history_order", "order_id", "created_at", "id"),
+)
+
+# Every call to a provider about a hand-over (serva/fulfilment/attempts.py): what was asked
+# (add, refill, cancel; status for a poll that flagged the order), what came of it, and the
+# reply, with the provider's key masked and cut to HANDOVER_REPLY_LENGTH. `last_message` on the
+# hand-over keeps only the latest; this keeps them all.
+HANDOVER_REPLY_LENGTH = 1000
+handover_attempts = Table(
+    "handover_attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dispatch_id", Integer, ForeignKey("dispatches.id")),  # NULL: a status poll
+    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("http_status", Integer),
+    Column("reply", String(HANDOVER_REPLY_LENGTH)),
+    Index("ix_handover_attempts_order", "order_id", "id"),
+)
+
 # One refill request per row; at most one still Pending/In progress per order (the partial
 # unique index), so two concurrent refill requests cannot both be accepted.
 refills = Table(

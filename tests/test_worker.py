@@ -349,7 +349,8 @@ def test_an_order_settled_behind_the_workers_back_is_flagged_not_accepted(app, a
     ident = place(api)
     with held_handover(app, linked) as reports:
         with app.app_context(), db.write() as conn:
-            orders_repo.move(conn, order(app, ident), "Canceled", remains=1000, next_sync_at=None)
+            orders_repo.move(conn, order(app, ident), "Canceled", remains=1000, next_sync_at=None,
+                             by=orders_repo.CLI)
     assert reports[0].flagged == 1 and reports[0].handed == 0
     row = order(app, ident)
     assert (row.status, row.provider_order, row.next_sync_at) == ("Canceled", "P5001", None)

@@ -100,10 +100,11 @@ def order_resolve(order, provider_order, resend, cancel):
 @group.command("show")
 @click.argument("order")
 def order_show(order):
-    """Everything about one order, with its ledger rows."""
+    """Everything about one order, with its ledger rows and status history."""
     order_id = order_id_arg(order)
     with db.read() as conn:
         details = order_lookup.order_details(conn, order_id)
+        changes = orders_repo.history_of(conn, order_id)[::-1]  # oldest first, as the ledger
     if details is None:
         fail(f"no order {order}")
     row, handover = details.order, details.handover
@@ -132,6 +133,11 @@ def order_show(order):
     for entry in details.entries:
         click.echo(f"ledger:      {show_time(entry.created_at)} {entry.kind} "
                    f"{format_amount(entry.amount)} request_id={entry.request_id or '-'}")
+    for change in changes:
+        click.echo(f"history:     {show_time(change.created_at)} {change.status_before} -> "
+                   f"{change.status_after} remains={show_value(change.remains)} "
+                   f"start_count={show_value(change.start_count)} by={change.actor} "
+                   f"request_id={change.request_id or '-'}")
     for refill in details.refills:
         click.echo(f"refill:      {present_refill(refill.id)} {refill.status} requested "
                    f"{show_time(refill.created_at)}")

@@ -5,7 +5,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .. import audit as audit_checks
-from .. import db, pruning
+from .. import db, pruning, reports
 from .common import require_schema
 
 
@@ -24,11 +24,14 @@ def audit_command(stale_after):
     row that names no order, a ledger row for another account's order.
     WARNING (exit 0): purchase-guard or idempotency rows that expired more than --stale-after
     seconds ago (default a day) and are still there. Expired rows are ignored by the API, so
-    money is safe, but `serva prune` is not running and the tables grow: cron it."""
+    money is safe, but `serva prune` is not running and the tables grow: cron it.
+    The result is kept as the last audit, which the console's overview shows."""
     require_schema()
     with db.read() as conn:
         problems = list(audit_checks.violations(conn))
         warnings = list(audit_checks.stale_rows(conn, db.now(), stale_after))
+    with db.write() as conn:  # the overview's "last audit", as the console's button keeps it
+        reports.record_audit(conn, problems)
     for problem in problems:
         click.echo(f"VIOLATION {problem}")
     for warning in warnings:

@@ -1,6 +1,7 @@
-"""Orders: the filtered list (keyset pages, CSV of the filtered rows), one order's page, and
-what an operator does to an order — set its status, settle a hand-over of unknown outcome,
-answer a cancel request — through the CLI's own domain functions."""
+"""Orders: the filtered list (keyset pages, CSV of the filtered rows), one order's page (with
+its status history and its hand-over attempts, newest first), and what an operator does to an
+order — set its status, settle a hand-over of unknown outcome, answer a cancel request —
+through the CLI's own domain functions."""
 import csv
 import io
 
@@ -9,7 +10,7 @@ from flask import Response, abort, render_template, request, url_for
 from .. import accounts, db, fulfilment, order_lookup, orders as orders_repo, providers
 from ..ids import parse_order, present_order
 from ..money import format_amount
-from .base import apply, back_to, bp, form, moment, needs, whole
+from .base import actor, apply, back_to, bp, form, moment, needs, whole
 from .formatting import utc_time
 
 PAGE = 50
@@ -109,14 +110,19 @@ def order(order):
         details = order_lookup.order_details(conn, order_id)
         provider = (providers.get_by_id(conn, details.order.provider_id)
                     if details and details.order.provider_id else None)
+        history = orders_repo.history_of(conn, order_id)
+        tried = fulfilment.attempts_of(conn, order_id)
     if details is None:
         abort(404)
     message = details.handover.last_message or ""
-    if provider is not None:
+    if provider is not None:  # masked when stored too; the key may have changed since
         message = providers.redact(message, provider.api_key)
+        tried = [{**row._mapping, "reply": providers.redact(row.reply or "", provider.api_key)}
+                 for row in tried]
     return render_template("console/order.html", d=details, row=details.order,
                            handover=details.handover, last_message=message,
-                           statuses=orders_repo.ORDER_STATUSES)
+                           statuses=orders_repo.ORDER_STATUSES, history=history, attempts=tried,
+                           shown=orders_repo.history.SHOWN)
 
 
 def _back(order_id):
@@ -133,7 +139,7 @@ def order_status(order):
         before = orders_repo.status_fields(conn, order_id)
         refund = orders_repo.set_status(
             conn, order_id, status, whole(form("start_count"), "start count"),
-            whole(form("remains"), "remains"), whole(form("runs_done"), "runs done"))
+            whole(form("remains"), "remains"), whole(form("runs_done"), "runs done"), by=actor())
         after = {**orders_repo.status_fields(conn, order_id), "refund": refund}
         return ("order.status", present_order(order_id), before, after,
                 f"{present_order(order_id)}: {status}"
@@ -152,7 +158,7 @@ def order_resolve(order):
             raise ValueError("choose placed (with the provider's order id), resend or cancel")
         provider_order = form("provider_order") if how == "placed" else None
         done = fulfilment.resolve(conn, order_id, provider_order=provider_order,
-                              resend=how == "resend", cancel=how == "cancel")
+                                  resend=how == "resend", cancel=how == "cancel", by=actor())
         return ("order.resolve", present_order(order_id), None,
                 {"provider_order": provider_order, "resend": how == "resend",
                  "cancel": how == "cancel", "outcome": done}, f"{present_order(order_id)}: {done}")
@@ -168,7 +174,7 @@ def order_cancel_answer(order):
     def work(conn):
         if form("answer") == "accept":
             before = orders_repo.status_fields(conn, order_id)
-            refund = orders_repo.set_status(conn, order_id, "Canceled")
+            refund = orders_repo.set_status(conn, order_id, "Canceled", by=actor())
             return ("order.cancel_accept", present_order(order_id), before,
                     {**orders_repo.status_fields(conn, order_id), "refund": refund},
                     f"{present_order(order_id)}: Canceled, refunded {format_amount(refund)}")

@@ -27,7 +27,7 @@ from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import order_number, present_order
 from ..money import format_amount
 from ..schema import ACTIVE_STATUSES, dispatches, orders
-from . import forwarding, provider_client as pc
+from . import attempts, forwarding, provider_client as pc
 from .claim import Claimed, backoff, claim, release
 from .replies import refused_for_now, usable_id
 from .sync import sync_interval
@@ -65,18 +65,19 @@ def handover_params(order) -> dict:
 
 
 def send(claimed: Claimed, timeouts):
-    """Call the provider; (outcome, detail). Outcomes: accepted (detail: the provider's order
-    id), refused (for good), refused_for_now, not_sent, resend (no usable answer, but the
-    provider replays its first answer to the same key), unknown, skip (not sent: the order no
-    longer waits for a provider)."""
+    """Call the provider; (outcome, detail, exchange: what came back, None when no call was
+    made). Outcomes: accepted (detail: the provider's order id), refused (for good),
+    refused_for_now, not_sent, resend (no usable answer, but the provider replays its first
+    answer to the same key), unknown, skip (not sent: the order no longer waits for a
+    provider)."""
     order = claimed.order
     if order is None or order.status != "Pending":
-        return "skip", f"order is {order.status if order else 'gone'}; not handed over"
+        return "skip", f"order is {order.status if order else 'gone'}; not handed over", None
     if order.service_provider is None or order.service_provider != order.provider_id \
             or order.url is None:
-        return "skip", "the service is no longer linked to this provider; handle it by hand"
+        return "skip", "the service is no longer linked to this provider; handle it by hand", None
     if not order.enabled:
-        return "not_sent", "provider disabled"
+        return "not_sent", "provider disabled", None
     unknown = "resend" if order.idempotent else "unknown"
     try:
         data = pc.call(order.url, order.api_key, "add", handover_params(order),
@@ -84,21 +85,22 @@ def send(claimed: Claimed, timeouts):
                        timeouts=timeouts)
     except pc.Refused as refusal:
         return ("refused_for_now" if refused_for_now(refusal.message) else "refused"), \
-            refusal.message
+            refusal.message, attempts.failed(refusal)
     except pc.NotSent as error:
-        return "not_sent", str(error)
+        return "not_sent", str(error), attempts.failed(error)
     except pc.HttpError as error:
         if error.serva:
             unknown = "resend"
         if 400 <= error.status < 500 and error.status != 429:
-            return unknown, f"{error} (check the provider's URL)"
-        return unknown, str(error)
+            return unknown, f"{error} (check the provider's URL)", attempts.failed(error)
+        return unknown, str(error), attempts.failed(error)
     except pc.OutcomeUnknown as error:
-        return unknown, str(error)
+        return unknown, str(error), attempts.failed(error)
+    exchange = attempts.answered(order.url, data)
     provider_order = data.get("order") if isinstance(data, dict) else None
     if not usable_id(provider_order):
-        return unknown, "the reply carries no usable order id"
-    return "accepted", str(provider_order).strip()
+        return unknown, "the reply carries no usable order id", exchange
+    return "accepted", str(provider_order).strip(), exchange
 
 
 def _final_outcome(claimed: Claimed, outcome: str, detail: str, limit: int):
@@ -117,14 +119,20 @@ def _final_outcome(claimed: Claimed, outcome: str, detail: str, limit: int):
     return outcome, detail
 
 
-def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict):
+def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict,
+           exchange=None):
     """Record one outcome if this pass still holds the hand-over; what happened: handed,
-    retrying, canceled, unknown, flagged or None."""
+    retrying, canceled, unknown, flagged or None. The call's `exchange` is kept as one of the
+    hand-over's attempts in the same transaction (see attempts), whoever holds the lease now:
+    the call was made either way."""
     order = claimed.order
     now = db.now()
     outcome, detail = _final_outcome(claimed, outcome, detail, config["DISPATCH_MAX_ATTEMPTS"])
 
     def work(conn):
+        attempts.record(conn, order.id if order is not None else None, claimed.dispatch_id,
+                        "add", "placed" if outcome == "accepted" else outcome, exchange,
+                        order.api_key if order is not None else None)
         if outcome == "accepted":
             # Conditional on the hand-over still being this pass's and the order still active:
             # an order settled meanwhile (which set-status and resolve refuse while it is in
@@ -153,7 +161,7 @@ def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict
             if release(conn, claimed, owner, state="canceled", last_message=detail[:255]):
                 try:
                     orders_repo.move(conn, order, "Canceled", remains=order.quantity,
-                                     next_sync_at=None)
+                                     next_sync_at=None, by=orders_repo.WORKER)
                 except orders_repo.OrderError:
                     pass  # refunded meanwhile (the operator): nothing more to give back
                 return "canceled"
@@ -192,8 +200,8 @@ def dispatch_pass(owner: str, config: dict, stop: threading.Event) -> Counter:
             if claimed[0].kind != "add":
                 forwarding.hand_over(claimed[0], owner, config, timeouts)
                 continue
-            outcome, detail = send(claimed[0], timeouts)
-            result = record(claimed[0], owner, outcome, detail, config)
+            outcome, detail, exchange = send(claimed[0], timeouts)
+            result = record(claimed[0], owner, outcome, detail, config, exchange)
             if result:
                 with lock:
                     counts[result] += 1
@@ -212,10 +220,11 @@ class ResolveError(ValueError):
     """A resolution that cannot be applied (no such order, nothing unknown, a bad id)."""
 
 
-def resolve(conn, order_id: int, provider_order=None, resend=False, cancel=False) -> str:
+def resolve(conn, order_id: int, provider_order=None, resend=False, cancel=False,
+            by: str = orders_repo.CLI) -> str:
     """Settle a hand-over of unknown outcome: it was placed (`provider_order`), it was not
     (`resend`), or give up (`cancel`: Canceled with a full refund). Conditional on the state,
-    so two operators cannot both settle it."""
+    so two operators cannot both settle it. `by`: the operator (the status history's actor)."""
     order = conn.execute(select(orders).where(orders.c.id == order_id)).first()
     if order is None:
         raise ResolveError(f"no order {present_order(order_id)}")
@@ -243,7 +252,8 @@ def resolve(conn, order_id: int, provider_order=None, resend=False, cancel=False
         return "will be handed over again by the next worker pass"
     settle("canceled", "resolved by the operator: canceled")
     try:
-        refund = orders_repo.move(conn, order, "Canceled", remains=order.quantity, next_sync_at=None)
+        refund = orders_repo.move(conn, order, "Canceled", remains=order.quantity, next_sync_at=None,
+                                  by=by)
     except orders_repo.OrderError as error:
         raise ResolveError(str(error)) from None
     return f"Canceled, refunded {format_amount(refund)}"

@@ -21,7 +21,7 @@ from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import present_order
 from ..schema import ACTIVE_STATUSES, PENDING_REFILL_STATUSES, dispatches, orders, providers, refills
 from ..webhooks import outbox
-from . import provider_client as pc
+from . import attempts, provider_client as pc
 from .claim import backoff, release
 from .replies import refill_status, refused_for_now, usable_id
 from .writing import any_of, write
@@ -39,10 +39,11 @@ def enqueue(conn, order_id: int, kind: str, stamp: int) -> None:
                                            due_at=stamp, created_at=stamp, updated_at=stamp))
 
 
-def cancel_before_handover(conn, order_id: int, stamp: int) -> bool:
+def cancel_before_handover(conn, order_id: int, stamp: int, by: str) -> bool:
     """Cancel a provider order whose `add` hand-over is still due (never sent): one conditional
     UPDATE withdraws it (a worker claiming it at the same moment wins or loses cleanly), then
-    the order is Canceled with a full refund. False when the hand-over already left."""
+    the order is Canceled with a full refund. False when the hand-over already left. `by`:
+    the partner (`api`) or the worker, for the status history."""
     withdrawn = conn.execute(update(dispatches).where(
         dispatches.c.order_id == order_id, dispatches.c.kind == "add",
         dispatches.c.state == "due").values(
@@ -51,7 +52,7 @@ def cancel_before_handover(conn, order_id: int, stamp: int) -> bool:
     if not withdrawn:
         return False
     order = conn.execute(select(orders).where(orders.c.id == order_id)).first()
-    orders_repo.move(conn, order, "Canceled", remains=order.quantity, next_sync_at=None)
+    orders_repo.move(conn, order, "Canceled", remains=order.quantity, next_sync_at=None, by=by)
     return True
 
 
@@ -66,17 +67,20 @@ _WAITING_REFILL = (select(refills.c.id)
 
 
 def _ask(order, action, params, timeouts):
-    """(outcome, reply or message): accepted / refused / for_now / unknown."""
+    """(outcome, reply or message, exchange): accepted / refused / for_now / unknown; the
+    exchange (attempts) None when no call was made."""
     if not order.enabled:
-        return "for_now", "provider disabled"
+        return "for_now", "provider disabled", None
     try:
-        return "accepted", pc.call(order.url, order.api_key, action, params, timeouts=timeouts)
+        data = pc.call(order.url, order.api_key, action, params, timeouts=timeouts)
+        return "accepted", data, attempts.answered(order.url, data)
     except pc.Refused as refusal:
-        return ("for_now" if refused_for_now(refusal.message) else "refused"), refusal.message
+        return ("for_now" if refused_for_now(refusal.message) else "refused"), refusal.message, \
+            attempts.failed(refusal)
     except pc.NotSent as error:
-        return "for_now", str(error)
+        return "for_now", str(error), attempts.failed(error)
     except pc.OutcomeUnknown as error:  # an HTTP error status too
-        return "unknown", str(error)
+        return "unknown", str(error), attempts.failed(error)
 
 
 def _answer_of(data, name):
@@ -87,56 +91,60 @@ def _answer_of(data, name):
 
 
 def send(claimed, timeouts):
-    """Hand one refill or cancel request to the provider: (outcome, detail, refill id)."""
+    """Hand one refill or cancel request to the provider: (outcome, detail, refill id,
+    exchange: what came back, None when no call was made)."""
     order = claimed.order
     if order is None:
-        return "done", "the order is gone", None
+        return "done", "the order is gone", None, None
     with db.read() as conn:
         provider_order = conn.execute(_PROVIDER_ORDER, {"order_id": order.id}).scalar()
         refill_id = conn.execute(_WAITING_REFILL, {"order_id": order.id}).scalar() \
             if claimed.kind == "refill" else None
     if claimed.kind == "refill":
         if refill_id is None:
-            return "done", "no refill of this order is waiting", None
+            return "done", "no refill of this order is waiting", None, None
         if provider_order is None or order.url is None:
-            return "manual", "the order has no provider order id; answer the refill by hand", refill_id
-        outcome, reply = _ask(order, "refill", {"order": provider_order}, timeouts)
+            return ("manual", "the order has no provider order id; answer the refill by hand",
+                    refill_id, None)
+        outcome, reply, exchange = _ask(order, "refill", {"order": provider_order}, timeouts)
         if outcome != "accepted":
-            return outcome, reply, refill_id
+            return outcome, reply, refill_id, exchange
         value = _answer_of(reply, "refill")
         if isinstance(value, dict) and "error" in value:
-            return "refused", str(value["error"])[:255], refill_id
+            return "refused", str(value["error"])[:255], refill_id, exchange
         if not usable_id(value):
-            return "unknown", "the reply carries no usable refill id", refill_id
-        return "accepted", str(value).strip(), refill_id
+            return "unknown", "the reply carries no usable refill id", refill_id, exchange
+        return "accepted", str(value).strip(), refill_id, exchange
 
     if order.status not in ACTIVE_STATUSES:
-        return "done", f"the order is {order.status} already", None
+        return "done", f"the order is {order.status} already", None, None
     if provider_order is None:
-        if write(lambda conn: cancel_before_handover(conn, order.id, db.now())):
-            return "done", "canceled before it was handed over", None
-        return "for_now", "not handed over yet", None
+        if write(lambda conn: cancel_before_handover(conn, order.id, db.now(),
+                                                     orders_repo.WORKER)):
+            return "done", "canceled before it was handed over", None, None
+        return "for_now", "not handed over yet", None, None
     if order.url is None:
-        return "manual", "the service lost its provider; answer the cancel by hand", None
-    outcome, reply = _ask(order, "cancel", {"orders": provider_order}, timeouts)
+        return "manual", "the service lost its provider; answer the cancel by hand", None, None
+    outcome, reply, exchange = _ask(order, "cancel", {"orders": provider_order}, timeouts)
     if outcome != "accepted":
-        return outcome, reply, None
+        return outcome, reply, None, exchange
     value = _answer_of(reply, "cancel")
     if isinstance(value, dict) and "error" in value:
-        return "refused", str(value["error"])[:255], None
+        return "refused", str(value["error"])[:255], None, exchange
     if value in (1, "1", True):
-        return "accepted", None, None
-    return "unknown", "the reply does not say whether the cancel was accepted", None
+        return "accepted", None, None, exchange
+    return "unknown", "the reply does not say whether the cancel was accepted", None, exchange
 
 
 def hand_over(claimed, owner, config, timeouts) -> None:
     """Send one claimed refill or cancel request and record its outcome."""
-    outcome, detail, refill_id = send(claimed, timeouts)
-    record(claimed, owner, outcome, detail, refill_id, config)
+    outcome, detail, refill_id, exchange = send(claimed, timeouts)
+    record(claimed, owner, outcome, detail, refill_id, config, exchange)
 
 
-def record(claimed, owner, outcome, detail, refill_id, config):
-    """Apply one outcome, if this pass still holds the hand-over (its lease)."""
+def record(claimed, owner, outcome, detail, refill_id, config, exchange=None):
+    """Apply one outcome, if this pass still holds the hand-over (its lease); the call's
+    `exchange` is kept as one of the hand-over's attempts in the same transaction."""
     now = db.now()
     kind = claimed.kind
     if outcome == "unknown" and kind == "cancel" \
@@ -146,6 +154,10 @@ def record(claimed, owner, outcome, detail, refill_id, config):
         outcome, detail = "refused", f"gave up after {claimed.attempts} attempts: {detail}"
 
     def work(conn):
+        if claimed.order is not None:
+            attempts.record(conn, claimed.order.id, claimed.dispatch_id, kind,
+                            "retry" if outcome == "for_now" else outcome, exchange,
+                            claimed.order.api_key)
         message = detail[:255] if detail else None
         if outcome == "accepted":
             if release(conn, claimed, owner, state="done", last_message=None):

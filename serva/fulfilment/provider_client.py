@@ -43,12 +43,17 @@ DEFAULT_TIMEOUTS = (5.0, 30.0)
 SERVA_HEADER = "x-serva-request-id"  # every Serva response carries it (docs/CONTRACT.md, Transport)
 USER_AGENT = "Serva-provider-client/1"
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+REPLY_KEPT = 4096  # of a failed call's reply, for the attempts (which keep less, key masked)
 
 Reply = namedtuple("Reply", "data serva")
 
 
 class ProviderError(Exception):
-    """A call that did not give a usable answer."""
+    """A call that did not give a usable answer. `status` and `reply`: the HTTP status and the
+    start of the reply's text (REPLY_KEPT characters), when a reply came (None otherwise), for
+    the hand-over's attempts (fulfilment.attempts masks the key in them)."""
+    status = None
+    reply = None
 
 
 class NotSent(ProviderError):
@@ -121,7 +126,8 @@ def request(url: str, key: str, action: str, params=None, idempotency_key=None,
     if url.startswith("sim://"):
         data = simulated.answer(url, key, action, params)
         if isinstance(data, dict) and "error" in data:
-            raise Refused(str(data["error"])[:255])
+            raise _with_reply(Refused(str(data["error"])[:255]), None,
+                              json.dumps(data, default=str)[:REPLY_KEPT])
         return Reply(data, True)
     connect, read = timeouts or configured_timeouts()
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -157,16 +163,22 @@ def request(url: str, key: str, action: str, params=None, idempotency_key=None,
         data = json.loads(body, parse_float=Decimal)  # rates stay exact
     except (ValueError, RecursionError):
         data = None
+    text = body[:REPLY_KEPT].decode("utf-8", "replace")
     if response.status != 200:
         if isinstance(data, dict) and isinstance(data.get("error"), str) \
                 and 400 <= response.status < 500 and response.status != 429:
-            raise Refused(data["error"][:255])
-        raise HttpError(response.status, serva)
+            raise _with_reply(Refused(data["error"][:255]), response.status, text)
+        raise _with_reply(HttpError(response.status, serva), response.status, text)
     if data is None:
-        raise OutcomeUnknown("the reply is not JSON")
+        raise _with_reply(OutcomeUnknown("the reply is not JSON"), response.status, text)
     if isinstance(data, dict) and "error" in data:
-        raise Refused(str(data["error"])[:255])
+        raise _with_reply(Refused(str(data["error"])[:255]), response.status, text)
     return Reply(data, serva)
+
+
+def _with_reply(error: ProviderError, status, text) -> ProviderError:
+    error.status, error.reply = status, text
+    return error
 
 
 def call(url: str, key: str, action: str, params=None, idempotency_key=None, timeouts=None):

@@ -20,7 +20,7 @@ from .. import db, orders as orders_repo, providers as providers_repo
 from ..ids import present_order
 from ..schema import ACTIVE_STATUSES, FINAL_STATUSES, orders, providers
 from ..webhooks import outbox
-from . import provider_client as pc
+from . import attempts, provider_client as pc
 from .replies import count, order_status
 from .writing import any_of, write
 
@@ -82,9 +82,10 @@ def _senseless(row, status, remains):
     return None
 
 
-def _plan(rows, reply, now, base):
+def _plan(rows, reply, now, base, key=""):
     """Sort one batch reply (provider order id -> status object) into the batch statements'
-    rows, the final moves, and the flags to write (those the order does not carry yet)."""
+    rows, the final moves, and the flags to write (those the order does not carry yet; the
+    reply they quote with the provider's `key` masked, should it echo it back)."""
     progress, reschedule, flags, finals = [], [], [], []
     for row in rows:
         next_at = now + sync_interval(base, now - row.created_at)
@@ -94,7 +95,7 @@ def _plan(rows, reply, now, base):
             continue
         attention = None
         if "error" in entry:
-            message = str(entry["error"])[:200]
+            message = providers_repo.redact(str(entry["error"]), key)[:200]
             if "incorrect order" in message.lower():
                 attention = f"provider: {message}"
             else:
@@ -108,8 +109,9 @@ def _plan(rows, reply, now, base):
         remains = count(entry.get("remains"))
         why = None if status is None else _senseless(row, status, remains)
         if why is not None:
-            attention = _fitted(f"provider reply makes no sense ({why}): "
-                                f"{json.dumps(entry, default=str, ensure_ascii=False)}")
+            attention = _fitted(providers_repo.redact(
+                f"provider reply makes no sense ({why}): "
+                f"{json.dumps(entry, default=str, ensure_ascii=False)}", key))
         if attention is not None and attention != row.attention:
             flags.append({"b_id": row.id, "b_next": next_at, "b_attention": attention})
             continue
@@ -141,7 +143,7 @@ def _settle(conn, row, status, start_count, remains, runs_done) -> int:
     extra = {} if runs_done is None else {"runs_done": runs_done}
     try:
         return orders_repo.move(conn, row, status, start_count, remains, next_sync_at=None,
-                                **extra)
+                                by=orders_repo.WORKER, **extra)
     except orders_repo.OrderError as error:  # refunded meanwhile, or the unique index
         log.info("%s", error)
         conn.execute(_RESCHEDULE, {"b_id": row.id, "b_next": None})
@@ -158,19 +160,39 @@ def _changed(rows, progress) -> list:
                                         else before[item["b_id"]][3])]
 
 
-def apply_statuses(rows, reply, config) -> Counter:
+def _history(conn, before, progress) -> int:
+    """The status history of a progress batch, one batch insert: `before` is the orders as
+    read (and locked: orders.history.before_change) ahead of the batch's UPDATE, so a row is
+    written for each order whose status, remains or start count the UPDATE really changed (it
+    matches active orders only), from what it really was, even if the operator moved it since
+    the lease."""
+    after = {item["b_id"]: (item["b_status"], item["b_remains"], item["b_start_count"])
+             for item in progress
+             if item["b_id"] in before and before[item["b_id"]][0] in ACTIVE_STATUSES}
+    return orders_repo.history.record(conn, before, after, orders_repo.WORKER)
+
+
+def apply_statuses(rows, reply, config, key=None) -> Counter:
     """Apply one batch reply to its orders; counts synced, refunded and flagged. The
-    webhook events of the changes are written in the same transaction (final moves write
-    theirs in orders.move)."""
+    webhook events and status history of the changes are written in the same transaction
+    (final moves write theirs in orders.move); so are the attempts of polls that flagged an
+    order (only those: see attempts), their reply masked with the provider's `key`."""
     now = db.now()
-    progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"])
+    progress, reschedule, flags, finals = _plan(rows, reply, now, config["SYNC_INTERVAL_SECONDS"],
+                                                key or "")
     changed = _changed(rows, progress)
 
     def work(conn):
+        before = orders_repo.history.before_change(conn, [item["b_id"] for item in progress])
         for statement, batch in ((_PROGRESS, progress), (_RESCHEDULE, reschedule), (_FLAG, flags)):
             if batch:
                 conn.execute(statement, batch)
+        _history(conn, before, progress)
         outbox.order_updated(conn, changed)
+        if flags:
+            entries = {row.id: reply.get(row.provider_order) for row in rows}
+            attempts.flagged_polls(conn, [(flag["b_id"], entries[flag["b_id"]]) for flag in flags],
+                                   key)
         return sum(1 for final in finals if _settle(conn, *final))
     refunded = write(work)
     for flag in flags:
@@ -196,7 +218,7 @@ def sync_batch(provider, ids, config, timeouts) -> Counter:
         log.warning("provider %s: status call failed: %s", provider.name, error)
         reply, message = None, f"status: {error}"
         write(lambda conn: providers_repo.record_error(conn, provider.id, message))
-    return apply_statuses(rows, reply, config)
+    return apply_statuses(rows, reply, config, provider.api_key)
 
 
 def sync_pass(config: dict, stop: threading.Event) -> Counter:

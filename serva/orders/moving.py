@@ -8,6 +8,7 @@ from ..ids import present_order
 from ..money import div_half_up
 from ..schema import FINAL_STATUSES, ORDER_STATUSES, dispatches, orders
 from ..webhooks import outbox
+from . import history
 
 REFUNDED_STATUSES = ("Partial", "Canceled")
 IN_FLIGHT = ("sending", "unknown")  # hand-over states the operator may not overtake
@@ -18,10 +19,11 @@ class OrderError(ValueError):
 
 
 def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
-               runs_done=None) -> int:
+               runs_done=None, by: str = history.CLI) -> int:
     """Move an order to `status`; a Partial or Canceled order refunds through the ledger exactly
     once (the UPDATE only matches an order not refunded yet). Returns the refund. Becoming
-    final stamps `completed_at` (a refill's window counts from it)."""
+    final stamps `completed_at` (a refill's window counts from it). `by`: the operator, as
+    the status history names them (the CLI unless said)."""
     if status not in ORDER_STATUSES:
         raise OrderError(f"status must be one of: {', '.join(ORDER_STATUSES)}")
     order = conn.execute(select(orders).where(orders.c.id == order_id)).first()
@@ -47,7 +49,7 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
         runs_done = order.runs
     extra = {} if runs_done is None else {"runs_done": runs_done}
     if status not in FINAL_STATUSES:
-        return move(conn, order, status, start_count, remains, **extra)
+        return move(conn, order, status, start_count, remains, by=by, **extra)
     extra["next_sync_at"] = None  # final: the worker does not poll it again
     # A hand-over still waiting is withdrawn in this transaction (no worker can claim it
     # after); one claimed (in flight) or of unknown outcome makes the move refused by the
@@ -58,7 +60,7 @@ def set_status(conn, order_id: int, status: str, start_count=None, remains=None,
     try:
         return move(conn, order, status, start_count, remains,
                     guard=~select(dispatches.c.id).where(*_handover(order_id, IN_FLIGHT)).exists(),
-                    **extra)
+                    by=by, **extra)
     except OrderError:
         busy = conn.execute(select(dispatches.c.state)
                             .where(*_handover(order_id, IN_FLIGHT))).scalar()
@@ -110,15 +112,18 @@ def refund_for(order, status: str, remains) -> int:
     return 0
 
 
-def move(conn, order, status: str, start_count=None, remains=None, guard=None, **extra) -> int:
+def move(conn, order, status: str, start_count=None, remains=None, guard=None, *, by: str,
+         **extra) -> int:
     """The one place an order changes status and is refunded: a conditional UPDATE that only
     matches an order not refunded yet (Partial/Canceled are final), then the refund as a ledger
     row in the same transaction, so a refund happens at most once whoever asks (the operator,
     the worker, two workers at once). Becoming final stamps `completed_at` (a refill's window
     counts from it). `order` needs id, account_id, status, charge and quantity. Returns the
     refund; raises OrderError when the order was refunded meanwhile (or `guard`, a further
-    condition of the UPDATE, does not hold). The order.updated webhook event is written here
-    too, so every path that moves an order reports it, and only if the move commits."""
+    condition of the UPDATE, does not hold). The order.updated webhook event and the status
+    history's row (`by`: who, see orders.history) are written here too, so every path that
+    moves an order reports and records it, and only if the move commits."""
+    before = history.before_change(conn, [order.id])
     refund = refund_for(order, status, remains)
     stamp = db.now()
     values = {"status": status, "refunded": refund, "updated_at": stamp, **extra}
@@ -144,4 +149,7 @@ def move(conn, order, status: str, start_count=None, remains=None, guard=None, *
         ledger.post(conn, order.account_id, refund, "refund",
                     f"{status.lower()} order {present_order(order.id)}", order_id=order.id)
     outbox.order_updated(conn, [order.id])  # the partner's webhook, in this transaction
+    was = before[order.id]
+    history.record(conn, before, {order.id: (status, was[1] if remains is None else remains,
+                                             was[2] if start_count is None else start_count)}, by)
     return refund
