@@ -3,7 +3,9 @@ in alternating slices: the measure of one change on a machine whose speed drifts
 
 Each checkout (a git worktree, say) is served as `make bench` serves Serva (`serva serve
 --workers 1`, 8 threads, the rate limits on, its own copy of the 1M-order dataset), with
-PYTHONPATH set to it so that its own `serva` package answers. wrk then loads A and B in turn,
+PYTHONPATH set to it so that its own `serva` package answers. The dataset is built by A's own
+bench/gen.py, at A's schema; B's copy is then upgraded by B's `serva init-db` (its migrations,
+which keep every row), so A may be an earlier release than B. wrk then loads A and B in turn,
 one slice each, ROUNDS times per action (bench/run.py's wrk, slices and checks), and the figure
 per action is the median over rounds of B's req/s over A's, with each round's ratio, of
 B's server CPU time per request over A's (from /proc; as noisy here as req/s), and each
@@ -15,6 +17,7 @@ so a change is only as real as the share of rounds that agree (bench/README.md, 
     python bench/ab.py . . --env-b SERVA_SQLITE_SYNCHRONOUS=NORMAL add     # a setting, same code
 """
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -69,6 +72,16 @@ def slice_of(server, action, args, data, name) -> dict:
     return result
 
 
+def dataset_of(tree: str) -> dict:
+    """The 1M-order dataset as `tree`'s bench/gen.py builds it (cached in its bench/data/)."""
+    if os.path.samefile(tree, run.ROOT):
+        return gen.build(orders=1_000_000)
+    built = subprocess.run([os.path.join(run.BIN, "python"), os.path.join("bench", "gen.py")],
+                           cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
+                           capture_output=True, text=True)
+    return json.loads(built.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", help="checkout A (the baseline)")
@@ -88,7 +101,7 @@ def main():
         parser.error(f"unknown action(s): {', '.join(sorted(set(args.actions) - set(run.ACTIONS)))}")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")
-    data = gen.build(orders=1_000_000)
+    data = dataset_of(os.path.abspath(args.a))
     shutil.rmtree(run.WORK, ignore_errors=True)
     os.makedirs(run.WORK)
     servers = {}
@@ -102,6 +115,10 @@ def main():
             raise SystemExit(f"{side}: `import serva` finds {found}, not {tree}'s")
         db_path = os.path.join(run.WORK, f"{side}.sqlite")
         shutil.copyfile(data["db"], db_path)
+        if side == "b":
+            subprocess.run([os.path.join(run.BIN, "serva"), "init-db"], cwd=tree, check=True,
+                           env={**os.environ, "PYTHONPATH": tree,
+                                "SERVA_DATABASE_URL": f"sqlite:///{db_path}"})
         servers[side] = run.Server(
             side, [os.path.join(run.BIN, "serva"), "serve", "--port", "{port}",
                    "--threads", str(args.threads), "--workers", "1"],
