@@ -165,6 +165,12 @@ def test_busy_timeout_is_set(app):
     assert _pragma(app, "busy_timeout") >= 1000
 
 
+def test_each_connection_keeps_a_small_page_cache(app):
+    """A worker's pool holds a connection per request thread; each one's cache is 1 MiB, not
+    SQLite's default 2 MB (negative: KiB), which keeps a worker's memory bounded."""
+    assert _pragma(app, "cache_size") == -1024
+
+
 def test_synchronous_defaults_to_full(app):
     assert _pragma(app, "synchronous") == 2
 

@@ -13,5 +13,5 @@ from .attempts import attempts_of
 from .dispatch import ResolveError, idempotency_key, resolve
 from .runner import Report, run_forever, run_pass, settings
 
-__all__ = ["Report", "ResolveError", "attempts_of", "idempotency_key", "resolve", "run_forever", "run_pass",
-           "settings"]
+__all__ = ["Report", "ResolveError", "attempts_of", "idempotency_key", "resolve", "run_forever",
+           "run_pass", "settings"]

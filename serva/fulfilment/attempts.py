@@ -48,7 +48,7 @@ def _reply(text, key):
 
 def record(conn, order_id: int, dispatch_id, action: str, outcome: str, exchange, key) -> None:
     """One attempt; `exchange` None when no call was made (nothing is written)."""
-    if exchange is None or order_id is None:
+    if exchange is None:
         return
     conn.execute(insert(handover_attempts).values(
         dispatch_id=dispatch_id, order_id=order_id, created_at=now(), action=action[:16],

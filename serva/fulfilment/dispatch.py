@@ -130,9 +130,10 @@ def record(claimed: Claimed, owner: str, outcome: str, detail: str, config: dict
     outcome, detail = _final_outcome(claimed, outcome, detail, config["DISPATCH_MAX_ATTEMPTS"])
 
     def work(conn):
-        attempts.record(conn, order.id if order is not None else None, claimed.dispatch_id,
-                        "add", "placed" if outcome == "accepted" else outcome, exchange,
-                        order.api_key if order is not None else None)
+        if order is not None:
+            attempts.record(conn, order.id, claimed.dispatch_id, "add",
+                            "placed" if outcome == "accepted" else outcome, exchange,
+                            order.api_key)
         if outcome == "accepted":
             # Conditional on the hand-over still being this pass's and the order still active:
             # an order settled meanwhile (which set-status and resolve refuse while it is in

@@ -14,11 +14,11 @@ from .placing import add_action, billable_units, place
 from .reading import MAX_BATCH, status_action, status_entry, status_lookup
 
 __all__ = [
-    "ACTIVE_STATUSES", "API", "CLI", "FINAL_STATUSES", "IN_FLIGHT", "MAX_BATCH", "MAX_FIELD_LENGTH",
-    "MAX_INTERVAL", "MAX_LINES_LENGTH", "MAX_LINK_LENGTH", "MAX_RUNS", "MIN_INTERVAL",
-    "MIN_RUNS", "ORDER_STATUSES", "OrderError", "OrderRequest", "REFUNDED_STATUSES",
-    "ServiceRow", "add_action", "add_lookup", "billable_units", "move",
-    "normalize_link", "parse_add", "parse_dripfeed", "parse_inputs", "place", "refund_for", "refuse_cancel",
-    "set_status", "status_action", "status_fields", "status_entry", "status_lookup", "WORKER",
-    "history", "history_of",
+    "ACTIVE_STATUSES", "API", "CLI", "FINAL_STATUSES", "IN_FLIGHT", "MAX_BATCH",
+    "MAX_FIELD_LENGTH", "MAX_INTERVAL", "MAX_LINES_LENGTH", "MAX_LINK_LENGTH", "MAX_RUNS",
+    "MIN_INTERVAL", "MIN_RUNS", "ORDER_STATUSES", "OrderError", "OrderRequest",
+    "REFUNDED_STATUSES", "ServiceRow", "WORKER", "add_action", "add_lookup", "billable_units",
+    "history", "history_of", "move", "normalize_link", "parse_add", "parse_dripfeed",
+    "parse_inputs", "place", "refund_for", "refuse_cancel", "set_status", "status_action",
+    "status_fields", "status_entry", "status_lookup",
 ]
