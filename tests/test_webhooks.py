@@ -267,3 +267,78 @@ def attempt_codes(app):
     with app.app_context(), db.read() as conn:
         return conn.execute(select(webhook_attempts.c.status_code)
                             .order_by(webhook_attempts.c.id)).scalars().all()
+
+
+def test_many_deliveries_are_recorded_in_a_few_transactions(app, client, listening, receiver):
+    """A pass records what finished together in one transaction, not one per delivery (which
+    would take the write lock from the API's orders hundreds of times a second)."""
+    from sqlalchemy import event as sqlalchemy_event
+    _, key, _ = listening
+    for _ in range(12):
+        set_status(app, parse_order(place(client, key)), "Completed")
+    commits = []
+    engine = app.extensions["serva.engine"]
+
+    def on_commit(conn):
+        commits.append(conn)
+
+    sqlalchemy_event.listen(engine, "commit", on_commit)
+    try:
+        counts = deliver(app)
+    finally:
+        sqlalchemy_event.remove(engine, "commit", on_commit)
+    assert counts["delivered"] == 12
+    assert {row.state for row in events(app)} == {"delivered"}
+    with app.app_context(), db.read() as conn:
+        attempts = conn.execute(select(webhook_attempts.c.event_id)).scalars().all()
+    assert sorted(attempts) == sorted(row.id for row in events(app))
+    assert len(commits) <= 6, len(commits)  # the claims and a record or two
+
+
+def _attempted(app, owner):
+    """The one due event claimed by `owner`, with its endpoint."""
+    with app.app_context():
+        (event,) = delivery.claim(owner, db.now(), 10, 60)
+        with db.read() as conn:
+            endpoint = conn.execute(select(webhook_endpoints)).first()
+    return event, endpoint
+
+
+def _record(app, finished, owner):
+    with app.app_context(), db.write() as conn:
+        return delivery.record_all(conn, finished, owner)
+
+
+def test_an_attempt_whose_lease_passed_to_another_worker_changes_nothing(app, client, listening):
+    _, key, _ = listening
+    set_status(app, parse_order(place(client, key)), "Completed")
+    event, endpoint = _attempted(app, "first")
+    make_due(app)  # the lease ran out: another worker claims the event
+    _attempted(app, "second")
+    ok = transport.Outcome(204, None, None, 3)
+    _record(app, [(event, endpoint, ok, endpoint.url)], "first")
+    (row,) = events(app)
+    assert (row.state, row.lease_owner, row.attempts) == ("pending", "second", 0)
+    with app.app_context(), db.read() as conn:
+        assert conn.execute(select(webhook_attempts.c.status_code)).scalars().all() == [204]
+
+
+@pytest.mark.parametrize("last_ok", [True, False])
+def test_outcomes_recorded_together_count_in_the_order_they_came(app, client, listening,
+                                                                 last_ok):
+    account_id, key, _ = listening
+    for _ in range(2):
+        set_status(app, parse_order(place(client, key)), "Completed")
+    with app.app_context():
+        first, second = delivery.claim("worker", db.now(), 10, 60)
+        with db.read() as conn:
+            endpoint = conn.execute(select(webhook_endpoints)).first()
+    ok, failed = transport.Outcome(204, None, None, 3), transport.Outcome(500, "HTTP 500", None, 3)
+    outcomes = (failed, ok) if last_ok else (ok, failed)
+    counts = _record(app, [(first, endpoint, outcomes[0], endpoint.url),
+                           (second, endpoint, outcomes[1], endpoint.url)], "worker")
+    assert (counts["delivered"], counts["retrying"]) == (1, 1)
+    with app.app_context(), db.read() as conn:
+        failing_since = endpoints.get(conn, account_id).failing_since
+    assert (failing_since is None) is last_ok
+    assert sorted(row.state for row in events(app)) == ["delivered", "pending"]

@@ -35,6 +35,7 @@ def place(client, key, service="1234", quantity=None):
     response = client.post("/api/v1", data={"action": "add", "key": key, "service": service,
                                             "link": LINK, "quantity": quantity})
     assert response.status_code == 200, response.text
+    assert "order" in response.get_json(), response.text
     return response.get_json()["order"]
 
 

@@ -22,15 +22,6 @@ def write(work):
         return work(conn)
 
 
-@_patient
-def write_grouped(work):
-    """`work(conn)` in a write transaction shared with the concurrent works of this process's
-    other threads (on SQLite one commit for them all: db.write_grouped); its result. For the
-    many small records of parallel calls, so that they do not take the write lock, and wait
-    for a disk flush, once each while the API writes orders."""
-    return db.write_grouped(work)
-
-
 def any_of(column, values):
     """`column` equal to one of `values`, as plain comparisons: an IN list is an expanding
     parameter, which a statement run with several rows at once (executemany) cannot have."""

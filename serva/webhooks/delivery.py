@@ -1,6 +1,6 @@
 """Delivering the outbox: the worker's pass claims due events under a lease, sends them
-several at once, and records each attempt (those that finish together in one transaction and
-one commit, so that deliveries do not queue the API's orders behind a commit each). At least
+several at once, and records each attempt (those that finish within a tenth of a second in one
+transaction, so that deliveries do not take the write lock from the API's orders). At least
 once: an event is `delivered` only after a 2xx arrived, and a worker killed mid-delivery
 leaves its claim to expire (the event's `next_attempt_at` is the lease's end), so the event is
 sent again — with the same webhook-id, by which the receiver de-duplicates.
@@ -15,15 +15,16 @@ is the attempt's, which receivers check against their clock."""
 import contextvars
 import logging
 import random
+import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, insert, select, update
 from standardwebhooks.webhooks import Webhook
 
 from .. import db
-from ..fulfilment.writing import write, write_grouped
+from ..fulfilment.writing import write
 from ..schema import webhook_attempts, webhook_endpoints, webhook_events
 from . import addresses, endpoints, transport
 
@@ -33,6 +34,8 @@ log = logging.getLogger("serva.worker")
 RETRY_DELAYS = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER = 0.1
 CLAIM_PER_THREAD = 4
+RECORD_EVERY_SECONDS = 0.1
+RECORD_AT_MOST = 256
 MAX_ERROR = 255
 
 
@@ -89,57 +92,114 @@ def attempt(event, endpoint, allow_private: bool) -> tuple:
     return transport.send(destination, headers, event.payload.encode()), endpoint.url
 
 
-def record(conn, event, endpoint, outcome, url, owner: str) -> str:
-    """Write one attempt and its consequence; 'delivered', 'retrying', 'failed' or 'lost'
-    (the lease passed to another worker, which records its own attempt)."""
-    stamp = db.now()
-    number = event.attempts + 1
-    conn.execute(insert(webhook_attempts).values(
-        event_id=event.id, account_id=event.account_id, attempt=number, url=url[:2048],
-        status_code=outcome.status, duration_ms=outcome.duration_ms,
-        error=None if outcome.error is None else outcome.error[:MAX_ERROR], created_at=stamp))
-    mine = (webhook_events.c.id == event.id, webhook_events.c.lease_owner == owner,
-            webhook_events.c.state == "pending")
+# A finished attempt's consequence for its event, for many events at once (executemany): only
+# while this worker still holds the lease, so a worker whose lease passed to another changes
+# nothing (the other records its own attempt).
+_SETTLE = (update(webhook_events)
+           .where(webhook_events.c.id == bindparam("event_id"),
+                  webhook_events.c.lease_owner == bindparam("owner"),
+                  webhook_events.c.state == "pending")
+           .values(attempts=bindparam("number"), lease_owner=None, state=bindparam("new_state"),
+                   delivered_at=bindparam("delivered"), next_attempt_at=bindparam("next")))
+
+
+def consequence(event, outcome, stamp: int) -> tuple:
+    """What an attempt makes of its event: ('delivered' | 'retrying' | 'failed', new state,
+    next attempt time or None)."""
     if outcome.ok:
-        endpoints.delivered(conn, endpoint.id)
-        values, result = {"state": "delivered", "delivered_at": stamp,
-                          "next_attempt_at": None}, "delivered"
-    else:
-        disabled = endpoints.failed(conn, endpoint.id, stamp, gone=outcome.status == 410)
-        if disabled:
-            log.warning("webhook endpoint of account %s disabled: %s", event.account_id, disabled)
-        delay = None if outcome.status == 410 else next_delay(number, outcome.retry_after)
-        if delay is None:
-            values, result = {"state": "failed", "next_attempt_at": None}, "failed"
+        return "delivered", "delivered", None
+    delay = None if outcome.status == 410 else next_delay(event.attempts + 1, outcome.retry_after)
+    if delay is None:
+        return "failed", "failed", None
+    return "retrying", "pending", stamp + delay
+
+
+def record_all(conn, finished, owner: str) -> Counter:
+    """Record attempts that finished (in the order they finished) and their consequences for
+    the events and endpoints; counts per result ('lost': the endpoint was disabled before the
+    attempt, which was not made)."""
+    stamp = db.now()
+    sent = [attempted for attempted in finished if attempted is not None]
+    counts = Counter(lost=len(finished) - len(sent))
+    if not sent:
+        return counts
+    conn.execute(insert(webhook_attempts), [
+        {"event_id": event.id, "account_id": event.account_id, "attempt": event.attempts + 1,
+         "url": url[:2048], "status_code": outcome.status, "duration_ms": outcome.duration_ms,
+         "error": None if outcome.error is None else outcome.error[:MAX_ERROR],
+         "created_at": stamp} for event, _endpoint, outcome, url in sent])
+    settled = []
+    for event, _endpoint, outcome, _url in sent:
+        result, state, next_at = consequence(event, outcome, stamp)
+        counts[result] += 1
+        settled.append({"event_id": event.id, "owner": owner, "number": event.attempts + 1,
+                        "new_state": state, "next": next_at,
+                        "delivered": stamp if state == "delivered" else None})
+    conn.execute(_SETTLE, settled)
+    endpoint_outcomes(conn, sent, stamp)
+    return counts
+
+
+def endpoint_outcomes(conn, sent, stamp: int) -> None:
+    """Each endpoint's successes and failures, in the order they came (a success ends a run of
+    failures; endpoints.failed may disable it), a run of like outcomes written once."""
+    runs = {}
+    for event, endpoint, outcome, _url in sent:
+        endpoint_runs = runs.setdefault(endpoint.id, [])
+        if endpoint_runs and endpoint_runs[-1]["ok"] == outcome.ok:
+            endpoint_runs[-1]["gone"] |= outcome.status == 410
         else:
-            values, result = {"next_attempt_at": stamp + delay}, "retrying"
-    changed = conn.execute(update(webhook_events).where(*mine)
-                           .values(attempts=number, lease_owner=None, **values)).rowcount
-    return result if changed else "lost"
+            endpoint_runs.append({"ok": outcome.ok, "gone": outcome.status == 410,
+                                  "account_id": event.account_id})
+    for endpoint_id, endpoint_runs in runs.items():
+        for run in endpoint_runs:
+            if run["ok"]:
+                endpoints.delivered(conn, endpoint_id)
+                continue
+            disabled = endpoints.failed(conn, endpoint_id, stamp, gone=run["gone"])
+            if disabled:
+                log.warning("webhook endpoint of account %s disabled: %s", run["account_id"],
+                            disabled)
 
 
-def deliver(event, owner: str, allow_private: bool) -> str:
+def deliver(event, allow_private: bool):
+    """Send `event` once; what `record_all` needs, or None when its endpoint was disabled meanwhile
+    (the event then waits for the endpoint to be enabled)."""
     with db.read() as conn:
         endpoint = conn.execute(_ENDPOINT, {"account_id": event.account_id}).first()
     if endpoint is None or not endpoint.enabled:
-        return "lost"  # disabled meanwhile: the event waits for the endpoint to be enabled
+        return None
     outcome, url = attempt(event, endpoint, allow_private)
-    return write_grouped(lambda conn: record(conn, event, endpoint, outcome, url, owner))
+    return event, endpoint, outcome, url
 
 
 def delivery_pass(owner: str, config: dict, stop) -> Counter:
-    """Deliver every event due now, WEBHOOK_CONCURRENCY at a time; counts per result."""
+    """Deliver every event due now, WEBHOOK_CONCURRENCY at a time; counts per result.
+
+    The pool is kept fed as deliveries finish, and what finished is recorded together at most
+    every RECORD_EVERY_SECONDS (and when nothing is left in flight): a few short transactions a
+    second instead of one per delivery, which would otherwise take the write lock from the
+    API's orders hundreds of times a second. An attempt not yet recorded when the worker dies
+    is sent again once its lease passes, with the same webhook-id."""
     threads = max(1, config["WEBHOOK_CONCURRENCY"])
     allow_private = config["WEBHOOK_ALLOW_PRIVATE"]
-    counts = Counter()
+    counts, in_flight, finished = Counter(), set(), []
+    recorded_at, drained = time.monotonic(), False
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serva-webhook") as pool:
-        while not stop.is_set():
-            claimed = claim(owner, db.now(), threads * CLAIM_PER_THREAD,
-                            config["WEBHOOK_LEASE_SECONDS"])
-            if not claimed:
-                break
-            futures = [pool.submit(contextvars.copy_context().run, deliver, event, owner,
-                                   allow_private) for event in claimed]
-            for future in futures:
-                counts[future.result()] += 1
-    return counts
+        while True:
+            if not stop.is_set() and not drained and len(in_flight) <= threads:
+                claimed = claim(owner, db.now(), threads * CLAIM_PER_THREAD - len(in_flight),
+                                config["WEBHOOK_LEASE_SECONDS"])
+                in_flight.update(pool.submit(contextvars.copy_context().run, deliver, event,
+                                             allow_private) for event in claimed)
+                drained = not claimed  # claimed again once what is in flight is recorded
+            if in_flight:
+                done, in_flight = wait(in_flight, timeout=RECORD_EVERY_SECONDS,
+                                       return_when=FIRST_COMPLETED)
+                finished.extend(future.result() for future in done)
+            if finished and (not in_flight or len(finished) >= RECORD_AT_MOST
+                             or time.monotonic() - recorded_at >= RECORD_EVERY_SECONDS):
+                counts += write(lambda conn: record_all(conn, finished, owner))
+                finished, recorded_at, drained = [], time.monotonic(), drained and bool(in_flight)
+            elif not in_flight and (drained or stop.is_set()):
+                return counts
