@@ -129,32 +129,37 @@ def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_the_certifi
         app, client, catalog, tmp_path, monkeypatch):
     """The receiver's certificate names hooks.serva-test.invalid, which only the stub
     resolves (to 127.0.0.1): the delivery connects to that address, sends the name as TLS
-    server name and checks the certificate against it. A certificate for another name fails."""
+    server name and checks the certificate against it. A certificate for another name fails
+    (checked on each new connection; here another receiver, so no open one is reused)."""
     name = "hooks.serva-test.invalid"
     cert, key = self_signed(tmp_path, name)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     names = []
     tls.sni_callback = lambda sock, server_name, context: names.append(server_name)
-    server = Receiver(tls=tls).start()
+    server, second = Receiver(tls=tls).start(), Receiver(tls=tls).start()
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test certificate only
     resolving_to(monkeypatch, "127.0.0.1")
     try:
         port = server.server.server_address[1]
-        _, key_, secret = listening_partner(app, f"https://{name}:{port}/serva")
+        account_id, key_, secret = listening_partner(app, f"https://{name}:{port}/serva")
         set_status(app, parse_order(place(client, key_)), "Completed")
         assert deliver(app)["delivered"] == 1
         assert names == [name] and server.requests[0][0]["host"] == f"{name}:{port}"
         other, _ = self_signed(tmp_path, "other.serva-test.invalid")
         monkeypatch.setenv("SSL_CERT_FILE", str(other))
+        with app.app_context(), db.write() as conn:
+            endpoints.set_url(conn, account_id,
+                              f"https://{name}:{second.server.server_address[1]}/serva", True)
         set_status(app, parse_order(place(client, key_)), "Completed")
-        assert deliver(app)["retrying"] == 1 and len(server.requests) == 1
+        assert deliver(app)["retrying"] == 1 and len(second.requests) == 0
         with app.app_context(), db.read() as conn:
             error = conn.execute(select(webhook_attempts.c.error)
                                  .order_by(webhook_attempts.c.id.desc())).scalar()
         assert "certificate" in error.lower()
     finally:
         server.stop()
+        second.stop()
 
 
 def test_the_webhook_settings_are_checked_at_start():

@@ -180,6 +180,17 @@ def test_a_connection_closed_mid_answer_is_a_failed_attempt(app, client, listeni
     make_due(app)
     assert deliver(app)["delivered"] == 1
     assert len(receiver.unique()) == 1 and len(receiver.requests) == 2
+    assert receiver.peers[0] != receiver.peers[1]  # the cut connection was not used again
+
+
+def test_deliveries_to_one_endpoint_reuse_the_open_connection(app, client, listening, receiver):
+    """One after another, three events go over one connection (one TCP handshake, and one TLS
+    handshake on https, instead of one per event)."""
+    _, key, _ = listening
+    for _ in range(3):
+        set_status(app, parse_order(place(client, key)), "Completed")
+        assert deliver(app)["delivered"] == 1
+    assert len(receiver.requests) == 3 and len(set(receiver.peers)) == 1
 
 
 def test_a_redirect_to_a_private_address_is_not_followed(app, client, listening, receiver):

@@ -25,6 +25,7 @@ class Receiver:
     def __init__(self, delay=0.0, tls=None):
         self.lock = threading.Lock()
         self.requests = []  # (headers dict with lower-case names, body bytes, path)
+        self.peers = []  # each request's client address: one per connection it came on
         self.script = []
         self.default = "ok"
         self.slow_seconds = 3.0
@@ -71,6 +72,7 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(({k.lower(): v for k, v in self.headers.items()},
                                               body, self.path))
+                    receiver.peers.append(self.client_address)
                 answer = receiver._next()
                 if receiver.delay:
                     time.sleep(receiver.delay)

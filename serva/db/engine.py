@@ -37,6 +37,9 @@ PG_UNAVAILABLE = {"53100", "25006", "55P03"}
 # request threads' caches were a tenth of a worker's memory (bench/README.md).
 SQLITE_CACHE_KIB = 1024
 SQLITE_BUSY, PG_BUSY = {5, 6}, {"55P03"}
+SQLITE_BUSY_CODE = 5
+WRITE_POLL_SECONDS = 0.0005  # how often a write waiting for another process's tries again
+WRITE_DEADLINE = "serva_write_deadline"  # the connection's info: when the next BEGIN gives up
 
 
 class Busy(Exception):
@@ -127,7 +130,32 @@ def _sqlite_transactions(engine, synchronous, write_wait):
     @event.listens_for(engine, "begin")
     def on_begin(conn):
         if not conn.get_execution_options().get(READ_ONLY):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            deadline = conn.info.pop(WRITE_DEADLINE, None) or time.monotonic() + write_wait
+            begin_immediate(conn.connection.driver_connection, deadline, write_wait)
+
+
+def begin_immediate(driver, deadline: float, write_wait: float) -> None:
+    """BEGIN IMMEDIATE, waiting for another process's write to end until `deadline`.
+
+    SQLite's own busy handler sleeps between its tries (1, 2, 5, 10 … up to 100 ms), so a
+    writer that finds the worker or another server process writing for a millisecond or two
+    would sleep several times that while its orders queue behind it. Here the BEGIN tries
+    again every WRITE_POLL_SECONDS instead: it gets the lock within that of its release. The
+    connection's busy timeout stays as it was for everything else (a reader during a
+    checkpoint, say)."""
+    driver.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorcode", 0) & 0xFF != SQLITE_BUSY_CODE \
+                        or time.monotonic() + WRITE_POLL_SECONDS > deadline:
+                    raise
+            time.sleep(WRITE_POLL_SECONDS)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
 
 
 def _bounded_lock_waits(engine, write_wait):
@@ -160,16 +188,17 @@ def write(engine=None, wait=None):
     raises an error `unavailable()` recognizes.
 
     On SQLite the threads of this process first take turns on one lock (`write_lock`), so a
-    writer is woken the moment the one before it commits; without it they would all wait in
-    SQLite's busy handler, which sleeps between polls (up to 100 ms at a time) and so turns a
-    burst of orders into latency. The busy timeout then bounds the wait for other processes,
-    cut to what the lock's wait left of the bound."""
+    writer is woken the moment the one before it commits; then one of them at a time waits
+    for other processes' writes (`begin_immediate`), until what the lock's wait left of the
+    bound."""
     engine = engine or get_engine()
     default = engine.serva_write_wait
     wait = default if wait is None else wait
     deadline = time.monotonic() + wait
     with write_lock(engine, wait), engine.connect() as conn:
-        with _busy_timeout(conn, deadline - time.monotonic(), default), conn.begin():
+        if conn.dialect.name == "sqlite":
+            conn.info[WRITE_DEADLINE] = deadline
+        with conn.begin():
             if wait != default and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(wait * 1000))}")
             yield conn
@@ -188,22 +217,6 @@ def write_lock(engine, wait):
         yield
     finally:
         lock.release()
-
-
-@contextmanager
-def _busy_timeout(conn, seconds, default):
-    """SQLite: a shorter busy timeout than the connection's for this transaction's BEGIN, when
-    less than the default is left (set on the driver's connection before it, put back after;
-    a tenth of a second is not worth the two statements)."""
-    if seconds > default - 0.1 or conn.dialect.name != "sqlite":
-        yield
-        return
-    driver = conn.connection.driver_connection
-    driver.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
-    try:
-        yield
-    finally:
-        driver.execute(f"PRAGMA busy_timeout={int(default * 1000)}")
 
 
 def upsert(dialect_name: str, table):

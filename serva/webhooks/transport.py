@@ -3,8 +3,15 @@ connection goes to a checked address itself, with the name as Host header and as
 name (SNI and certificate check), so a name that resolves elsewhere a second time (DNS
 rebinding) changes nothing. Timeouts: CONNECT_TIMEOUT to connect, TOTAL_TIMEOUT for the whole
 exchange; redirects are not followed (a 3xx is a failed attempt, its Location never called);
-a 2xx whose body is cut short counts as failed too (the receiver de-duplicates the retry)."""
+a 2xx whose body is cut short counts as failed too (the receiver de-duplicates the retry).
+
+Connections are kept open between deliveries to the same checked address (Keep-Alive), so a
+busy endpoint costs one TCP and TLS handshake per connection instead of per event: the pools
+are keyed by the address as well as the name, so a connection is only ever reused for the
+address that this attempt's check returned."""
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -16,6 +23,11 @@ TOTAL_TIMEOUT = 15.0
 MAX_RESPONSE_BYTES = 64 * 1024  # read (to see the answer complete), then dropped
 MAX_RETRY_AFTER = 24 * 3600
 USER_AGENT = "Serva-webhooks/1"
+POOLS_KEPT = 64  # destinations whose open connections are kept (the least recently used go)
+CONNECTIONS_PER_DESTINATION = 4  # kept open per destination (more may be open while busy)
+
+_pools = OrderedDict()
+_pools_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,22 @@ def retry_after(value) -> int | None:
     return max(0, min(int(moment.timestamp() - time.time()), MAX_RETRY_AFTER))
 
 
-def _pool(destination, address, timeout):
-    options = {"port": destination.port, "timeout": timeout, "retries": False, "maxsize": 1}
+def _pool(destination, address):
+    """The kept pool of connections to `address` for this destination (made when missing).
+    A pool pushed out of the kept ones is not closed, since a delivery may be using it: its
+    connections close when the last delivery using it lets go of it."""
+    key = (destination.scheme, destination.host, destination.port, address)
+    with _pools_lock:
+        pool = _pools.pop(key, None) or _new_pool(destination, address)
+        _pools[key] = pool
+        if len(_pools) > POOLS_KEPT:
+            _pools.popitem(last=False)
+    return pool
+
+
+def _new_pool(destination, address):
+    options = {"port": destination.port, "retries": False, "block": False,
+               "maxsize": CONNECTIONS_PER_DESTINATION}
     if destination.scheme == "https":
         return urllib3.HTTPSConnectionPool(address, server_hostname=destination.host,
                                            assert_hostname=destination.host,
@@ -61,20 +87,25 @@ def _host_header(destination) -> str:
 
 def _exchange(destination, address, headers, body, deadline):
     timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=max(0.001, deadline - time.monotonic()))
-    with _pool(destination, address, timeout) as pool:
-        response = pool.urlopen("POST", destination.target, body=body, headers=headers,
-                                redirect=False, preload_content=False, assert_same_host=False)
-        try:
-            received = 0
-            for chunk in response.stream(8192):
-                received += len(chunk)
-                if received > MAX_RESPONSE_BYTES:
-                    break  # the status is known; the rest does not matter
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the answer took longer than {TOTAL_TIMEOUT:g} s")
-        finally:
-            response.release_conn()
-        return response
+    response = _pool(destination, address).urlopen(
+        "POST", destination.target, body=body, headers=headers, timeout=timeout, redirect=False,
+        preload_content=False, assert_same_host=False)
+    complete = False
+    try:
+        received = 0
+        for chunk in response.stream(8192):
+            received += len(chunk)
+            if received > MAX_RESPONSE_BYTES:
+                break  # the status is known; the rest does not matter
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the answer took longer than {TOTAL_TIMEOUT:g} s")
+        else:
+            complete = True
+    finally:
+        if not complete:  # an answer left unread: its connection cannot carry another request
+            response.close()
+        response.release_conn()
+    return response
 
 
 def send(destination, headers: dict, body: bytes) -> Outcome:
