@@ -317,7 +317,7 @@ def _attempted(app, owner):
 
 def _record(app, finished, owner):
     with app.app_context(), db.write() as conn:
-        return delivery.record_all(conn, finished, owner)
+        return delivery.record(conn, delivery.settlement(finished, owner, db.now()))
 
 
 def test_an_attempt_whose_lease_passed_to_another_worker_changes_nothing(app, client, listening):

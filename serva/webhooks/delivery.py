@@ -18,6 +18,7 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, insert, select, update
@@ -50,27 +51,39 @@ def next_delay(attempts: int, asked=None):
     return round(delay * random.uniform(1 - JITTER, 1 + JITTER))
 
 
-def _claim_statement():
-    listening = select(webhook_endpoints.c.account_id).where(webhook_endpoints.c.enabled.is_(True))
-    due = (select(webhook_events.c.id)
-           .where(webhook_events.c.state == "pending",
-                  webhook_events.c.next_attempt_at <= bindparam("now"),
-                  webhook_events.c.account_id.in_(listening))
-           .order_by(webhook_events.c.next_attempt_at, webhook_events.c.id)
-           .limit(bindparam("limit")).with_for_update(skip_locked=True))
-    return (update(webhook_events).where(webhook_events.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=bindparam("lease_until"), lease_owner=bindparam("owner"))
-            .returning(webhook_events.c.id, webhook_events.c.msg_id, webhook_events.c.account_id,
-                       webhook_events.c.payload, webhook_events.c.attempts))
-
-
-_CLAIM = _claim_statement()
+# Claiming takes three statements so that the write between them is one short UPDATE: the due
+# events are chosen by a read, taken by a conditional UPDATE (an event another worker took
+# meanwhile is no longer due, so it is left out), and what this worker took is read back.
+_LISTENING = select(webhook_endpoints.c.account_id).where(webhook_endpoints.c.enabled.is_(True))
+_DUE = (select(webhook_events.c.id)
+        .where(webhook_events.c.state == "pending",
+               webhook_events.c.next_attempt_at <= bindparam("now"),
+               webhook_events.c.account_id.in_(_LISTENING))
+        .order_by(webhook_events.c.next_attempt_at, webhook_events.c.id)
+        .limit(bindparam("limit")))
+_IDS = bindparam("ids", expanding=True)
+_TAKE = (update(webhook_events)
+         .where(webhook_events.c.id.in_(_IDS), webhook_events.c.state == "pending",
+                webhook_events.c.next_attempt_at <= bindparam("now"))
+         .values(next_attempt_at=bindparam("lease_until"), lease_owner=bindparam("owner")))
+_TAKEN = (select(webhook_events.c.id, webhook_events.c.msg_id, webhook_events.c.account_id,
+                 webhook_events.c.attempts, webhook_events.c.payload)
+          .where(webhook_events.c.id.in_(_IDS), webhook_events.c.state == "pending",
+                 webhook_events.c.lease_owner == bindparam("owner"),
+                 webhook_events.c.next_attempt_at == bindparam("lease_until")))
 _ENDPOINT = select(webhook_endpoints).where(webhook_endpoints.c.account_id == bindparam("account_id"))
 
 
 def claim(owner: str, now: int, limit: int, lease_seconds: int) -> list:
-    return write(lambda conn: conn.execute(_CLAIM, {"owner": owner, "now": now, "limit": limit,
-                                                    "lease_until": now + lease_seconds}).all())
+    """Lease up to `limit` due events to `owner` until `now + lease_seconds`; the events."""
+    with db.read() as conn:
+        ids = conn.execute(_DUE, {"now": now, "limit": limit}).scalars().all()
+    if not ids:
+        return []
+    lease = {"ids": ids, "now": now, "owner": owner, "lease_until": now + lease_seconds}
+    write(lambda conn: conn.execute(_TAKE, lease))
+    with db.read() as conn:
+        return conn.execute(_TAKEN, lease).all()
 
 
 def signature(secrets, msg_id: str, stamp: int, body: str) -> str:
@@ -92,15 +105,19 @@ def attempt(event, endpoint, allow_private: bool) -> tuple:
     return transport.send(destination, headers, event.payload.encode()), endpoint.url
 
 
-# A finished attempt's consequence for its event, for many events at once (executemany): only
-# while this worker still holds the lease, so a worker whose lease passed to another changes
-# nothing (the other records its own attempt).
-_SETTLE = (update(webhook_events)
-           .where(webhook_events.c.id == bindparam("event_id"),
-                  webhook_events.c.lease_owner == bindparam("owner"),
-                  webhook_events.c.state == "pending")
-           .values(attempts=bindparam("number"), lease_owner=None, state=bindparam("new_state"),
-                   delivered_at=bindparam("delivered"), next_attempt_at=bindparam("next")))
+# A finished attempt's consequence for its event, only while this worker still holds the
+# lease (a worker whose lease passed to another changes nothing: the other records its own
+# attempt). Delivered and given-up events are settled by one statement each; a retried one
+# has a time of its own (jitter), so those are many rows of one statement (executemany).
+_MINE = (webhook_events.c.lease_owner == bindparam("owner"), webhook_events.c.state == "pending")
+_SETTLE_ALL = (update(webhook_events).where(webhook_events.c.id.in_(_IDS), *_MINE)
+               .values(attempts=webhook_events.c.attempts + 1, lease_owner=None,
+                       state=bindparam("new_state"), delivered_at=bindparam("delivered"),
+                       next_attempt_at=None))
+_ATTEMPT = insert(webhook_attempts)
+_RETRY = (update(webhook_events).where(webhook_events.c.id == bindparam("event_id"), *_MINE)
+          .values(attempts=webhook_events.c.attempts + 1, lease_owner=None,
+                  next_attempt_at=bindparam("next")))
 
 
 def consequence(event, outcome, stamp: int) -> tuple:
@@ -114,56 +131,80 @@ def consequence(event, outcome, stamp: int) -> tuple:
     return "retrying", "pending", stamp + delay
 
 
-def record_all(conn, finished, owner: str) -> Counter:
-    """Record attempts that finished (in the order they finished) and their consequences for
-    the events and endpoints; counts per result ('lost': the endpoint was disabled before the
-    attempt, which was not made)."""
-    stamp = db.now()
+@dataclass
+class Settlement:
+    """What a batch of finished attempts writes, made before the write transaction so that
+    the transaction only runs its few statements."""
+    owner: str
+    stamp: int
+    attempts: list  # webhook_attempts rows
+    finished: dict  # ids per final state: 'delivered', 'failed'
+    retries: list  # (event id, next attempt time)
+    endpoint_runs: dict
+    counts: Counter
+
+
+def settlement(finished, owner: str, stamp: int) -> Settlement:
+    """The rows for attempts that finished (in the order they finished) and their
+    consequences for the events and endpoints; counts per result ('lost': the endpoint was
+    disabled before the attempt, which was not made)."""
     sent = [attempted for attempted in finished if attempted is not None]
-    counts = Counter(lost=len(finished) - len(sent))
-    if not sent:
-        return counts
-    conn.execute(insert(webhook_attempts), [
-        {"event_id": event.id, "account_id": event.account_id, "attempt": event.attempts + 1,
-         "url": url[:2048], "status_code": outcome.status, "duration_ms": outcome.duration_ms,
-         "error": None if outcome.error is None else outcome.error[:MAX_ERROR],
-         "created_at": stamp} for event, _endpoint, outcome, url in sent])
-    settled = []
-    for event, _endpoint, outcome, _url in sent:
+    settled = Settlement(owner, stamp, [], {"delivered": [], "failed": []}, [],
+                         endpoint_runs(sent), Counter(lost=len(finished) - len(sent)))
+    for event, _endpoint, outcome, url in sent:
         result, state, next_at = consequence(event, outcome, stamp)
-        counts[result] += 1
-        settled.append({"event_id": event.id, "owner": owner, "number": event.attempts + 1,
-                        "new_state": state, "next": next_at,
-                        "delivered": stamp if state == "delivered" else None})
-    conn.execute(_SETTLE, settled)
-    endpoint_outcomes(conn, sent, stamp)
-    return counts
-
-
-def endpoint_outcomes(conn, sent, stamp: int) -> None:
-    """Each endpoint's successes and failures, in the order they came (a success ends a run of
-    failures; endpoints.failed may disable it), a run of like outcomes written once."""
-    runs = {}
-    for event, endpoint, outcome, _url in sent:
-        endpoint_runs = runs.setdefault(endpoint.id, [])
-        if endpoint_runs and endpoint_runs[-1]["ok"] == outcome.ok:
-            endpoint_runs[-1]["gone"] |= outcome.status == 410
+        settled.counts[result] += 1
+        settled.attempts.append({
+            "event_id": event.id, "account_id": event.account_id, "attempt": event.attempts + 1,
+            "url": url[:2048], "status_code": outcome.status, "duration_ms": outcome.duration_ms,
+            "error": None if outcome.error is None else outcome.error[:MAX_ERROR],
+            "created_at": stamp})
+        if state == "pending":
+            settled.retries.append({"event_id": event.id, "owner": owner, "next": next_at})
         else:
-            endpoint_runs.append({"ok": outcome.ok, "gone": outcome.status == 410,
-                                  "account_id": event.account_id})
-    for endpoint_id, endpoint_runs in runs.items():
-        for run in endpoint_runs:
+            settled.finished[state].append(event.id)
+    return settled
+
+
+def record(conn, settled: Settlement) -> Counter:
+    """Write a settlement; its counts."""
+    if settled.attempts:
+        conn.execute(_ATTEMPT, settled.attempts)
+    for state, ids in settled.finished.items():
+        if ids:
+            conn.execute(_SETTLE_ALL, {"ids": ids, "owner": settled.owner, "new_state": state,
+                                       "delivered": settled.stamp if state == "delivered"
+                                       else None})
+    if settled.retries:
+        conn.execute(_RETRY, settled.retries)
+    for endpoint_id, runs in settled.endpoint_runs.items():
+        for run in runs:
             if run["ok"]:
                 endpoints.delivered(conn, endpoint_id)
                 continue
-            disabled = endpoints.failed(conn, endpoint_id, stamp, gone=run["gone"])
+            disabled = endpoints.failed(conn, endpoint_id, settled.stamp, gone=run["gone"])
             if disabled:
                 log.warning("webhook endpoint of account %s disabled: %s", run["account_id"],
                             disabled)
+    return settled.counts
+
+
+def endpoint_runs(sent) -> dict:
+    """Each endpoint's successes and failures in the order they came, a run of like outcomes
+    as one entry (a success ends a run of failures; endpoints.failed may disable it)."""
+    runs = {}
+    for event, endpoint, outcome, _url in sent:
+        own = runs.setdefault(endpoint.id, [])
+        if own and own[-1]["ok"] == outcome.ok:
+            own[-1]["gone"] |= outcome.status == 410
+        else:
+            own.append({"ok": outcome.ok, "gone": outcome.status == 410,
+                        "account_id": event.account_id})
+    return runs
 
 
 def deliver(event, allow_private: bool):
-    """Send `event` once; what `record_all` needs, or None when its endpoint was disabled meanwhile
+    """Send `event` once; what `settlement` needs, or None when its endpoint was disabled meanwhile
     (the event then waits for the endpoint to be enabled)."""
     with db.read() as conn:
         endpoint = conn.execute(_ENDPOINT, {"account_id": event.account_id}).first()
@@ -199,7 +240,8 @@ def delivery_pass(owner: str, config: dict, stop) -> Counter:
                 finished.extend(future.result() for future in done)
             if finished and (not in_flight or len(finished) >= RECORD_AT_MOST
                              or time.monotonic() - recorded_at >= RECORD_EVERY_SECONDS):
-                counts += write(lambda conn: record_all(conn, finished, owner))
+                settled = settlement(finished, owner, db.now())
+                counts += write(lambda conn: record(conn, settled))
                 finished, recorded_at, drained = [], time.monotonic(), drained and bool(in_flight)
             elif not in_flight and (drained or stop.is_set()):
                 return counts
