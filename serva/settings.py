@@ -51,6 +51,13 @@ def _number(kind, minimum):
     return parse
 
 
+def _niceness(value) -> int:
+    number = _number(int, 0)(value)
+    if number > 19:
+        raise ValueError(value)
+    return number
+
+
 def _text(value) -> str:
     if not isinstance(value, str):
         raise ValueError(value)
@@ -199,6 +206,10 @@ class Settings:
                                        "below it is flagged in the console)")
     worker_concurrency: int = setting("SERVA_WORKER_CONCURRENCY", 16, _number(int, 1),
                                       f"{WHOLE} of at least 1")
+    # `serva worker` runs this much below the API in CPU priority (added to its niceness; not
+    # on Windows): where both share a machine, partners' requests come first and the worker's
+    # deliveries and syncs take what is left (bench/README.md, make bench-webhooks).
+    worker_nice: int = setting("SERVA_WORKER_NICE", 10, _niceness, f"{WHOLE} from 0 to 19")
     # Money in (serva.payments). No Stripe key: no Stripe option. No manual instructions: no
     # manual option.
     stripe_secret_key: str | None = setting(

@@ -27,6 +27,7 @@ def test_the_defaults(tmp_path):
         "100/second", "30/minute")
     assert (config["PROVIDER_CONNECT_TIMEOUT"], config["PROVIDER_READ_TIMEOUT"]) == (5.0, 30.0)
     assert (config["WEBHOOK_RETENTION_DAYS"], config["WEBHOOK_LEASE_SECONDS"]) == (30, 60)
+    assert config["WORKER_NICE"] == 10
     assert "WRITE_WAITERS" not in config
 
 
@@ -62,6 +63,9 @@ def test_values_from_the_environment_are_typed():
     ("SERVA_WEBHOOK_RETENTION_DAYS", "0", "SERVA_WEBHOOK_RETENTION_DAYS must be a whole number "
                                           "of days, at least 1 (got '0')"),
     ("SERVA_WEBHOOK_RETENTION_DAYS", "30d", None),
+    ("SERVA_WORKER_NICE", "20", "SERVA_WORKER_NICE must be a whole number from 0 to 19 "
+                                "(got '20')"),
+    ("SERVA_WORKER_NICE", "-5", None),
     ("SERVA_RATELIMIT_STORAGE_URI", "127.0.0.1:6379", "SERVA_RATELIMIT_STORAGE_URI must be a "
                                                       "rate-limit storage URI such as memory:// or "
                                                       "redis://127.0.0.1:6379"),

@@ -57,8 +57,8 @@ def prepare(database, provider):
     return app
 
 
-def start_worker(database):
-    env = {**os.environ, **ENV, "SERVA_DATABASE_URL": database}
+def start_worker(database, **settings):
+    env = {**os.environ, **ENV, "SERVA_DATABASE_URL": database, **settings}
     serva = os.path.join(os.path.dirname(sys.executable), "serva")
     return subprocess.Popen([serva, "worker"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -69,6 +69,24 @@ def wait_running(process):
     """Until the worker says it runs (its SIGTERM handler is in place)."""
     line = process.stdout.readline()
     assert line.startswith("worker running"), (line, process.stderr.read())
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="niceness is a Unix thing")
+def test_the_worker_runs_below_the_api_in_cpu_priority(tmp_path):
+    """`serva worker` adds SERVA_WORKER_NICE to its niceness: the API's requests come first
+    on a machine both share."""
+    database = f"sqlite:///{tmp_path / 'serva.sqlite'}"
+    app = create_app({"TESTING": True, "SECRET_KEY": "test-secret", "DATABASE_URL": database})
+    db.init_schema(app.extensions["serva.engine"])
+    app.extensions["serva.engine"].dispose()
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = start_worker(database, SERVA_WORKER_NICE="7")
+    try:
+        wait_running(worker)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, mine + 7)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
 
 
 def expected_keys(app):

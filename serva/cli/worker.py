@@ -1,7 +1,9 @@
 """`serva worker`: the fulfilment loop (hand-overs to providers, status sync) as a process."""
+import os
 import sys
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from .. import fulfilment
@@ -14,6 +16,8 @@ from .common import require_schema
 def worker_command(once):
     """Hand orders over to providers and sync their status; runs until SIGTERM."""
     require_schema()
+    if hasattr(os, "nice"):  # below the API in CPU priority (SERVA_WORKER_NICE)
+        os.nice(current_app.config["WORKER_NICE"])
     if once:
         click.echo(fulfilment.run_pass().line())
         return
