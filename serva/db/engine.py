@@ -40,6 +40,7 @@ SQLITE_BUSY, PG_BUSY = {5, 6}, {"55P03"}
 SQLITE_BUSY_CODE = 5
 WRITE_POLL_SECONDS = 0.0005  # how often a write waiting for another process's tries again
 WRITE_DEADLINE = "serva_write_deadline"  # the connection's info: when the next BEGIN gives up
+BUSY_TIMEOUT_OFF = "serva_busy_timeout_off"  # the connection's info: put it back at check-in
 
 
 class Busy(Exception):
@@ -123,39 +124,42 @@ def _sqlite_transactions(engine, synchronous, write_wait):
         cursor.close()
 
     @event.listens_for(engine, "checkin")
-    def on_checkin(dbapi_connection, _record):
-        if dbapi_connection is not None and dbapi_connection.in_transaction:
+    def on_checkin(dbapi_connection, record):
+        if dbapi_connection is None:
+            return
+        if dbapi_connection.in_transaction:
             dbapi_connection.rollback()
+        if record.info.pop(BUSY_TIMEOUT_OFF, False):
+            dbapi_connection.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
 
     @event.listens_for(engine, "begin")
     def on_begin(conn):
         if not conn.get_execution_options().get(READ_ONLY):
             deadline = conn.info.pop(WRITE_DEADLINE, None) or time.monotonic() + write_wait
-            begin_immediate(conn.connection.driver_connection, deadline, write_wait)
+            begin_immediate(conn.connection.driver_connection, deadline, conn.info)
 
 
-def begin_immediate(driver, deadline: float, write_wait: float) -> None:
+def begin_immediate(driver, deadline: float, info: dict) -> None:
     """BEGIN IMMEDIATE, waiting for another process's write to end until `deadline`.
 
     SQLite's own busy handler sleeps between its tries (1, 2, 5, 10 … up to 100 ms), so a
     writer that finds the worker or another server process writing for a millisecond or two
     would sleep several times that while its orders queue behind it. Here the BEGIN tries
     again every WRITE_POLL_SECONDS instead: it gets the lock within that of its release. The
-    connection's busy timeout stays as it was for everything else (a reader during a
+    busy timeout is off for the transaction and back to the engine's bound when the
+    connection returns to the pool (`on_checkin`), for everything else (a reader during a
     checkpoint, say)."""
     driver.execute("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                driver.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if getattr(error, "sqlite_errorcode", 0) & 0xFF != SQLITE_BUSY_CODE \
-                        or time.monotonic() + WRITE_POLL_SECONDS > deadline:
-                    raise
-            time.sleep(WRITE_POLL_SECONDS)
-    finally:
-        driver.execute(f"PRAGMA busy_timeout={int(write_wait * 1000)}")
+    info[BUSY_TIMEOUT_OFF] = True
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF != SQLITE_BUSY_CODE \
+                    or time.monotonic() + WRITE_POLL_SECONDS > deadline:
+                raise
+        time.sleep(WRITE_POLL_SECONDS)
 
 
 def _bounded_lock_waits(engine, write_wait):
