@@ -35,6 +35,7 @@ log = logging.getLogger("serva.worker")
 RETRY_DELAYS = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER = 0.1
 CLAIM_PER_THREAD = 4
+CLAIM_TRIES = 3
 RECORD_EVERY_SECONDS = 0.1
 RECORD_AT_MOST = 256
 MAX_ERROR = 255
@@ -75,15 +76,20 @@ _ENDPOINT = select(webhook_endpoints).where(webhook_endpoints.c.account_id == bi
 
 
 def claim(owner: str, now: int, limit: int, lease_seconds: int) -> list:
-    """Lease up to `limit` due events to `owner` until `now + lease_seconds`; the events."""
-    with db.read() as conn:
-        ids = conn.execute(_DUE, {"now": now, "limit": limit}).scalars().all()
-    if not ids:
-        return []
-    lease = {"ids": ids, "now": now, "owner": owner, "lease_until": now + lease_seconds}
-    write(lambda conn: conn.execute(_TAKE, lease))
-    with db.read() as conn:
-        return conn.execute(_TAKEN, lease).all()
+    """Lease up to `limit` due events to `owner` until `now + lease_seconds`; the events.
+    When another worker took every event this one chose, it chooses again (a few times)."""
+    for _ in range(CLAIM_TRIES):
+        with db.read() as conn:
+            ids = conn.execute(_DUE, {"now": now, "limit": limit}).scalars().all()
+        if not ids:
+            return []
+        lease = {"ids": ids, "now": now, "owner": owner, "lease_until": now + lease_seconds}
+        write(lambda conn, lease=lease: conn.execute(_TAKE, lease))
+        with db.read() as conn:
+            taken = conn.execute(_TAKEN, lease).all()
+        if taken:
+            return taken
+    return []
 
 
 def signature(secrets, msg_id: str, stamp: int, body: str) -> str:
