@@ -145,7 +145,7 @@ class Settlement:
     stamp: int
     attempts: list  # webhook_attempts rows
     finished: dict  # ids per final state: 'delivered', 'failed'
-    retries: list  # (event id, next attempt time)
+    retries: list  # _RETRY rows: each retried event and its next attempt time
     endpoint_runs: dict
     counts: Counter
 
