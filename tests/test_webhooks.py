@@ -5,6 +5,7 @@ secret the partner was shown, the retry schedule and Retry-After, 410, timeouts,
 closed mid-answer, a redirect not followed, three days of failures, secret rotation. Every
 test runs on SQLite and on PostgreSQL (skipped when PostgreSQL is not reachable)."""
 import json
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -191,6 +192,19 @@ def test_deliveries_to_one_endpoint_reuse_the_open_connection(app, client, liste
         set_status(app, parse_order(place(client, key)), "Completed")
         assert deliver(app)["delivered"] == 1
     assert len(receiver.requests) == 3 and len(set(receiver.peers)) == 1
+
+
+def test_a_kept_connection_the_receiver_dropped_is_not_an_attempt_lost(app, client, listening,
+                                                                      receiver):
+    """The receiver closes each connection after its answer (as servers drop idle ones): the
+    next event goes over a new connection and is delivered the first time."""
+    _, key, _ = listening
+    receiver.default = "hangup"
+    for _ in range(3):
+        set_status(app, parse_order(place(client, key)), "Completed")
+        time.sleep(0.05)  # the close reaches this side before the next delivery
+        assert deliver(app)["delivered"] == 1
+    assert len(receiver.requests) == 3 and len(set(receiver.peers)) == 3
 
 
 def test_a_redirect_to_a_private_address_is_not_followed(app, client, listening, receiver):

@@ -3,7 +3,8 @@ every request (headers, raw body) and answers each as the test scripted it. `scr
 popped from the front, then `default`; an answer is
   "ok" (204), an HTTP status such as "500" or "410", "429 3" / "503 7" (with Retry-After),
   "slow" (the answer after `slow_seconds`), "close" (a 200 status line and headers promising
-  a body, then the connection closed), "redirect URL" (302 to URL), or "delay" (answer 200
+  a body, then the connection closed), "hangup" (204, kept alive by its headers, then the
+  connection closed: an idle connection the receiver drops), "redirect URL" (302 to URL), or "delay" (answer 200
   after `delay` seconds: the bench's 50 ms receiver).
 `tls`: an ssl.SSLContext to serve HTTPS with. `unique()`: the distinct webhook-ids received (the receiver's de-duplication)."""
 import threading
@@ -85,8 +86,9 @@ class Receiver:
                     self.close_connection = True
                     return
                 headers = {}
-                if answer == "ok":
+                if answer in ("ok", "hangup"):
                     status = 204
+                    self.close_connection = answer == "hangup"
                 elif answer.startswith("redirect "):
                     status, headers = 302, {"Location": answer.split(" ", 1)[1]}
                 else:
