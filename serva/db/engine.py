@@ -37,7 +37,6 @@ PG_UNAVAILABLE = {"53100", "25006", "55P03"}
 # request threads' caches were a tenth of a worker's memory (bench/README.md).
 SQLITE_CACHE_KIB = 1024
 SQLITE_BUSY, PG_BUSY = {5, 6}, {"55P03"}
-SQLITE_BUSY_CODE = 5
 WRITE_POLL_SECONDS = 0.0005  # how often a write waiting for another process's tries again
 WRITE_DEADLINE = "serva_write_deadline"  # the connection's info: when the next BEGIN gives up
 BUSY_TIMEOUT_OFF = "serva_busy_timeout_off"  # the connection's info: put it back at check-in
@@ -156,7 +155,7 @@ def begin_immediate(driver, deadline: float, info: dict) -> None:
             driver.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as error:
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF != SQLITE_BUSY_CODE \
+            if not unavailable(error, only_busy=True) \
                     or time.monotonic() + WRITE_POLL_SECONDS > deadline:
                 raise
         time.sleep(WRITE_POLL_SECONDS)

@@ -127,14 +127,14 @@ _RETRY = (update(webhook_events).where(webhook_events.c.id == bindparam("event_i
 
 
 def consequence(event, outcome, stamp: int) -> tuple:
-    """What an attempt makes of its event: ('delivered' | 'retrying' | 'failed', new state,
-    next attempt time or None)."""
+    """What an attempt makes of its event: ('delivered' | 'failed', None), or ('retrying',
+    the next attempt's time)."""
     if outcome.ok:
-        return "delivered", "delivered", None
+        return "delivered", None
     delay = None if outcome.status == 410 else next_delay(event.attempts + 1, outcome.retry_after)
     if delay is None:
-        return "failed", "failed", None
-    return "retrying", "pending", stamp + delay
+        return "failed", None
+    return "retrying", stamp + delay
 
 
 @dataclass
@@ -158,17 +158,17 @@ def settlement(finished, owner: str, stamp: int) -> Settlement:
     settled = Settlement(owner, stamp, [], {"delivered": [], "failed": []}, [],
                          endpoint_runs(sent), Counter(lost=len(finished) - len(sent)))
     for event, _endpoint, outcome, url in sent:
-        result, state, next_at = consequence(event, outcome, stamp)
+        result, next_at = consequence(event, outcome, stamp)
         settled.counts[result] += 1
         settled.attempts.append({
             "event_id": event.id, "account_id": event.account_id, "attempt": event.attempts + 1,
             "url": url[:2048], "status_code": outcome.status, "duration_ms": outcome.duration_ms,
             "error": None if outcome.error is None else outcome.error[:MAX_ERROR],
             "created_at": stamp})
-        if state == "pending":
+        if result == "retrying":
             settled.retries.append({"event_id": event.id, "owner": owner, "next": next_at})
         else:
-            settled.finished[state].append(event.id)
+            settled.finished[result].append(event.id)
     return settled
 
 
